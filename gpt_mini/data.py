@@ -1,0 +1,117 @@
+"""Course data: instruction pairs -> token ids with answer-only targets -> padded batches."""
+
+import json
+import random
+import re
+import unicodedata
+from pathlib import Path
+
+import torch
+
+from . import tokenizer as T
+from .errors import UserError
+
+USER, ASSISTANT = "用户:", "助手:"
+FIXED_QUESTIONS = {  # the seed's two fixed questions and their reference answers
+    "什么是注意力机制?": "注意力机制通过分配权重让模型关注关键位置,从而更好地理解序列中的关系。",
+    "解释蒸馏水与纯水区别?": "蒸馏水是通过蒸馏获得的水,去除了大部分杂质;纯水是指杂质含量极低的水,制备方式可以是蒸馏、反渗透等。",
+}
+_TRAILING = "?？!！。.~～ \t"
+_CJK_SPACE = re.compile(r"\s*([^\x00-\x7f]|[,.;:!?()\[\]])\s*")
+
+
+def normalize_prompt(text: str) -> str:
+    """The same question typed differently gets the same form, in training and in inference:
+    full-width ？，；： -> half-width (NFKC), spaces around Chinese characters and punctuation removed,
+    other runs of spaces collapsed, and exactly one '?' at the end."""
+    s = unicodedata.normalize("NFKC", text)
+    s = _CJK_SPACE.sub(r"\1", s)
+    s = re.sub(r"\s+", " ", s).strip()
+    s = s.rstrip(_TRAILING)
+    return s + "?" if s else ""
+
+
+def prompt_prefix(prompt: str) -> str:
+    return f"{USER}{normalize_prompt(prompt)}\n{ASSISTANT}"
+
+
+def read_jsonl(path) -> list[dict]:
+    """Read pairs {"prompt", "completion"} or plain lines {"text"}; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"找不到数据文件 {path}", f"data file not found: {path}")
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} 不是 UTF-8 文本", f"{path} is not UTF-8 text") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{path} 第 {n} 行不是合法的 JSON", f"{path} line {n} is not valid JSON") from None
+        rows.append(check_row(row, f"{path} 第 {n} 行", f"{path} line {n}"))
+    if not rows:
+        raise UserError(f"数据文件 {path} 是空的", f"data file {path} is empty")
+    return rows
+
+
+def check_row(row, where_zh: str, where_en: str) -> dict:
+    if isinstance(row, dict) and isinstance(row.get("text"), str) and row["text"].strip():
+        return {"text": row["text"]}
+    if not (isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str)):
+        raise UserError(f"{where_zh} 需要字段 prompt 和 completion（或 text）",
+                        f"{where_en} needs fields prompt and completion (or text)")
+    if not normalize_prompt(row["prompt"]) or not row["completion"].strip():
+        raise UserError(f"{where_zh} 的问题或回答是空的", f"{where_en} has an empty prompt or completion")
+    return {"prompt": row["prompt"], "completion": row["completion"].strip()}
+
+
+def encode_row(tok, row: dict, seq_len: int):
+    """One sample -> (x, y). Pairs: <bos>用户:{prompt}\\n助手:{answer}<eos>, loss on the answer only.
+    y is x shifted by one; the first len(prefix)-1 targets are -100 (ignored), so the target at position
+    len(prefix)-1 is the first answer token: the model learns how an answer starts."""
+    if "text" in row:
+        prefix, body = [T.BOS_ID], T.encode(tok, row["text"])
+    else:
+        prefix = [T.BOS_ID] + T.encode(tok, prompt_prefix(row["prompt"]))
+        body = T.encode(tok, row["completion"])
+    ids = (prefix + body + [T.EOS_ID])[: seq_len + 1]  # a sample longer than the context is cut
+    x = torch.tensor(ids[:-1], dtype=torch.long)
+    y = torch.tensor(ids[1:], dtype=torch.long)
+    if "text" not in row:
+        y[: len(prefix) - 1] = -100
+    return x, y
+
+
+class Batches:
+    """Shuffled batches padded to their longest sample (not always to seq_len). No worker processes."""
+
+    def __init__(self, samples, batch_size: int, seed: int = 0, pad_to: int | None = None):
+        self.samples, self.batch_size, self.pad_to = samples, batch_size, pad_to
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+
+    def next(self):
+        if len(self.order) < self.batch_size:  # new epoch: reshuffle
+            more = list(range(len(self.samples)))
+            self.rng.shuffle(more)
+            self.order += more
+        picked, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
+        return collate([self.samples[i] for i in picked], self.pad_to)
+
+
+def collate(samples, pad_to: int | None = None):
+    T_max = pad_to or max(len(x) for x, _ in samples)
+    x = torch.full((len(samples), T_max), T.PAD_ID, dtype=torch.long)
+    y = torch.full((len(samples), T_max), -100, dtype=torch.long)
+    for i, (xi, yi) in enumerate(samples):
+        x[i, : len(xi)], y[i, : len(yi)] = xi, yi
+    return x, y
+
+
+def load_samples(tok, path, seq_len: int, extra_rows=()):
+    rows = read_jsonl(path) + list(extra_rows)
+    return rows, [encode_row(tok, r, seq_len) for r in rows]

@@ -1,0 +1,185 @@
+"""Text generation: sampling filters you can test on hand-made distributions, masks, stop strings,
+prompt normalisation, answer cleanup and a KV cache."""
+
+import unicodedata
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import tokenizer as T
+from .data import normalize_prompt, prompt_prefix
+from .errors import UserError
+
+MAX_NEW_TOKENS_CAP = 512
+MIN_ANSWER_TOKENS = 2  # EOS is masked for the first steps so the model cannot answer with nothing
+
+
+@dataclass
+class Settings:
+    temperature: float = 0.0  # 0 = greedy decoding
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    repetition_penalty: float = 1.0  # 1 = off
+    max_new_tokens: int = 128
+    stop_strings: list = field(default_factory=list)
+    seed: int | None = None
+
+    def check(self) -> "Settings":
+        if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 10:
+            raise UserError(f"温度应在 0 到 10 之间，收到 {self.temperature}", f"temperature must be in [0, 10], got {self.temperature}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise UserError(f"top_k 应为不小于 0 的整数，收到 {self.top_k}", f"top_k must be an integer >= 0, got {self.top_k}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise UserError(f"top_p 应在 (0, 1] 内，收到 {self.top_p}", f"top_p must be in (0, 1], got {self.top_p}")
+        if not isinstance(self.repetition_penalty, (int, float)) or not 0 < self.repetition_penalty <= 10:
+            raise UserError(f"重复惩罚应在 (0, 10] 内，收到 {self.repetition_penalty}",
+                            f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}")
+        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_CAP:
+            raise UserError(f"max_new_tokens 应在 1 到 {MAX_NEW_TOKENS_CAP} 之间，收到 {self.max_new_tokens}",
+                            f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_CAP}], got {self.max_new_tokens}")
+        self.stop_strings = [s for s in (self.stop_strings or []) if s]
+        return self
+
+
+# ---- sampling filters: logits (V,) in, logits (V,) out ------------------------------------------------------
+
+def apply_repetition_penalty(logits, previous_ids, penalty: float):
+    """CTRL-style: a token already in the answer gets its logit divided by penalty (if positive) or multiplied."""
+    if penalty == 1.0 or not len(previous_ids):
+        return logits
+    out = logits.clone()
+    ids = torch.tensor(sorted(set(int(i) for i in previous_ids)), dtype=torch.long)
+    picked = out[ids]
+    out[ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return out
+
+
+def top_k_filter(logits, k: int):
+    """Keep the k largest logits, set the rest to -inf. k = 0 keeps all."""
+    if k <= 0 or k >= logits.numel():
+        return logits
+    kth = torch.topk(logits, k).values[-1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits, p: float):
+    """Nucleus: keep the smallest set of most likely tokens whose probabilities add up to at least p."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True)
+    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+    drop_sorted = cum - torch.softmax(sorted_logits, dim=-1) >= p  # mass before this token already reaches p
+    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sampling_stages(logits, answer_ids, step: int, s: Settings) -> dict:
+    """The next-token distribution at each stage, for the classroom panel and for sampling itself.
+    Returns logits after: masks + repetition penalty ('raw'), temperature, top-k, top-p."""
+    logits = logits.float().clone()
+    logits[[T.PAD_ID, T.BOS_ID, T.UNK_ID]] = float("-inf")  # never valid output, above all at the first step
+    if step < MIN_ANSWER_TOKENS:
+        logits[T.EOS_ID] = float("-inf")
+    raw = apply_repetition_penalty(logits, answer_ids, s.repetition_penalty)
+    if s.temperature == 0:
+        return {"raw": raw, "temperature": raw, "top_k": raw, "top_p": raw}
+    warm = raw / s.temperature
+    k = top_k_filter(warm, s.top_k)
+    return {"raw": raw, "temperature": warm, "top_k": k, "top_p": top_p_filter(k, s.top_p)}
+
+
+def pick_token(final_logits, s: Settings, rng=None) -> int:
+    if s.temperature == 0:
+        return int(torch.argmax(final_logits))
+    return int(torch.multinomial(torch.softmax(final_logits, dim=-1), 1, generator=rng))
+
+
+# ---- answer text -------------------------------------------------------------------------------------------
+
+def clean_answer(text: str, stop_strings=()) -> tuple[str, bool]:
+    """Cut at the first stop string (or a new '用户:' turn), strip leading punctuation and whitespace.
+    Returns (answer, whether a stop string was found)."""
+    hit = False
+    for stop in list(stop_strings) + ["用户:", "\n用户"]:
+        at = text.find(stop)
+        if at >= 0:
+            text, hit = text[:at], hit or stop in stop_strings
+    i = 0
+    while i < len(text) and (text[i].isspace() or unicodedata.category(text[i]).startswith("P")):
+        i += 1
+    return text[i:].replace("\ufffd", "").rstrip(), hit
+
+
+@dataclass
+class Result:
+    answer: str
+    token_ids: list
+    steps: list  # per generated token: {"id", "text", "prob", "top": [(text, prob), ...]}
+    notices: list
+    stopped_by: str  # eos | stop_string | max_new_tokens | context
+    prompt_tokens: int
+
+
+def fit_prompt(tok, prompt: str, seq_len: int, reserve: int):
+    """Token ids of <bos>用户:{prompt}\\n助手:, with the prompt cut so that `reserve` tokens remain for the answer."""
+    norm = normalize_prompt(prompt)
+    if not norm:
+        raise UserError("问题不能为空", "the prompt is empty")
+    limit, notices = max(8, seq_len - reserve), []
+    ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm))
+    while len(ids) > limit and len(norm) > 1:
+        norm = norm[: max(1, int(len(norm) * limit / len(ids)) - 1)]
+        ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm))
+    if norm != normalize_prompt(prompt):
+        notices.append(f"问题太长，只保留了前 {len(norm)} 个字符 / prompt cut to its first {len(norm)} characters")
+    return ids, notices
+
+
+@torch.no_grad()
+def generate_steps(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True, top_n: int = 5):
+    """Yield (answer_so_far, step_info) after every generated token; the last item is the Result."""
+    s = (s or Settings()).check()
+    model.eval()
+    device = next(model.parameters()).device
+    ids, notices = fit_prompt(tok, prompt, model.seq_len, min(s.max_new_tokens, model.seq_len // 2))
+    budget = min(s.max_new_tokens, model.seq_len - len(ids))
+    rng = torch.Generator().manual_seed(s.seed) if s.seed is not None else None
+    cache = [{} for _ in model.blocks] if use_cache else None
+    answer_ids, steps, stopped_by = [], [], "max_new_tokens"
+    feed = torch.tensor([ids], device=device)
+    for step in range(budget):
+        logits, _ = model(feed, cache=cache) if use_cache else model(torch.tensor([ids + answer_ids], device=device))
+        final = sampling_stages(logits[0, -1].cpu(), answer_ids, step, s)["top_p"]
+        nxt = pick_token(final, s, rng)
+        probs = torch.softmax(final, dim=-1)
+        top = torch.topk(probs, min(top_n, probs.numel()))
+        steps.append({"id": nxt, "text": T.decode(tok, [nxt]), "prob": float(probs[nxt]),
+                      "top": [(T.decode(tok, [int(i)]) or tok.id_to_token(int(i)), float(p))
+                              for p, i in zip(top.values, top.indices)]})
+        if nxt == T.EOS_ID:
+            stopped_by = "eos"
+            break
+        answer_ids.append(nxt)
+        answer, hit = clean_answer(T.decode(tok, answer_ids), s.stop_strings)
+        if hit or "用户:" in T.decode(tok, answer_ids):
+            stopped_by = "stop_string"
+            break
+        yield answer, steps[-1]
+        feed = torch.tensor([[nxt]], device=device)
+    else:
+        if budget < s.max_new_tokens:
+            stopped_by = "context"
+            notices.append(f"已到达上下文长度 {model.seq_len} / reached the context length {model.seq_len}")
+    answer, _ = clean_answer(T.decode(tok, answer_ids), s.stop_strings)
+    yield Result(answer, answer_ids, steps, notices, stopped_by, len(ids))
+
+
+def generate(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True) -> Result:
+    for item in generate_steps(model, tok, prompt, s, use_cache):
+        pass
+    return item
+
+
+def softmax_probs(logits):
+    return F.softmax(logits.float(), dim=-1)

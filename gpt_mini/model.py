@@ -1,0 +1,147 @@
+"""A decoder-only GPT in one page: read it top to bottom.
+
+Token ids -> embedding -> L x [RMSNorm -> causal self-attention (+RoPE) -> RMSNorm -> SiLU MLP] -> RMSNorm
+-> logits via the same embedding matrix (weight tying). Parameters: V·d + L·(12d² + 11d) + d.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    """Scale each vector to unit root-mean-square, then by a learned gain. No mean, no bias: cheaper than LayerNorm."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope_tables(head_dim: int, max_len: int, base: float = 10000.0):
+    """cos/sin of angle = position x frequency, one frequency per (even, odd) pair of dimensions."""
+    freqs = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)  # (head_dim/2,)
+    angles = torch.outer(torch.arange(max_len).float(), freqs)  # (max_len, head_dim/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each pair (x0, x1) by its angle. x: (B, H, T, hd); cos/sin: (T, hd/2).
+    A rotation keeps the vector's length, and q·k then depends only on the distance between positions."""
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+class CausalSelfAttention(nn.Module):
+    """Each position mixes the values of itself and earlier positions, weighted by softmax(q·k / sqrt(hd))."""
+
+    def __init__(self, n_embd: int, n_head: int, seq_len: int, dropout: float):
+        super().__init__()
+        self.n_head, self.head_dim = n_head, n_embd // n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd)  # q, k, v for all heads in one matrix
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.dropout = dropout
+        # The causal mask: position i may look at positions 0..i only (lower triangle of ones).
+        self.register_buffer("mask", torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool)), persistent=False)
+        self.causal = True  # False only for the classroom demo of why the mask exists
+        self.fused = True  # use F.scaled_dot_product_attention when we need no weights (same math, faster)
+
+    def forward(self, x, cos, sin, cache=None, weights_out=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        start = 0 if cache is None or cache.get("k") is None else cache["k"].shape[2]
+        q, k = apply_rope(q, cos[start:start + T], sin[start:start + T]), apply_rope(k, cos[start:start + T], sin[start:start + T])
+        if cache is not None:  # KV cache: keep keys and values of earlier tokens, compute only the new ones
+            if start:
+                k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)
+            cache["k"], cache["v"] = k, v
+        mask = self.mask[start:start + T, :start + T] if self.causal else None
+        p = self.dropout if self.training else 0.0
+        if self.fused and weights_out is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if start else None, dropout_p=p,
+                                               is_causal=self.causal and not start and T > 1)
+        else:  # the explicit path: the lecture version, and the one that can show its weights
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T_total)
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))  # future positions get zero weight
+            att = F.softmax(att, dim=-1)
+            if weights_out is not None:
+                weights_out.append(att.detach())
+            y = F.dropout(att, p) @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    """Per-position feed-forward network: widen to 4d, SiLU, back to d."""
+
+    def __init__(self, n_embd: int, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd)
+        self.proj = nn.Linear(4 * n_embd, n_embd)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(F.silu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, n_embd, n_head, seq_len, dropout):
+        super().__init__()
+        self.norm1, self.attn = RMSNorm(n_embd), CausalSelfAttention(n_embd, n_head, seq_len, dropout)
+        self.norm2, self.mlp = RMSNorm(n_embd), MLP(n_embd, dropout)
+
+    def forward(self, x, cos, sin, cache=None, weights_out=None):
+        x = x + self.attn(self.norm1(x), cos, sin, cache, weights_out)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size, n_layer=4, n_head=4, n_embd=256, seq_len=128, dropout=0.0, causal=True):
+        super().__init__()
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.tok_emb = nn.Embedding(vocab_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, seq_len, dropout) for _ in range(n_layer))
+        self.norm = RMSNorm(n_embd)
+        cos, sin = rope_tables(n_embd // n_head, seq_len)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.set_causal(causal)
+        # Small GPT-2 style initialisation: with std 1 embeddings and tied weights the first loss is far above
+        # chance (ln V) and many early steps only undo that. Residual outputs are scaled by 1/sqrt(2L).
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    def set_causal(self, causal: bool):
+        for block in self.blocks:
+            block.attn.causal = causal
+
+    def forward(self, idx, targets=None, cache=None, weights_out=None):
+        """idx (B, T) token ids -> logits (B, T, V); with targets, also the mean cross-entropy over targets != -100.
+        cache: list of dicts, one per layer, for step-by-step generation. weights_out: list that collects
+        each layer's attention weights (B, H, T, T)."""
+        x = self.drop(self.tok_emb(idx))
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.rope_cos, self.rope_sin, None if cache is None else cache[i], weights_out)
+        logits = F.linear(self.norm(x), self.tok_emb.weight)  # weight tying: output layer = embedding
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100)
+        return logits, loss
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
