@@ -1,11 +1,10 @@
 """python -m gpt_mini.build_tokenizer: train the byte-level BPE tokenizer on the course data."""
 
-import argparse
 
 from . import tokenizer as T
 from .config import add_config_args, load_config, resolve
 from .data import prompt_prefix, read_jsonl
-from .errors import run_cli
+from .errors import ArgumentParser, run_cli
 
 
 def corpus_texts(rows) -> list[str]:
@@ -19,7 +18,7 @@ def build(cfg: dict, vocab_size: int | None = None, extra_rows=()):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="训练字节级 BPE 分词器 / train the byte-level BPE tokenizer")
+    parser = ArgumentParser(description="训练字节级 BPE 分词器 / train the byte-level BPE tokenizer")
     add_config_args(parser)
     parser.add_argument("--out", default=None, help="输出路径 / output path (default: tokenizer.path)")
     args = parser.parse_args(argv)

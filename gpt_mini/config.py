@@ -31,6 +31,11 @@ def _coerce(key: str, value, kind):
         return float(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
+    if kind is float and isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     raise UserError(f"配置项 {key} 应为{TYPE_NAMES[kind]}，收到 {value!r}",
                     f"config key {key} must be {TYPE_NAMES[kind].split()[-1]}, got {value!r}")
 
@@ -74,8 +79,8 @@ def check_values(cfg: dict) -> None:
         raise UserError(f"n_embd={m['n_embd']} 不能被 n_head={m['n_head']} 整除",
                         f"n_embd={m['n_embd']} is not divisible by n_head={m['n_head']}")
     if (m["n_embd"] // m["n_head"]) % 2:
-        raise UserError(f"每个头的维度 {m['n_embd'] // m['n_head']} 是奇数，RoPE 需要成对旋转",
-                        f"head dimension {m['n_embd'] // m['n_head']} is odd; RoPE rotates pairs")
+        raise UserError(f"每个头的维度 model.n_embd/model.n_head = {m['n_embd'] // m['n_head']} 是奇数，RoPE 需要成对旋转",
+                        f"head dimension model.n_embd/model.n_head = {m['n_embd'] // m['n_head']} is odd; RoPE rotates pairs")
     if not 0.0 <= m["dropout"] < 1.0:
         raise UserError("dropout 应在 [0, 1) 内", "dropout must be in [0, 1)")
     if t["batch_size"] % t["micro_batch"]:

@@ -87,20 +87,33 @@ def encode_row(tok, row: dict, seq_len: int):
 
 
 class Batches:
-    """Shuffled batches padded to their longest sample (not always to seq_len). No worker processes."""
+    """Shuffled batches padded to their longest sample (not always to seq_len). No worker processes.
+    With bucket > 1, each epoch is shuffled, cut into groups of bucket x batch_size samples, each group sorted by
+    length and cut into batches, and the batches shuffled: samples in a batch have similar lengths, so less
+    padding is computed, while every epoch still visits every sample once in a random order."""
 
-    def __init__(self, samples, batch_size: int, seed: int = 0, pad_to: int | None = None):
-        self.samples, self.batch_size, self.pad_to = samples, batch_size, pad_to
+    def __init__(self, samples, batch_size: int, seed: int = 0, pad_to: int | None = None, bucket: int = 1):
+        self.samples, self.batch_size, self.pad_to, self.bucket = samples, batch_size, pad_to, bucket
         self.rng = random.Random(seed)
-        self.order: list[int] = []
+        self.queue: list[list[int]] = []
+
+    def _new_epoch(self):
+        order = list(range(len(self.samples)))
+        self.rng.shuffle(order)
+        group = self.batch_size * self.bucket
+        batches = []
+        for g in range(0, len(order), group):
+            chunk = order[g:g + group]
+            if self.bucket > 1:
+                chunk.sort(key=lambda i: len(self.samples[i][0]))
+            batches += [chunk[b:b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+        self.rng.shuffle(batches)
+        self.queue += batches
 
     def next(self):
-        if len(self.order) < self.batch_size:  # new epoch: reshuffle
-            more = list(range(len(self.samples)))
-            self.rng.shuffle(more)
-            self.order += more
-        picked, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
-        return collate([self.samples[i] for i in picked], self.pad_to)
+        if not self.queue:
+            self._new_epoch()
+        return collate([self.samples[i] for i in self.queue.pop()], self.pad_to)
 
 
 def collate(samples, pad_to: int | None = None):

@@ -1,5 +1,6 @@
 """One kind of error for everything a user can get wrong, printed as one line in Chinese and English."""
 
+import argparse
 import sys
 
 
@@ -21,3 +22,10 @@ def run_cli(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("已中断 / interrupted", file=sys.stderr)
         return 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one bilingual line instead of a usage block."""
+
+    def error(self, message):
+        raise UserError(f"命令行参数有误：{message}（用 --help 查看用法）", f"bad command-line argument: {message} (see --help)")

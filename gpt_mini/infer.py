@@ -1,20 +1,19 @@
 """python -m gpt_mini.infer: ask the trained model a question (or chat interactively without --prompt)."""
 
-import argparse
 import sys
 
 from .checkpoint import load_model
-from .config import ROOT, load_config, resolve
-from .errors import UserError, run_cli
+from .config import ROOT, add_config_args, load_config, resolve
+from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
 from . import tokenizer as T
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="用训练好的模型回答问题 / answer questions with a trained model")
+    p = ArgumentParser(description="用训练好的模型回答问题 / answer questions with a trained model")
     p.add_argument("--prompt", default=None, help="问题；省略则进入交互模式 / question; omit for interactive mode")
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "last.pt"), help="检查点（last.pt 或 quantized.pt）")
-    p.add_argument("--config", default=None, help="配置文件，用于找到分词器 / config (for the tokenizer path)")
+    add_config_args(p)
     p.add_argument("--temperature", type=float, default=0.0, help="温度，0 = 贪心解码 / 0 = greedy")
     p.add_argument("--top_k", type=int, default=0)
     p.add_argument("--top_p", type=float, default=1.0)
@@ -31,8 +30,8 @@ def main(argv=None):
     settings = Settings(args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.max_new_tokens,
                         args.stop_strings, args.seed).check()
     tok = None
-    if args.config:  # an explicit config names the tokenizer; otherwise the checkpoint's own config does
-        tok = T.load_tokenizer(resolve(load_config(args.config)["tokenizer"]["path"]))
+    if args.config or args.overrides:  # an explicit config names the tokenizer; otherwise the checkpoint's does
+        tok = T.load_tokenizer(resolve(load_config(args.config, args.overrides)["tokenizer"]["path"]))
     model, tok, _ = load_model(resolve(args.ckpt), tok)
 
     def answer(question: str):

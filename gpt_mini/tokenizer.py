@@ -20,6 +20,7 @@ def train_tokenizer(texts, vocab_size: int) -> Tokenizer:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
+    tok.encode_special_tokens = True  # '<eos>' typed by a student is text, not the end-of-answer token
     return tok
 
 
@@ -32,6 +33,7 @@ def load_tokenizer(path) -> Tokenizer:
         tok = Tokenizer.from_file(str(path))
     except Exception:
         raise UserError(f"分词器文件 {path} 已损坏或格式不对", f"tokenizer file {path} is damaged or not a tokenizer") from None
+    tok.encode_special_tokens = True
     if [tok.token_to_id(t) for t in SPECIAL_TOKENS] != [PAD_ID, BOS_ID, EOS_ID, UNK_ID]:
         raise UserError(f"分词器 {path} 缺少特殊词元 {SPECIAL_TOKENS}", f"tokenizer {path} lacks special tokens {SPECIAL_TOKENS}")
     return tok

@@ -1,7 +1,6 @@
 """The training loop: one reusable object with callbacks and pause/stop control.
 The CLI below and the dashboard both drive this same Trainer; there is no second copy of the loop."""
 
-import argparse
 import csv
 import math
 import os
@@ -16,9 +15,12 @@ from . import tokenizer as T
 from .checkpoint import atomic_save, load_model, make_checkpoint, model_from_config, quantize_int8, read_checkpoint
 from .config import ROOT, add_config_args, load_config, param_count_formula, resolve
 from .data import FIXED_QUESTIONS, Batches, collate, load_samples
-from .errors import UserError, run_cli
+from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
 
+# Length buckets cut padding (95% real tokens instead of 80%), but the benchmark showed slower learning
+# (train loss 5.2 vs 4.8 at step 100, same seed): batches of similar length are less varied. Off (1).
+LENGTH_BUCKETS = 1
 METRIC_FIELDS = ["step", "train_loss", "eval_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
 
 
@@ -63,7 +65,7 @@ class Trainer:
         self.step, self.history, self.elapsed_before, self._first_step = 0, [], 0.0, 0
         if resume:
             self._load_resume_state()
-        self.batches = Batches(self.samples, t["micro_batch"], seed=t["seed"] + self.step)
+        self.batches = Batches(self.samples, t["micro_batch"], seed=t["seed"] + self.step, bucket=LENGTH_BUCKETS)
         self.probe_questions = list(probe_questions)
         self.state, self.message = "idle", ""
         self._stop, self._running = threading.Event(), threading.Event()
@@ -124,15 +126,19 @@ class Trainer:
                     (loss / accum).backward()
                     loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
                     self.tokens_seen += x.numel()
-                if not math.isfinite(loss_sum):
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["grad_clip"] or float("inf"))
+                if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
                     self.optimizer.zero_grad(set_to_none=True)
                     self.state = "failed"
                     self.message = (f"第 {self.step + 1} 步损失变成了 NaN/无穷大，已停止；请调小学习率（保留了上一个正常的检查点）"
                                     f" / loss became NaN/inf at step {self.step + 1}; lower the learning rate (last good checkpoint kept)")
                     break
-                if t["grad_clip"] > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["grad_clip"])
                 self.optimizer.step()
+                if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+                    self.state = "failed"
+                    self.message = (f"第 {self.step + 1} 步权重变成了 NaN/无穷大，已停止；请调小学习率（保留了上一个正常的检查点）"
+                                    f" / weights became NaN/inf at step {self.step + 1}; lower the learning rate (last good checkpoint kept)")
+                    break
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 if self.step % t["eval_interval"] == 0 or self.step == t["max_steps"]:
@@ -156,7 +162,7 @@ class Trainer:
         self.train_seconds = self.elapsed_before + time.time() - start
         if self.state != "failed":
             self.state = "stopped" if self.step < t["max_steps"] else "finished"
-            if self.history and self.history[-1]["step"] != self.step:
+            if not self.history or self.history[-1]["step"] != self.step:
                 self.save()
             self.finish()
         self._call("on_end")
@@ -255,7 +261,7 @@ def print_log(trainer: Trainer, row: dict):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="训练 gpt_mini / train gpt_mini")
+    parser = ArgumentParser(description="训练 gpt_mini / train gpt_mini")
     add_config_args(parser)
     parser.add_argument("--resume", action="store_true", help="从 save.dir/last.pt 继续训练 / continue from last.pt")
     parser.add_argument("--promote", action="store_true",

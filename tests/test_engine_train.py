@@ -1,0 +1,235 @@
+"""The training loop: schedule, the end-to-end run, outputs, callbacks, NaN stop, pause/resume/stop, --resume."""
+
+import math
+import os
+import threading
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import PAIRS, run_module
+from gpt_mini import checkpoint as C
+from gpt_mini.generate import generate
+from gpt_mini.train import Trainer, lr_at
+
+EXPECTED_COLUMNS = ["step", "train_loss", "eval_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
+SMALL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]  # even smaller than the e2e model
+
+
+# ---- learning-rate schedule ---------------------------------------------------------------------------------
+
+def test_lr_linear_warmup_then_cosine_decay_at_known_steps():
+    f = lambda step, mr=0.1: lr_at(step, 100, 2.0, 0.1, min_ratio=mr)  # noqa: E731  warmup = 10 steps
+    assert math.isclose(f(0), 0.2) and math.isclose(f(4), 1.0) and math.isclose(f(9), 2.0)  # linear warmup
+    assert math.isclose(f(10), 2.0)  # peak right after warmup
+    assert math.isclose(f(55), (2.0 + 0.2) / 2)  # half way through the decay: midway between peak and floor
+    assert math.isclose(f(100), 0.2)  # floor = min_ratio * lr
+    assert math.isclose(f(100, mr=0.0), 0.0, abs_tol=1e-12)
+    assert math.isclose(f(32.5), 0.2 + 1.8 * (1 + math.cos(math.pi * 0.25)) / 2)  # a quarter into the decay
+    warm = [f(s) for s in range(10)]
+    assert all(math.isclose(b - a, 0.2) for a, b in zip(warm, warm[1:]))
+    decay = [f(s) for s in range(10, 101)]
+    assert all(b <= a + 1e-12 for a, b in zip(decay, decay[1:]))
+    assert math.isclose(lr_at(0, 100, 1.0, 0.0), 1.0)  # no warmup: start at the peak
+
+
+# ---- the end-to-end run (shared fixture: trains the tiny model once) ---------------------------------------
+
+def test_end_to_end_tiny_model_answers_every_training_pair_exactly(trained_run):
+    assert trained_run.state == "finished"
+    assert trained_run.trainer.step == 200
+    for prompt, answer in PAIRS:
+        assert generate(trained_run.model, trained_run.tok, prompt).answer == answer
+
+
+def test_trainer_requests_all_cpu_threads(trained_run, one_torch_thread):
+    assert os.cpu_count() in one_torch_thread
+
+
+def test_run_writes_all_outputs(trained_run):
+    d = trained_run.save_dir
+    for name in ("last.pt", "quantized.pt", "train_time.txt", "metrics.csv", "resume.pt"):
+        assert (d / name).is_file(), name
+    assert "steps=200" in (d / "train_time.txt").read_text(encoding="utf-8")
+    ckpt = C.read_checkpoint(d / "last.pt")
+    assert ckpt["step"] == 200 and ckpt["config"] == trained_run.cfg
+    assert ckpt["metrics"] == trained_run.trainer.history[-1]
+    assert not [p.name for p in d.iterdir() if "tmp" in p.name]
+
+
+def test_metrics_csv_readable_by_pandas_with_expected_columns(trained_run):
+    df = pd.read_csv(trained_run.save_dir / "metrics.csv")
+    assert list(df.columns) == EXPECTED_COLUMNS
+    assert df["step"].tolist() == [50, 100, 150, 200]
+    assert df.notna().all().all()
+    assert (df["tokens_per_s"] > 0).all() and (df["elapsed_s"] > 0).all() and (df["eval_loss"] > 0).all()
+    assert df["eta_s"].iloc[-1] == 0
+    assert df["train_loss"].iloc[-1] < df["train_loss"].iloc[0] / 5
+    t = trained_run.cfg["training"]
+    for step, lr in zip(df["step"], df["lr"]):  # the lr used for the step that was just taken
+        assert math.isclose(lr, lr_at(step - 1, t["max_steps"], t["lr"], t["warmup_ratio"]), rel_tol=1e-6)
+
+
+def test_on_log_receives_rows_with_answers_and_on_end_once(trained_run):
+    logs = trained_run.logs
+    assert [r["step"] for r in logs] == [50, 100, 150, 200]
+    for row in logs:
+        assert set(EXPECTED_COLUMNS) <= set(row)
+        assert list(row["answers"]) == [p for p, _ in PAIRS]
+        assert all(isinstance(a, str) for a in row["answers"].values())
+    assert logs[-1]["answers"] == dict(PAIRS)
+    assert trained_run.ends == ["finished"]
+
+
+# ---- failure, control, resume -------------------------------------------------------------------------------
+
+def test_nan_loss_stops_with_message_and_keeps_a_good_checkpoint(project, tmp_path):
+    cfg = project.cfg(*SMALL, "training.lr=1000000.0", "training.grad_clip=0", "training.warmup_ratio=0",
+                      "training.eval_interval=1", "training.max_steps=40")
+    ends = []
+    trainer = Trainer(cfg, save_dir=tmp_path, probe_questions=(), callbacks={"on_end": [lambda t: ends.append(t.state)]})
+    state = trainer.run()
+    assert state == "failed" and trainer.state == "failed" and ends == ["failed"]
+    assert "NaN" in trainer.message
+    assert trainer.step < 40
+    last = tmp_path / "last.pt"
+    if last.exists():  # the last checkpoint must be a good one: loadable, finite weights, finite logits
+        model, tok, ckpt = C.load_model(last, trainer.tok)
+        bad = [n for n, p in model.state_dict().items() if not torch.isfinite(p).all()]
+        assert not bad, f"last.pt (step {ckpt['step']}) holds non-finite weights: {bad[:3]}"
+        with torch.no_grad():
+            assert torch.isfinite(model(torch.tensor([[1, 10, 20, 30]]))[0]).all()
+
+
+def _run_in_thread(trainer):
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("state", trainer.run()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _wait(cond, timeout=30.0):
+    end = time.time() + timeout
+    while not cond():
+        if time.time() > end:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+
+
+def test_pause_and_resume_from_another_thread(project, tmp_path):
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=100000", "training.eval_interval=100000"),
+                      save_dir=tmp_path, probe_questions=())
+    thread, out = _run_in_thread(trainer)
+    try:
+        _wait(lambda: trainer.step >= 3)
+        trainer.pause()
+        time.sleep(0.3)  # let the step in flight finish
+        assert trainer.state == "paused"
+        paused_at = trainer.step
+        time.sleep(0.4)
+        assert trainer.step == paused_at  # no steps while paused
+        trainer.resume()
+        assert trainer.state == "running"
+        _wait(lambda: trainer.step >= paused_at + 3)
+    finally:
+        trainer.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert out["state"] == "stopped"
+
+
+def test_stop_from_another_thread_ends_within_a_second_and_saves(project, tmp_path):
+    # eval_interval is far away: Stop is pressed before the first log, as a student would
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=100000", "training.eval_interval=100000"),
+                      save_dir=tmp_path, probe_questions=())
+    thread, out = _run_in_thread(trainer)
+    _wait(lambda: trainer.step >= 5)
+    t0 = time.time()
+    trainer.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.time() - t0 < 1.0
+    assert out["state"] == "stopped" == trainer.state
+    assert (tmp_path / "last.pt").is_file(), f"stopped at step {trainer.step} but last.pt was not saved"
+    model, _, ckpt = C.load_model(tmp_path / "last.pt", trainer.tok)
+    assert ckpt["step"] == trainer.step
+    for name, p in trainer.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], p), name
+
+
+def test_stop_while_paused_ends_the_run(project, tmp_path):
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=100000", "training.eval_interval=2"),
+                      save_dir=tmp_path, probe_questions=())
+    thread, out = _run_in_thread(trainer)
+    _wait(lambda: trainer.step >= 3)
+    trainer.pause()
+    time.sleep(0.1)
+    t0 = time.time()
+    trainer.stop()
+    thread.join(5)
+    assert not thread.is_alive() and time.time() - t0 < 1.0
+    assert out["state"] == "stopped"
+    assert C.load_model(tmp_path / "last.pt", trainer.tok)[2]["step"] == trainer.step
+
+
+def test_ctrl_c_during_training_stops_cleanly_and_saves(project, tmp_path):
+    def interrupt(trainer, row):
+        raise KeyboardInterrupt
+
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=1000", "training.eval_interval=3"), save_dir=tmp_path,
+                      probe_questions=(), callbacks={"on_log": [interrupt]})
+    assert trainer.run() == "stopped"
+    assert trainer.step == 3
+    assert C.load_model(tmp_path / "last.pt", trainer.tok)[2]["step"] == 3
+    assert (tmp_path / "quantized.pt").is_file() and (tmp_path / "train_time.txt").is_file()
+
+
+def test_exception_in_loop_ends_in_failed_state_with_reason(project, tmp_path):
+    def boom(trainer, row):
+        raise RuntimeError("disk full (simulated)")
+
+    ends = []
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=1000", "training.eval_interval=2"), save_dir=tmp_path,
+                      probe_questions=(), callbacks={"on_log": [boom], "on_end": [lambda t: ends.append(t.state)]})
+    assert trainer.run() == "failed"
+    assert "disk full (simulated)" in trainer.message and ends == ["failed"]
+    assert C.load_model(tmp_path / "last.pt", trainer.tok)[2]["step"] == 2  # the checkpoint before it is kept
+
+
+def test_resume_continues_from_saved_step(project, tmp_path):
+    first = Trainer(project.cfg(*SMALL, "training.max_steps=6", "training.eval_interval=3"), save_dir=tmp_path,
+                    probe_questions=())
+    assert first.run() == "finished"
+    saved = {k: v.clone() for k, v in first.model.state_dict().items()}
+    second = Trainer(project.cfg(*SMALL, "training.max_steps=10", "training.eval_interval=3"), save_dir=tmp_path,
+                     probe_questions=(), resume=True)
+    assert second.step == 6
+    for name, p in second.model.state_dict().items():
+        assert torch.equal(p, saved[name]), name
+    assert len(second.optimizer.state) > 0  # AdamW moments restored too
+    assert [r["step"] for r in second.history] == [3, 6]
+    assert second.run() == "finished" and second.step == 10
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [3, 6, 9, 10]
+    assert C.read_checkpoint(tmp_path / "last.pt")["step"] == 10
+
+
+def test_resume_with_nothing_saved_is_user_error(project, tmp_path):
+    from gpt_mini.errors import UserError
+
+    with pytest.raises(UserError):
+        Trainer(project.cfg(*SMALL), save_dir=tmp_path / "empty", probe_questions=(), resume=True)
+
+
+def test_cli_resume_continues_from_saved_step(project, tmp_path):
+    args = ["--config", project.config_path, "--set", f"save.dir={tmp_path}", "--set", "model.n_layer=1",
+            "--set", "model.n_embd=32", "--set", "training.eval_interval=4"]
+    first = run_module("gpt_mini.train", *args, "--set", "training.max_steps=4")
+    assert first.returncode == 0, first.stderr
+    assert C.read_checkpoint(tmp_path / "last.pt")["step"] == 4
+    second = run_module("gpt_mini.train", *args, "--set", "training.max_steps=6", "--resume")
+    assert second.returncode == 0, second.stderr
+    assert "step     6/6" in second.stdout and "step     4/" not in second.stdout  # steps 1-4 not redone
+    assert C.read_checkpoint(tmp_path / "last.pt")["step"] == 6
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [4, 6]
