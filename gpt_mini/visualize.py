@@ -119,7 +119,8 @@ def model_size(n_layer: int, n_head: int, n_embd: int, seq_len: int, vocab: int)
         "parts": {"embedding": V * d, "blocks": L * (12 * d * d + 11 * d), "final_norm": d},
         "head_dim": d // n_head if n_head else 0,
         "weights_bytes": 4 * n,  # fp32
-        "int8_bytes": (V * d + 12 * L * d * d) + 4 * (V + 9 * L * d) + 4 * (11 * L * d + d),  # int8 + row scales + fp32 rest
+        # int8 weights + one fp32 scale per row + the fp32 rest (biases, norm gains), as checkpoint.quantize_int8
+        "int8_bytes": (V * d + 12 * L * d * d) + 4 * (V + 9 * L * d) + 4 * (11 * L * d + d),
         "grads_bytes": 4 * n,
         "adamw_bytes": 8 * n,  # two fp32 moments per parameter
         "train_bytes": 16 * n,  # weights + gradients + AdamW moments (activations not included)

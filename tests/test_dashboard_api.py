@@ -1,0 +1,213 @@
+"""The dashboard's named API through gradio_client against a real server on a free localhost port."""
+
+import json
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gradio_client import Client  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from gpt_mini import tokenizer as T  # noqa: E402
+from gpt_mini.checkpoint import load_model  # noqa: E402
+from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
+from gpt_mini.generate import generate  # noqa: E402
+from ui.app import build_app, launch_kwargs  # noqa: E402
+from ui.training_run import TrainingRun, make_config, sanitize_name  # noqa: E402
+
+Q1, Q2 = list(FIXED_QUESTIONS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    demo = build_app(runs_dir=runs_dir)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **launch_kwargs())
+    wait_ready(url)
+    client = Client(url, verbose=False)
+    yield {"demo": demo, "client": client, "runs_dir": runs_dir, "url": url}
+    client.close()
+    demo.training_run.shutdown()
+    demo.close()
+
+
+def wait_status(client, predicate, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = client.predict(api_name="/train_status")
+        if predicate(s):
+            return s
+        time.sleep(0.3)
+    raise AssertionError(f"status never matched; last: {s}")
+
+
+def plotly_data(value) -> dict:
+    assert isinstance(value, dict) and value.get("type") == "plotly", value
+    fig = json.loads(value["plot"])
+    assert fig["data"], "figure has no traces"
+    return fig
+
+
+def test_every_named_endpoint_is_listed(server):
+    names = set(server["client"].view_api(print_info=False, return_format="dict")["named_endpoints"])
+    for name in ("/tokenize", "/generate", "/train_start", "/train_status", "/train_pause", "/train_resume",
+                 "/train_stop", "/attention", "/rope"):
+        assert name in names
+
+
+def test_tokenize(server):
+    tok = server["demo"].model_store.tokenizer()
+    text = "什么是注意力机制? GPT <b>&</b> 😀"
+    r = server["client"].predict(text, api_name="/tokenize")
+    assert r["ids"] == T.encode(tok, text)
+    assert r["decoded"] == text
+    assert r["n_tokens"] == len(r["ids"]) and r["chars"] == len(text)
+    assert r["without_decoder"] != text  # the 乱码 lesson: byte symbols, not Chinese
+    assert [t["id"] for t in r["tokens"]] == r["ids"]
+
+
+def test_generate_matches_engine_on_first_fixed_question(server):
+    model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
+    expected = generate(model, tok, Q1).answer
+    assert server["client"].predict(Q1, api_name="/generate") == expected
+    assert expected == FIXED_QUESTIONS[Q1]  # the shipped default model answers the fixed question
+
+
+def test_generate_int8_and_settings(server):
+    c = server["client"]
+    answer = c.predict(Q2, checkpoint="default-int8", api_name="/generate")
+    assert isinstance(answer, str) and answer
+    sampled = c.predict(Q1, temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.2, max_new_tokens=16,
+                        stop_strings="。|,", api_name="/generate")
+    assert isinstance(sampled, str)
+    assert "。" not in sampled
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"prompt": "   "}, "问题不能为空"),
+    ({"prompt": Q1, "top_p": 0.0}, "top_p"),
+    ({"prompt": Q1, "temperature": -1.0}, "温度"),
+    ({"prompt": Q1, "max_new_tokens": 0}, "max_new_tokens"),
+    ({"prompt": Q1, "checkpoint": "../../etc/passwd"}, "没有这个检查点"),
+])
+def test_generate_bad_input_is_one_clear_line(server, kwargs, needle):
+    with pytest.raises(AppError) as info:
+        server["client"].predict(**kwargs, api_name="/generate")
+    assert needle in str(info.value) and " / " in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_generate_edge_inputs_still_answer(server):
+    c = server["client"]
+    for prompt in ("<script>alert(1)</script>什么是注意力机制?", "注" * 1500, "😀 what is 注意力？", "什么是注意力机制？"):
+        assert isinstance(c.predict(prompt, max_new_tokens=8, api_name="/generate"), str)
+
+
+def test_attention_and_rope_return_figures(server):
+    c = server["client"]
+    fig, error = c.predict("注意力机制", 1, 2, api_name="/attention")
+    heat = plotly_data(fig)["data"][0]
+    n = len(heat["x"])
+    assert heat["type"] == "heatmap" and len(heat["z"]) == n and error == ""
+    assert all(abs(sum(row) - 1) < 1e-4 for row in heat["z"])  # softmax rows
+    assert all(heat["z"][i][j] == 0 for i in range(n) for j in range(i + 1, n))  # causal: no future
+    figs = c.predict(api_name="/rope")
+    assert len(figs) == 3
+    for f in figs:
+        plotly_data(f)
+    figs = c.predict(head_dim=32, freq_index=3, positions=40, api_name="/rope")
+    assert len(plotly_data(figs[0])["data"][0]["x"]) == 40
+
+
+def test_bad_hyperparameter_is_a_clear_message(server):
+    with pytest.raises(AppError) as info:
+        server["client"].predict(n_embd=250, n_head=4, api_name="/train_start")
+    message = str(info.value)
+    assert "n_embd=250" in message and "n_head=4" in message and "Traceback" not in message
+    assert server["client"].predict(api_name="/train_status")["state"] != "running"
+    with pytest.raises(AppError, match="lr"):
+        server["client"].predict(lr=-1.0, api_name="/train_start")
+
+
+def test_training_run_lifecycle(server):
+    c, runs_dir = server["client"], server["runs_dir"]
+    s = c.predict(max_steps=30, eval_interval=10, name="api test/../x", api_name="/train_start")
+    assert s["started"] and s["state"] == "running" and s["max_steps"] == 30
+    assert s["name"] == "api_test_x"  # sanitised: no path from the browser
+    first = wait_status(c, lambda s: s["step"] >= 1)
+    again = c.predict(max_steps=5, api_name="/train_start")
+    assert not again["started"] and "already" in again["message"] and "已有" in again["message"]
+    assert c.predict(Q1, api_name="/generate")  # chat keeps answering while training runs
+    later = wait_status(c, lambda s: s["step"] > first["step"])
+    assert later["train_loss"] is not None and later["elapsed"] > 0
+
+    paused = c.predict(api_name="/train_pause")
+    assert paused["state"] == "paused"
+    time.sleep(1.0)
+    step_paused = c.predict(api_name="/train_status")["step"]
+    time.sleep(1.0)
+    assert c.predict(api_name="/train_status")["step"] == step_paused
+    assert c.predict(api_name="/train_resume")["state"] == "running"
+
+    wait_status(c, lambda s: s["eval_loss"] is not None or s["state"] == "finished")
+    t0 = time.time()
+    stopped = c.predict(api_name="/train_stop")
+    assert stopped["state"] in ("stopped", "finished"), stopped
+    assert time.time() - t0 < 3.0
+    assert (runs_dir / "api_test_x" / "last.pt").is_file()
+    assert (runs_dir / "api_test_x" / "metrics.csv").is_file()
+    assert set(stopped) >= {"state", "step", "max_steps", "train_loss", "eval_loss", "elapsed", "message"}
+    # the saved run is selectable by its key, and answers
+    assert isinstance(c.predict(Q1, max_new_tokens=8, checkpoint="run:api_test_x", api_name="/generate"), str)
+
+
+def test_causal_demo_switch_and_extra_rows(server):
+    c = server["client"]
+    s = c.predict(max_steps=2, eval_interval=1, causal=False, name="nocausal",
+                  extra_rows=[{"prompt": "老师叫什么?", "completion": "老师叫小明。"}], api_name="/train_start")
+    assert s["started"] and s["causal"] is False
+    s = wait_status(c, lambda s: s["state"] in ("finished", "stopped", "failed"))
+    assert s["state"] == "finished", s
+    with pytest.raises(AppError, match="prompt"):
+        c.predict(max_steps=2, extra_rows=[{"prompt": "只有问题"}], api_name="/train_start")
+
+
+def test_failure_inside_the_thread_shows_failed_with_reason(tmp_path):
+    run = TrainingRun(tmp_path)
+    cfg = make_config(None, {"max_steps": 2})
+    cfg["data"]["train_path"] = str(tmp_path / "missing.jsonl")
+    run.start(cfg, "broken")
+    run.thread.join(30)
+    s = run.status()
+    assert s["state"] == "failed" and "找不到数据文件" in s["message"]
+
+
+def test_sanitize_name():
+    assert sanitize_name("../../etc") == "etc"
+    assert sanitize_name("我的 run!") == "run"
+    assert sanitize_name("").startswith("run_")

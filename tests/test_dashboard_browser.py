@@ -1,0 +1,149 @@
+"""The dashboard in a real browser: Playwright driving Debian's chromium. Saves docs/screenshot_<tab>.png."""
+
+import re
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.skip("Debian chromium (/usr/bin/chromium) is not installed: apt-get install chromium fonts-noto-cjk",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from gpt_mini.checkpoint import load_model  # noqa: E402
+from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
+from gpt_mini.generate import generate  # noqa: E402
+from ui.app import build_app, launch_kwargs  # noqa: E402
+
+expect.set_options(timeout=20_000)  # a shared 2-core machine: be patient, never sleep
+DOCS = ROOT / "docs"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+Q1 = list(FIXED_QUESTIONS)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"))
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **launch_kwargs())
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_default_timeout(30_000)
+        pg.goto(url)
+        yield pg
+        browser.close()
+    demo.training_run.shutdown()
+    demo.close()
+
+
+def open_tab(page, name: str):
+    page.get_by_role("tab", name=re.compile(name)).click()
+
+
+def shoot(page, tab: str):
+    DOCS.mkdir(exist_ok=True)
+    page.wait_for_timeout(500)  # let plotly finish drawing
+    page.screenshot(path=str(DOCS / f"screenshot_{tab}.png"), full_page=True)
+
+
+def test_overview(page):
+    open_tab(page, "概览")
+    expect(page.get_by_text("参数量 / parameters").first).to_be_visible()
+    expect(page.get_by_text("V·d + L·(12d²+11d) + d").first).to_be_visible()
+    expect(page.get_by_text("每 100 步约").first).to_be_visible(timeout=60_000)
+    shoot(page, "overview")
+
+
+def test_tokenizer(page):
+    open_tab(page, "分词器")
+    box = page.get_by_label("输入文本 / text")
+    box.fill("什么是注意力机制? <b>不是粗体</b>")
+    page.get_by_role("button", name="分词 / tokenize").click()
+    spans = page.locator("#token-spans .tokens")
+    expect(spans).to_contain_text("粗")
+    expect(spans).to_contain_text("<")  # escaped, shown as text
+    expect(spans.locator("b")).to_have_count(0)  # not markup
+    expect(page.get_by_label("解码回来（往返）/ decoded round trip")).to_have_value("什么是注意力机制? <b>不是粗体</b>")
+    page.get_by_role("button", name="重建并比较 / rebuild and compare").click()
+    expect(page.get_by_text("重建 / rebuilt (V=500)").first).to_be_visible()
+    shoot(page, "tokenizer")
+
+
+def test_attention(page):
+    open_tab(page, "注意力与RoPE")
+    page.get_by_role("button", name="显示注意力 / show attention").click()
+    expect(page.locator(".js-plotly-plot:visible")).to_have_count(5, timeout=30_000)
+    expect(page.get_by_text("第 0 层 第 0 个头").first).to_be_visible()
+    shoot(page, "attention")
+
+
+def test_chat_answers_first_fixed_question(page):
+    model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
+    expected = generate(model, tok, Q1).answer
+    open_tab(page, "对话")
+    box = page.get_by_placeholder(re.compile("输入问题"))
+    box.fill(Q1)
+    box.press("Enter")
+    expect(page.get_by_test_id("bot").last).to_contain_text(expected, timeout=60_000)
+    expect(page.get_by_text(re.compile(r"第 \d+ 步")).first).to_be_visible()  # the next-token distribution chart
+    shoot(page, "chat")
+    box.fill("<script>window.hacked=1</script><b>bold?</b>")
+    box.press("Enter")
+    expect(page.get_by_test_id("user").last).to_contain_text("<script>window.hacked=1</script>")
+    assert page.evaluate("window.hacked === undefined")
+
+
+def test_training_updates_chart_and_status(page):
+    open_tab(page, "训练")
+    page.get_by_label("步数 max_steps").fill("30")
+    page.get_by_label("评估间隔 eval_interval").fill("10")
+    page.get_by_label(re.compile("运行名")).fill("browser_test")
+    page.get_by_role("button", name="开始 / start").click()
+    status = page.locator("#train-status")
+    expect(status).to_contain_text("训练中 running")
+    expect(status).to_contain_text(re.compile(r"[1-9]\d*/30"), timeout=60_000)
+    expect(page.get_by_text("训练损失 train loss").first).to_be_visible()  # legend of the live chart
+    expect(page.get_by_text("验证损失 eval loss").first).to_be_visible(timeout=60_000)
+    shoot(page, "training")
+    page.get_by_role("button", name="停止 / stop").click()
+    expect(status).to_contain_text(re.compile("已停止 stopped|已完成 finished"), timeout=10_000)
+    expect(page.get_by_label("browser_test")).to_be_visible()  # the saved run can be overlaid
+    page.get_by_label("默认模型 default").check()  # overlay the default model's curves (checkpoints/metrics.csv)
+    expect(page.get_by_text("默认模型 default 验证").first).to_be_visible()
+    page.get_by_role("button", name="下载指标 CSV / download metrics CSV").click()
+    expect(page.locator("body")).to_contain_text("browser_test_metrics")
+    page.get_by_label("演示：去掉因果掩码 / demo: remove the causal mask").check()
+    expect(page.get_by_text("演示：去掉因果掩码。").first).to_be_visible()
+    page.get_by_label("注意力头数 n_head", exact=True).fill("3")
+    expect(page.get_by_text("不能被 n_head=3 整除").first).to_be_visible()  # error next to the controls
+    page.locator("#train-reset").click()
+    expect(page.get_by_label("注意力头数 n_head", exact=True)).to_have_value("4")
+    expect(page.get_by_text("不能被 n_head=3 整除")).to_have_count(0)
+    open_tab(page, "对话")  # the finished run is now a checkpoint choice in chat
+    page.get_by_label("检查点 / checkpoint").last.click()
+    expect(page.get_by_role("option", name="训练 run: browser_test")).to_be_visible()

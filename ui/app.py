@@ -1,0 +1,54 @@
+"""build_app(): the gr.Blocks with its five tabs, the shared training run and the model cache."""
+
+import atexit
+from pathlib import Path
+
+import gradio as gr
+
+from gpt_mini.config import ROOT, load_config
+
+from . import attention_tab, chat_tab, overview_tab, tokenizer_tab, training_tab
+from .models import ModelStore
+from .style import CSS, FONT
+from .training_run import TrainingRun
+
+QUEUE_MAX_SIZE = 64
+
+
+def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
+    """config_path: config.yaml to start from; runs_dir: where dashboard runs are saved (default checkpoints/runs)."""
+    cfg = load_config(config_path)
+    runs_dir = Path(runs_dir) if runs_dir else ROOT / "checkpoints" / "runs"
+    store = ModelStore(runs_dir, cfg)
+    run = TrainingRun(runs_dir)
+    atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
+    with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as demo:
+        gr.HTML("<h2 style='margin:4px 0'>GPT_teacher 课堂面板 <span class='en'>classroom dashboard · "
+                "a 3.37M-parameter Chinese GPT</span></h2>")
+        with gr.Tabs():
+            with gr.Tab("概览 Overview", id="overview"):
+                overview_fast, overview_measured, overview_in, overview_out = overview_tab.build(store, cfg)
+            with gr.Tab("分词器 Tokenizer", id="tokenizer"):
+                tokenizer_tab.build(store, cfg)
+            with gr.Tab("训练 Training", id="training"):
+                training_tab.build(run, store, cfg, config_path, runs_dir)
+            with gr.Tab("注意力与RoPE Attention", id="attention") as attention:
+                attention_load, attention_out, attention_ckpt = attention_tab.build(store, cfg)
+            with gr.Tab("对话 Chat", id="chat") as chat:
+                chat_ckpt = chat_tab.build(store, cfg)
+        demo.load(overview_fast, None, overview_out, api_name="ui_overview_load", api_visibility="private").then(
+            overview_measured, overview_in, overview_out, api_name="ui_overview_measure", api_visibility="private",
+            show_progress="minimal")
+        demo.load(attention_load, None, attention_out, api_name="ui_attention_load", api_visibility="private")
+        for tab, dropdown in ((attention, attention_ckpt), (chat, chat_ckpt)):
+            tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
+                       api_name=f"ui_refresh_{tab.id}", api_visibility="private")
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)
+    demo.training_run, demo.model_store = run, store  # for tests and shutdown
+    return demo
+
+
+def launch_kwargs() -> dict:
+    """Look and limits passed to demo.launch (Gradio 6 takes theme and css here)."""
+    theme = gr.themes.Soft(font=[FONT.split(",")[0].strip('"'), "sans-serif"], font_mono=["monospace"])
+    return {"theme": theme, "css": CSS, "max_threads": 40, "footer_links": ["api"]}

@@ -1,0 +1,125 @@
+"""Tab 注意力与RoPE: causal mask, the trained model's attention weights, and how rotary position embedding works."""
+
+import gradio as gr
+
+from gpt_mini.errors import UserError
+from gpt_mini.visualize import attention_maps, causal_mask, qk_vs_offset, rope_frequencies, rope_rotation
+
+from .models import DEFAULT_KEY
+from .style import FONT, SEQUENTIAL, figure, intro
+
+EXAMPLE = "注意力机制通过分配权重让模型关注关键位置。"
+MAX_TEXT = 300
+
+
+def mask_figure(n: int):
+    n = max(1, min(int(n), 64))
+    labels = [str(i) for i in range(n)]
+    fig = figure(f"因果掩码（下三角）/ causal mask, {n} 个词元", "键：被看的位置 / key position",
+                 "查询：当前位置 / query position", height=380)
+    fig.add_heatmap(z=causal_mask(n), x=labels, y=labels, zmin=0, zmax=1, xgap=1, ygap=1,
+                    colorscale=[[0, "#eeeeee"], [0.5, "#eeeeee"], [0.5, "#2b6cb0"], [1, "#2b6cb0"]],
+                    colorbar=dict(title="1 = 可以看 / visible<br>0 = 遮住 / masked", tickvals=[0, 1]))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(margin_t=50)
+    return fig
+
+
+def attention_figure(store, text: str, layer: int, head: int, checkpoint: str = DEFAULT_KEY):
+    """Heatmap of one head's weights: row = query token, column = key token; rows sum to 1."""
+    text = (text or "").strip()[:MAX_TEXT]
+    if not text:
+        raise UserError("请输入一句话", "type a sentence first")
+    model, tok, _ = store.get(checkpoint or DEFAULT_KEY)
+    maps = attention_maps(model, tok, text)
+    layer = max(0, min(int(layer), maps["n_layer"] - 1))
+    head = max(0, min(int(head), maps["n_head"] - 1))
+    z, labels = maps["weights"][layer][head], maps["tokens"]
+    fig = figure(f"第 {layer} 层 第 {head} 个头 / layer {layer}, head {head}（共 {maps['n_layer']} 层 × {maps['n_head']} 头）",
+                 "键：被关注的词元 / key token", "查询：当前词元 / query token", height=560)
+    fig.add_heatmap(z=z, x=labels, y=labels, colorscale=SEQUENTIAL, zmin=0, zmax=1,
+                    colorbar=dict(title="注意力权重<br>weight"),
+                    hovertemplate="查询 query %{y}<br>键 key %{x}<br>权重 weight %{z:.3f}<extra></extra>")
+    fig.update_layout(margin_t=50)
+    small = dict(family=FONT, size=11 if len(labels) <= 40 else 8)
+    fig.update_yaxes(autorange="reversed", tickfont=small, tickmode="array", tickvals=labels, ticktext=labels)
+    fig.update_xaxes(tickangle=-60, tickfont=small, tickmode="array", tickvals=labels, ticktext=labels)
+    return fig
+
+
+def rope_figures(head_dim: int = 64, freq_index: int = 0, positions: int = 32):
+    head_dim, positions = max(2, int(head_dim) // 2 * 2), max(2, min(int(positions), 512))
+    freq_index = max(0, min(int(freq_index), head_dim // 2 - 1))
+    rot = rope_rotation(head_dim, freq_index, positions)
+    f1 = figure(f"一对 (x, y) 随位置旋转 / one pair rotating（i={freq_index}，每个位置转 "
+                f"{rope_frequencies(head_dim)['freq'][freq_index]:.3f} 弧度 rad）", "x", "y", height=420)
+    f1.add_scatter(x=rot["x"], y=rot["y"], mode="lines+markers+text", text=[str(p) for p in rot["position"]],
+                   textposition="top center", marker=dict(color=rot["position"], colorscale="Viridis", size=9,
+                                                          colorbar=dict(title="位置<br>position")),
+                   line=dict(color="#bbb"), name="位置 position")
+    f1.update_yaxes(scaleanchor="x", scaleratio=1, range=[-1.3, 1.3])
+    f1.update_xaxes(range=[-1.3, 1.3])
+    freqs = rope_frequencies(head_dim)
+    f2 = figure("旋转频率 / frequency per pair", "维度对序号 i / pair index",
+                "θ_i 弧度/位置 / rad per position", height=380)
+    f2.add_scatter(x=freqs["pair"], y=freqs["freq"], mode="lines+markers", name="θ_i = 10000^(-2i/d)")
+    f2.add_scatter(x=[freq_index], y=[freqs["freq"][freq_index]], mode="markers", marker=dict(size=14, color="#d62728"),
+                   name=f"i={freq_index}")
+    f2.update_yaxes(type="log")
+    qk = qk_vs_offset(head_dim, max_offset=min(positions, 64))
+    f3 = figure("q·k 只看相对距离 / only the offset matters",
+                f"相对距离 m−n / offset（三条线重合 overlap，最大差 {qk['max_difference']:.0e}）", "q·k 得分 / score",
+                height=380)
+    for start, scores in qk["scores"].items():
+        f3.add_scatter(x=qk["offset"], y=scores, mode="lines+markers" if start == 0 else "lines",
+                       name=f"键在 key at {start}", line=dict(width=6 - 2 * list(qk["scores"]).index(start)))
+    return f1, f2, f3
+
+
+def build(store, cfg):
+    m = cfg["model"]
+    gr.HTML(intro("看模型在读一句话时每个词元在“看”哪些词元（只能看前面：因果掩码），再看 RoPE 怎样用旋转记住位置。",
+                  "See which earlier tokens each token attends to (the causal mask hides the future), and how RoPE "
+                  "encodes position by rotating pairs of numbers."))
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            text = gr.Textbox(label="输入一句话 / a sentence", value=EXAMPLE, lines=3, max_length=MAX_TEXT)
+            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label="检查点 / checkpoint")
+            layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label="层 / layer")
+            head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label="注意力头 / head")
+            show = gr.Button("显示注意力 / show attention", variant="primary")
+            err = gr.HTML()
+            n_mask = gr.Slider(2, 32, value=8, step=1, label="掩码的词元数 n / tokens in the mask")
+        with gr.Column(scale=3):
+            att_plot = gr.Plot(show_label=False)
+            mask_plot = gr.Plot(mask_figure(8), show_label=False)
+
+    def attention(text: str, layer: int = 0, head: int = 0, checkpoint: str = DEFAULT_KEY):
+        try:
+            return attention_figure(store, text, layer, head, checkpoint), ""
+        except UserError as e:
+            return gr.skip(), f'<div class="error-line">⚠ {e}</div>'
+
+    gr.on([show.click, text.submit, layer.release, head.release, ckpt.input], attention, [text, layer, head, ckpt],
+          [att_plot, err], api_name="attention", concurrency_limit=4, concurrency_id="model")
+    n_mask.release(mask_figure, n_mask, mask_plot, api_name="ui_mask", api_visibility="undocumented")
+
+    gr.Markdown("### 旋转位置编码 RoPE <span class='en'>rotary position embedding</span>")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            head_dim = gr.Slider(2, 128, value=m["n_embd"] // m["n_head"], step=2, label="每个头的维度 / head dim")
+            freq = gr.Slider(0, 63, value=3, step=1, label="频率序号 i / frequency index")
+            positions = gr.Slider(4, 128, value=24, step=1, label="位置数 / positions")
+            rope_btn = gr.Button("画出 RoPE / draw RoPE")
+            gr.Markdown("每对维度 (x, y) 在位置 p 旋转 p·θ_i 角度。q 和 k 都旋转后，q·k 只和它们的距离有关。\n\n"
+                        "<span class='en'>Each pair turns by p·θ_i at position p; after rotating both q and k, "
+                        "q·k only depends on their distance.</span>")
+        with gr.Column(scale=3):
+            rot_plot = gr.Plot(show_label=False)
+            with gr.Row():
+                freq_plot = gr.Plot(show_label=False)
+                qk_plot = gr.Plot(show_label=False)
+    gr.on([rope_btn.click, head_dim.release, freq.release, positions.release], rope_figures,
+          [head_dim, freq, positions], [rot_plot, freq_plot, qk_plot], api_name="rope", concurrency_limit=4)
+    return (lambda: (attention(EXAMPLE, 0, 0, DEFAULT_KEY)[0],) + rope_figures(m["n_embd"] // m["n_head"], 3, 24),
+            [att_plot, rot_plot, freq_plot, qk_plot], ckpt)

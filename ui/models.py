@@ -1,0 +1,71 @@
+"""Checkpoints the dashboard may load, and a small cache of loaded models.
+
+The browser only ever sends a key from the list built here (scan of checkpoints/ and the runs folder);
+a key that is not in the list is refused, so no path chosen by a visitor is ever opened."""
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from gpt_mini import tokenizer as T
+from gpt_mini.checkpoint import load_model
+from gpt_mini.config import ROOT, resolve
+from gpt_mini.errors import UserError
+
+DEFAULT_KEY = "default-fp32"
+CHECKPOINT_DIR = ROOT / "checkpoints"
+
+
+class ModelStore:
+    """Lists checkpoints and keeps the last few loaded models (keyed by path and file time)."""
+
+    def __init__(self, runs_dir: Path, cfg: dict, cache_size: int = 4):
+        self.runs_dir, self.cfg = Path(runs_dir), cfg
+        self.cache_size = cache_size
+        self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, key) pairs for a dropdown: default fp32, default int8, then each saved run (newest first)."""
+        out = []
+        if (CHECKPOINT_DIR / "last.pt").is_file():
+            out.append(("默认模型 fp32 / default fp32", DEFAULT_KEY))
+        if (CHECKPOINT_DIR / "quantized.pt").is_file():
+            out.append(("默认模型 int8 / default int8", "default-int8"))
+        runs = [p for p in self.runs_dir.glob("*/last.pt") if p.is_file()] if self.runs_dir.is_dir() else []
+        for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True):
+            out.append((f"训练 run: {p.parent.name}", f"run:{p.parent.name}"))
+        return out
+
+    def path_of(self, key: str) -> Path:
+        paths = {DEFAULT_KEY: CHECKPOINT_DIR / "last.pt", "default-int8": CHECKPOINT_DIR / "quantized.pt"}
+        for _, k in self.choices():
+            if k.startswith("run:"):
+                paths[k] = self.runs_dir / k[4:] / "last.pt"
+        if key not in paths:
+            raise UserError(f"没有这个检查点：{key}（请从列表中选择）", f"no such checkpoint: {key} (pick one from the list)")
+        return paths[key]
+
+    def get(self, key: str = DEFAULT_KEY):
+        """(model, tokenizer, checkpoint dict) for a listed key; loaded once, reloaded when the file changes."""
+        path = self.path_of(key or DEFAULT_KEY)
+        try:
+            stamp = (str(path), path.stat().st_mtime_ns)
+        except FileNotFoundError:
+            raise UserError(f"找不到检查点 {path.name}", f"checkpoint not found: {path.name}") from None
+        with self._lock:
+            if stamp in self._cache:
+                self._cache.move_to_end(stamp)
+                return self._cache[stamp]
+            loaded = load_model(path)
+            self._cache[stamp] = loaded
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return loaded
+
+    def tokenizer(self):
+        """The default model's tokenizer (falls back to the configured one if the model cannot load)."""
+        try:
+            return self.get(DEFAULT_KEY)[1]
+        except UserError:
+            return T.load_tokenizer(resolve(self.cfg["tokenizer"]["path"]))

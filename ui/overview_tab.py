@@ -1,0 +1,130 @@
+"""Tab 概览 Overview: the pipeline and where each step lives in gpt_mini; the model-size calculator."""
+
+import html
+import threading
+
+import gradio as gr
+
+from gpt_mini.visualize import measure_train_step, model_size
+
+from .style import big_numbers, figure, intro
+
+PIPELINE = [  # (中文, English, where in gpt_mini)
+    ("分词", "tokenize", "tokenizer.py · encode(), train_tokenizer()"),
+    ("批处理", "batch", "data.py · encode_row(), Batches, collate()"),
+    ("前向", "forward", "model.py · GPT.forward(), Block, CausalSelfAttention"),
+    ("损失", "loss", "model.py · GPT.forward(targets) → cross_entropy（只算回答 / answer only）"),
+    ("反向", "backward", "train.py · Trainer.run() → loss.backward()"),
+    ("优化", "optimize", "train.py · AdamW, lr_at(), clip_grad_norm_"),
+    ("保存", "save", "checkpoint.py · atomic_save(), make_checkpoint(), quantize_int8()"),
+    ("推理", "inference", "generate.py · generate_steps(), sampling_stages()"),
+]
+
+_measured: dict = {}
+_measure_lock = threading.Lock()
+
+
+def pipeline_html() -> str:
+    parts = []
+    for i, (zh, en, where) in enumerate(PIPELINE):
+        if i:
+            parts.append('<div class="arrow">→</div>')
+        parts.append(f'<div class="stage"><b>{zh}</b> <span class="en">{en}</span><br>'
+                     f'<code style="font-size:0.78em">{html.escape(where)}</code></div>')
+    return '<div class="pipeline">' + "".join(parts) + "</div>"
+
+
+def measured_step(cfg) -> dict:
+    """One real training step of the default config on this machine: timed once, then cached."""
+    with _measure_lock:
+        if not _measured:
+            _measured.update(measure_train_step(cfg))
+            m = cfg["model"]
+            size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
+            _measured["flops"] = size["flops_train_per_token"]
+        return dict(_measured)
+
+
+def _mb(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.1f} MB"
+
+
+def _flops(n: float) -> str:
+    return f"{n / 1e6:.1f} M" if n < 1e9 else f"{n / 1e9:.2f} G"
+
+
+def calculate(cfg, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True):
+    """Model-size calculator: numbers, formula, a bar chart of where the parameters are.
+    measure=False answers at once and leaves the time out until one step has been measured."""
+    n_layer, n_head, n_embd, seq_len, vocab = (int(v or 0) for v in (n_layer, n_head, n_embd, seq_len, vocab))
+    if min(n_layer, n_head, n_embd, seq_len, vocab) <= 0 or n_embd % n_head:
+        msg = "n_embd 必须能被 n_head 整除，且各项大于 0 / n_embd must be divisible by n_head; all sizes positive"
+        return f'<div class="error-line">{msg}</div>', "", figure()
+    size = model_size(n_layer, n_head, n_embd, seq_len, vocab)
+    base = measured_step(cfg) if measure or _measured else None
+    per_100 = "测量中…"
+    if base:
+        per_100 = f"{base['seconds_per_step'] * size['flops_train_per_token'] / base['flops'] * 100:.0f} 秒"
+    numbers = big_numbers([
+        (f"{size['params']:,}", "参数量 / parameters"),
+        (_mb(size["weights_bytes"]), "权重 fp32 / weights"),
+        (_mb(size["train_bytes"]), "训练内存 / weights+grads+AdamW"),
+        (_flops(size["flops_train_per_token"]), "训练 FLOPs/词元 / per token"),
+        (per_100, "每 100 步约 / per 100 steps"),
+    ])
+    d, L, T = n_embd, n_layer, seq_len
+    explain = (f"**参数量 / parameters**: {size['formula']}\n\n"
+               f"**内存 / memory**: 权重 weights 4 字节×N = {_mb(size['weights_bytes'])}；int8 量化后约 "
+               f"{_mb(size['int8_bytes'])}；训练时再加梯度 grads 4N 和 AdamW 两个动量 8N → {_mb(size['train_bytes'])}"
+               f"（不含激活 / activations not included）\n\n"
+               f"**计算量 / FLOPs per token**: 训练 ≈ 6N + 12·L·T·d = 6·{size['params']:,} + 12·{L}·{T}·{d} = "
+               f"{size['flops_train_per_token']:,}。一次乘加 = 2 FLOPs，前向每个参数 2 FLOPs（2N），反向约是前向的 2 倍（4N）；"
+               f"注意力的 q·kᵀ 和加权求和 v 每层每词元各 2·T·d，前向 4·L·T·d，训练 ×3 / forward 2N + 4LTd, training 3× that.\n\n"
+               + (f"**时间 / time**: 在这台机器上实测默认配置一步 {base['seconds_per_step']:.3f} 秒"
+                  f"（每步约 {base['tokens_per_step']:.0f} 个词元），按 FLOPs 比例估算 / measured one default step on "
+                  f"this machine, scaled by FLOPs." if base else "**时间 / time**: 正在实测一步 / timing one step…"))
+    fig = figure("参数都在哪里 / where the parameters are", "参数量 / parameters", "", height=300)
+    parts = [("词嵌入 = 输出层 embedding (V·d)", vocab * d), (f"注意力 attention ({L}×(4d²+4d))", L * (4 * d * d + 4 * d)),
+             (f"前馈网络 MLP ({L}×(8d²+5d))", L * (8 * d * d + 5 * d)), (f"RMSNorm ({2 * L + 1}×d)", (2 * L + 1) * d)]
+    fig.add_bar(x=[v for _, v in parts], y=[k for k, _ in parts], orientation="h", marker_color="#4c78a8",
+                text=[f"{v:,}" for _, v in parts], textposition="auto")
+    fig.update_yaxes(autorange="reversed")
+    return numbers, explain, fig
+
+
+def build(store, cfg):
+    gr.HTML(intro("一个 GPT 从文字到回答的八步，以及每一步在 gpt_mini 的哪个文件；改变模型大小，看参数量、内存和时间。",
+                  "The eight steps from text to answer and where each lives in gpt_mini; change the model size "
+                  "and see parameters, memory and time."))
+    gr.HTML(pipeline_html())
+    try:
+        model, tok, ckpt = store.get()
+        loaded = (f"已加载默认模型 / default model loaded: {model.num_params():,} 参数 parameters · 词表 vocab "
+                  f"{tok.get_vocab_size()} · 训练步数 steps {ckpt.get('step')}")
+    except Exception as e:  # noqa: BLE001 - the page still opens and says why
+        loaded = f"默认模型无法加载 / default model not loaded: {e}"
+    gr.Markdown(html.escape(loaded))
+    m = cfg["model"]
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            gr.Markdown("### 模型大小计算器 <span class='en'>model-size calculator</span>")
+            n_layer = gr.Slider(1, 24, value=m["n_layer"], step=1, label="层数 n_layer / layers L")
+            n_head = gr.Slider(1, 16, value=m["n_head"], step=1, label="注意力头数 n_head / heads")
+            n_embd = gr.Slider(32, 1024, value=m["n_embd"], step=32, label="隐藏维度 n_embd / hidden size d")
+            seq_len = gr.Slider(16, 1024, value=m["seq_len"], step=16, label="上下文长度 seq_len / context T")
+            vocab = gr.Slider(300, 50000, value=cfg["tokenizer"]["vocab_size"], step=1,
+                              label="词表大小 vocab / vocab size V")
+            reset = gr.Button("恢复默认 / reset")
+        with gr.Column(scale=3):
+            numbers = gr.HTML()
+            chart = gr.Plot(show_label=False)
+            formula = gr.Markdown()
+    inputs = [n_layer, n_head, n_embd, seq_len, vocab]
+    gr.on([c.change for c in inputs], lambda *v: calculate(cfg, *v), inputs, [numbers, formula, chart],
+          api_name="ui_model_size", api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None)
+    reset.click(lambda: (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"]),
+                None, inputs, api_name="ui_model_size_reset", api_visibility="private")
+    defaults = (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
+    # page load: numbers at once, then (first visitor only) time one real step and fill in the estimate
+    return (lambda: calculate(cfg, *defaults, measure=False), lambda *v: calculate(cfg, *v),
+            inputs, [numbers, formula, chart])

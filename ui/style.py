@@ -1,0 +1,65 @@
+"""Shared look: fonts, the two loss colours, the token palette, page CSS, and the tab header line."""
+
+import html
+
+import plotly.graph_objects as go
+
+FONT = '"Noto Sans CJK SC", "Noto Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
+TRAIN_COLOR, EVAL_COLOR, LR_COLOR = "#1f77b4", "#d62728", "#7f7f7f"  # train loss, eval loss: same everywhere
+TOKEN_PALETTE = ["#fde2a7", "#b8e0d2", "#f7c6c7", "#c9d7f8", "#e2d0f5", "#d4edbc", "#ffd6a5", "#cce3f0"]
+SEQUENTIAL = "Blues"
+
+CSS = f"""
+body, .gradio-container, .prose {{ font-family: {FONT}; }}
+.en {{ font-size: 0.8em; color: #667; }}
+.tab-intro {{ font-size: 1.05em; margin: 2px 0 8px 0; }}
+.big-numbers {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+.big-numbers .num {{ background: #f4f6fb; border-radius: 8px; padding: 6px 12px; min-width: 110px; }}
+.big-numbers .num b {{ display: block; font-size: 1.7em; line-height: 1.2; }}
+.big-numbers .num span {{ font-size: 0.8em; color: #556; }}
+.tokens {{ line-height: 2.6; font-size: 1.15em; }}
+.tok {{ display: inline-block; margin: 2px 1px; padding: 0 4px; border-radius: 4px; text-align: center;
+        vertical-align: top; line-height: 1.3; }}
+.tok small {{ display: block; font-size: 0.6em; color: #444; font-family: monospace; }}
+.error-line {{ color: #b00020; font-weight: 600; }}
+.pipeline {{ display: flex; flex-wrap: wrap; align-items: stretch; gap: 4px; }}
+.pipeline .stage {{ background: #eef3fb; border: 1px solid #c9d7f8; border-radius: 8px; padding: 6px 8px;
+                    min-width: 90px; }}
+.pipeline .stage b {{ font-size: 1.2em; }}
+.pipeline .arrow {{ align-self: center; font-size: 1.4em; color: #889; }}
+"""
+
+
+def intro(zh: str, en: str) -> str:
+    """The one-line header of a tab: what the student sees and tries, Chinese then smaller English."""
+    return f'<div class="tab-intro">{html.escape(zh)}<br><span class="en">{html.escape(en)}</span></div>'
+
+
+def big_numbers(items) -> str:
+    """[(value, label), ...] -> large labelled numbers."""
+    cells = "".join(f'<div class="num"><b>{html.escape(str(v))}</b><span>{html.escape(label)}</span></div>'
+                    for v, label in items)
+    return f'<div class="big-numbers">{cells}</div>'
+
+
+def error_line(message: str) -> str:
+    return f'<div class="error-line">⚠ {html.escape(message)}</div>' if message else ""
+
+
+TITLE_AND_LEGEND = dict(  # title on top, legend in its own row under it, never on top of each other
+    title=dict(x=0.01, y=0.98, yanchor="top", xanchor="left", font=dict(size=15)),
+    legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, font=dict(size=12)),
+    margin=dict(l=60, r=30, t=95, b=50))
+
+
+def figure(title: str = "", x: str = "", y: str = "", height: int = 420) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(xaxis_title=x, yaxis_title=y, height=height, font=dict(family=FONT, size=13),
+                      template="plotly_white", **TITLE_AND_LEGEND)
+    fig.update_layout(title_text=title)
+    return fig
+
+
+def fmt_seconds(seconds: float) -> str:
+    seconds = int(seconds or 0)
+    return f"{seconds // 60}:{seconds % 60:02d}"

@@ -1,0 +1,138 @@
+"""Tab 分词器 Tokenizer: coloured token spans, ids, counts, the 乱码 lesson, the vocabulary, rebuilding with another size."""
+
+import html
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from gpt_mini import tokenizer as T
+from gpt_mini.build_tokenizer import build as build_tokenizer
+from gpt_mini.errors import UserError
+
+from .style import TOKEN_PALETTE, big_numbers, intro
+
+MAX_TEXT = 2000
+EXAMPLE = "什么是注意力机制? GPT 用 byte-level BPE 分词。"
+_rebuilt: dict = {}
+_rebuilt_lock = threading.Lock()
+
+
+def tokenize_data(tok, text: str) -> dict:
+    """Everything the tab shows, as plain data (also the /tokenize API answer)."""
+    text = (text or "")[:MAX_TEXT]
+    rows = T.explain(tok, text)
+    ids = [r["id"] for r in rows]
+    return {"tokens": rows, "ids": ids, "chars": len(text), "n_tokens": len(ids),
+            "chars_per_token": round(len(text) / len(ids), 3) if ids else 0.0, "decoded": T.decode(tok, ids),
+            "without_decoder": T.decode_without_decoder(tok, ids), "vocab_size": tok.get_vocab_size()}
+
+
+def _visible(text: str) -> str:
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+
+
+def token_spans_html(rows) -> str:
+    """One coloured box per token (neighbours always differ), with its id and bytes below. All text escaped."""
+    if not rows:
+        return '<div class="tokens"><i>（空 / empty）</i></div>'
+    boxes = []
+    for i, r in enumerate(rows):
+        colour = TOKEN_PALETTE[i % len(TOKEN_PALETTE)]
+        shown = _visible(r["text"]) + ("…" if r["partial"] else "")
+        tip = f"id {r['id']} · bytes {r['bytes']}" + (" · 半个字 partial character" if r["partial"] else "")
+        boxes.append(f'<span class="tok" style="background:{colour}" title="{html.escape(tip)}">'
+                     f'{html.escape(shown)}<small>{r["id"]}<br>{html.escape(r["bytes"])}</small></span>')
+    return '<div class="tokens">' + "".join(boxes) + "</div>"
+
+
+def counts_html(data: dict) -> str:
+    return big_numbers([(data["chars"], "字符 / characters"), (data["n_tokens"], "词元 / tokens"),
+                        (data["chars_per_token"], "字符/词元 / chars per token")])
+
+
+def view(tok, text: str):
+    data = tokenize_data(tok, text)
+    return (token_spans_html(data["tokens"]), counts_html(data), " ".join(map(str, data["ids"])), data["decoded"],
+            data["without_decoder"], data["decoded"])
+
+
+def vocab_frame(tok) -> pd.DataFrame:
+    df = pd.DataFrame(T.vocab_table(tok))
+    df["text"] = df["text"].map(_visible)
+    return df.rename(columns={"id": "id", "symbol": "符号 symbol", "text": "文本 text", "bytes": "字节数 bytes"})
+
+
+def rebuilt_tokenizer(cfg, vocab_size: int):
+    """Train a tokenizer on the course data in memory (never written to disk); a few are cached."""
+    vocab_size = int(vocab_size)
+    if not 300 <= vocab_size <= 4000:
+        raise UserError("词表大小应在 300 到 4000 之间", "vocab size must be between 300 and 4000")
+    with _rebuilt_lock:
+        if vocab_size not in _rebuilt:
+            if len(_rebuilt) >= 6:
+                _rebuilt.pop(next(iter(_rebuilt)))
+            _rebuilt[vocab_size] = build_tokenizer(cfg, vocab_size)
+        return _rebuilt[vocab_size]
+
+
+def compare(tok, cfg, text: str, vocab_size):
+    try:
+        new = rebuilt_tokenizer(cfg, vocab_size)
+    except UserError as e:
+        return pd.DataFrame(), f'<div class="error-line">{html.escape(str(e))}</div>'
+    rows = []
+    for label, t in ((f"当前分词器 / current (V={tok.get_vocab_size()})", tok),
+                     (f"重建 / rebuilt (V={new.get_vocab_size()})", new)):
+        d = tokenize_data(t, text)
+        rows.append({"分词器 tokenizer": label, "词元数 tokens": d["n_tokens"], "字符数 chars": d["chars"],
+                     "字符/词元 chars per token": d["chars_per_token"]})
+    return pd.DataFrame(rows), token_spans_html(tokenize_data(new, text)["tokens"])
+
+
+def build(store, cfg):
+    tok = store.tokenizer()
+    first = view(tok, EXAMPLE)
+    gr.HTML(intro("输入任意文本，看它被切成哪些词元（每个词元一种颜色，下面是 id 和字节）；再看看忘了解码器会出现的乱码。",
+                  "Type any text and see its tokens (one colour each, id and bytes below); then see the garbled "
+                  "text you get without the ByteLevel decoder."))
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            text = gr.Textbox(label="输入文本 / text", value=EXAMPLE, lines=4, max_length=MAX_TEXT)
+            go_btn = gr.Button("分词 / tokenize", variant="primary")
+            counts = gr.HTML(first[1])
+        with gr.Column(scale=3):
+            spans = gr.HTML(first[0], label="词元 / tokens", elem_id="token-spans")
+            ids = gr.Textbox(label="词元 id 列表 / token ids", value=first[2], lines=2)
+            roundtrip = gr.Textbox(label="解码回来（往返）/ decoded round trip", value=first[3])
+    gr.Markdown("### 乱码的一课 <span class='en'>the garbled-text lesson</span>")
+    with gr.Row():
+        garbled = gr.Textbox(label="不用字节级解码器（乱码）/ without the ByteLevel decoder", value=first[4], lines=2)
+        fixed = gr.Textbox(label="用解码器（正确）/ with the decoder", value=first[5], lines=2)
+    outputs = [spans, counts, ids, roundtrip, garbled, fixed]
+    for event in (go_btn.click, text.submit):
+        event(lambda s: view(store.tokenizer(), s), text, outputs, api_name="ui_tokenize",
+              api_visibility="undocumented", concurrency_limit=None)
+
+    gr.Markdown("### 换一个词表大小 <span class='en'>rebuild with another vocab size (in memory only)</span>")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            vocab = gr.Slider(300, 4000, value=500, step=50,
+                              label="词表大小 / vocab size")
+            rebuild_btn = gr.Button("重建并比较 / rebuild and compare")
+        with gr.Column(scale=3):
+            first_table, first_spans = compare(tok, cfg, EXAMPLE, 500)
+            table = gr.Dataframe(first_table, label="同一段文本的词元数 / token counts of the same text",
+                                 interactive=False)
+            new_spans = gr.HTML(first_spans)
+    rebuild_btn.click(lambda s, v: compare(store.tokenizer(), cfg, s, v), [text, vocab], [table, new_spans],
+                      api_name="ui_rebuild_tokenizer", api_visibility="undocumented", concurrency_limit=1)
+
+    with gr.Accordion("词表（可搜索）/ vocabulary (searchable)", open=False):
+        gr.Dataframe(vocab_frame(tok), interactive=False, show_search="search", max_height=400)
+
+    def tokenize(text: str) -> dict:
+        """Text -> tokens (id, bytes, text), ids, counts and the decoded round trip."""
+        return tokenize_data(store.tokenizer(), text)
+
+    gr.api(tokenize, api_name="tokenize", concurrency_limit=None)

@@ -1,0 +1,225 @@
+"""The one shared training run of this server process.
+
+A background thread drives gpt_mini.train.Trainer (the engine's own loop). Every visitor sees the same run;
+the browser polls status() and the bounded logs below. Control: start / pause / resume / stop."""
+
+import re
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+
+from gpt_mini.config import SCHEMA, load_config
+from gpt_mini.data import check_row
+from gpt_mini.errors import UserError
+from gpt_mini.train import Trainer
+
+HYPERPARAMETERS = {  # config name -> section of config.yaml
+    "n_layer": "model", "n_head": "model", "n_embd": "model", "seq_len": "model", "dropout": "model",
+    "causal": "model", "lr": "training", "warmup_ratio": "training", "max_steps": "training",
+    "batch_size": "training", "micro_batch": "training", "weight_decay": "training", "grad_clip": "training",
+    "eval_interval": "training", "seed": "training",
+}
+MAX_EXTRA_ROWS = 200
+
+
+def make_config(config_path, values: dict) -> dict:
+    """config.yaml plus the given hyperparameters (None = keep the file's value), checked by the engine."""
+    updates: dict = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in HYPERPARAMETERS:
+            raise UserError(f"未知超参数 {name}", f"unknown hyperparameter {name}")
+        section = HYPERPARAMETERS[name]
+        if SCHEMA[section][name] is int and isinstance(value, float) and value.is_integer():
+            value = int(value)  # number boxes send 4.0 for 4
+        updates.setdefault(section, {})[name] = value
+    return load_config(config_path, updates=updates)
+
+
+def sanitize_name(name: str) -> str:
+    """Only letters, digits, '_' and '-'; empty -> a timestamp. The result is a folder name under runs/."""
+    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", (name or "").strip()).strip("_")[:40]
+    return clean or datetime.now().strftime("run_%Y%m%d_%H%M%S")
+
+
+def check_extra_rows(rows) -> list[dict]:
+    """Students' own question/answer pairs: [[prompt, completion], ...] or dicts; blank rows are skipped."""
+    out = []
+    for n, row in enumerate(rows or [], 1):
+        if not isinstance(row, dict):
+            cells = [("" if c is None else str(c)) for c in list(row)[:2]] + ["", ""]
+            row = {"prompt": cells[0], "completion": cells[1]}
+        if not str(row.get("prompt", "") or "").strip() and not str(row.get("completion", "") or "").strip():
+            continue
+        out.append(check_row(row, f"自定义数据第 {n} 行", f"custom data row {n}"))
+    if len(out) > MAX_EXTRA_ROWS:
+        raise UserError(f"自定义数据最多 {MAX_EXTRA_ROWS} 行", f"at most {MAX_EXTRA_ROWS} custom rows")
+    return out
+
+
+class TrainingRun:
+    """State of the single training run: thread, trainer, lock-protected bounded logs, status."""
+
+    def __init__(self, runs_dir, max_log: int = 5000):
+        self.runs_dir = Path(runs_dir)
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.trainer: Trainer | None = None
+        self.max_log = max_log
+        self._reset("idle", "")
+
+    def _reset(self, state: str, message: str):
+        self.state, self.message, self.name, self.save_dir, self.cfg = state, message, "", None, None
+        self.step, self.max_steps, self.tokens_seen, self.causal = 0, 0, 0, True
+        self.losses: deque = deque(maxlen=self.max_log)  # (step, train loss) every optimizer step
+        self.evals: deque = deque(maxlen=self.max_log)  # metrics rows at each eval
+        self.answers: deque = deque(maxlen=50)  # (step, {question: greedy answer})
+        self._pending: list[float] = []
+        self.t_start, self.t_end, self.paused_at, self.paused_total = None, None, None, 0.0
+        self._stop_requested, self._pause_requested = False, False
+        self.version = 0  # bumps whenever the curves change, so pollers re-draw only then
+
+    # ---- control ----
+    def start(self, cfg: dict, name: str = "", extra_rows=()) -> dict:
+        with self.lock:
+            if self.state in ("running", "paused"):
+                return dict(self._status(), started=False, message=self._busy_message())
+            name = sanitize_name(name)
+            save_dir, n = self.runs_dir / name, 2
+            while save_dir.exists():
+                save_dir, n = self.runs_dir / f"{name}_{n}", n + 1
+            self._reset("running", "正在准备数据和模型 / preparing data and model")
+            self.name, self.save_dir, self.cfg = save_dir.name, save_dir, cfg
+            self.max_steps, self.causal = cfg["training"]["max_steps"], cfg["model"]["causal"]
+            self.t_start = time.time()
+            self.thread = threading.Thread(target=self._run, args=(cfg, list(extra_rows), save_dir),
+                                           daemon=True, name="gpt-mini-training")
+            self.thread.start()
+            return dict(self._status(), started=True,
+                        message=f"训练已开始：{self.name} / training started: {self.name}")
+
+    def pause(self) -> dict:
+        with self.lock:
+            if self.state == "running":
+                self.state, self.paused_at, self._pause_requested = "paused", time.time(), True
+                if self.trainer:
+                    self.trainer.pause()
+            return self._status()
+
+    def resume(self) -> dict:
+        with self.lock:
+            if self.state == "paused":
+                self.paused_total += time.time() - self.paused_at
+                self.state, self.paused_at, self._pause_requested = "running", None, False
+                if self.trainer:
+                    self.trainer.resume()
+            return self._status()
+
+    def stop(self, wait: float = 2.0) -> dict:
+        with self.lock:
+            thread = self.thread if self.state in ("running", "paused") else None
+            self._stop_requested = True
+            if self.trainer:
+                self.trainer.stop()
+        if thread:
+            thread.join(wait)
+        return self.status()
+
+    def shutdown(self):
+        self.stop(wait=1.0)
+
+    # ---- the thread ----
+    def _run(self, cfg, extra_rows, save_dir):
+        try:
+            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_log": [self._on_log]}, save_dir=save_dir)
+        except UserError as e:
+            return self._finish("failed", str(e))
+        except Exception as e:  # noqa: BLE001 - shown as state failed with the reason
+            return self._finish("failed", f"训练出错 / training failed: {type(e).__name__}: {e}")
+        hook = trainer.model.register_forward_hook(self._on_forward)
+        with self.lock:
+            self.trainer = trainer
+            now = time.time()  # the clock starts with training, not with loading the data
+            self.t_start, self.paused_total, self.paused_at = now, 0.0, (now if self.paused_at else None)
+            if self._pause_requested:
+                trainer.pause()
+            if self._stop_requested:
+                trainer.stop()
+            if self.state == "running":
+                self.message = ""
+        try:
+            state = trainer.run()
+        except Exception as e:  # noqa: BLE001
+            state, trainer.message = "failed", f"训练出错 / training failed: {type(e).__name__}: {e}"
+        hook.remove()
+        done = {"finished": f"训练完成，已保存到 runs/{self.name} / finished, saved to runs/{self.name}",
+                "stopped": f"训练已停止，已保存到 runs/{self.name} / stopped, saved to runs/{self.name}"}
+        self._finish(state, trainer.message or done.get(state, ""))
+
+    def _finish(self, state: str, message: str):
+        with self.lock:
+            if self.trainer:
+                self.step, self.tokens_seen = self.trainer.step, self.trainer.tokens_seen
+            if self.paused_at:
+                self.paused_total += time.time() - self.paused_at
+                self.paused_at = None
+            self.state, self.message, self.t_end, self.trainer = state, message, time.time(), None
+            self.version += 1
+
+    def _on_forward(self, module, inputs, output):
+        """Forward hook on the model: collects the training loss of every micro-batch (eval and probes skipped)."""
+        if not module.training or output[1] is None:
+            return
+        self._pending.append(float(output[1].detach()))
+        t = self.cfg["training"]
+        if len(self._pending) >= t["batch_size"] // t["micro_batch"]:
+            with self.lock:
+                step = (self.trainer.step if self.trainer else self.step) + 1
+                self.losses.append((step, sum(self._pending) / len(self._pending)))
+                self.version += 1
+            self._pending = []
+
+    def _on_log(self, trainer, row):
+        with self.lock:
+            self.evals.append({k: v for k, v in row.items() if k != "answers"})
+            self.answers.append((row["step"], dict(row.get("answers", {}))))
+            self.version += 1
+
+    # ---- reading ----
+    def _elapsed(self) -> float:
+        if self.t_start is None:
+            return 0.0
+        end = self.t_end or self.paused_at or time.time()
+        return max(0.0, end - self.t_start - self.paused_total)
+
+    def _status(self) -> dict:
+        step = self.trainer.step if self.trainer else self.step
+        tokens = self.trainer.tokens_seen if self.trainer else self.tokens_seen
+        elapsed = self._elapsed()
+        eta = elapsed / step * (self.max_steps - step) if step and self.state in ("running", "paused") else 0.0
+        last_eval = self.evals[-1] if self.evals else {}
+        return {"state": self.state, "step": step, "max_steps": self.max_steps,
+                "train_loss": self.losses[-1][1] if self.losses else None,
+                "eval_loss": last_eval.get("eval_loss"), "elapsed": round(elapsed, 2), "eta": round(eta, 1),
+                "tokens_per_s": round(last_eval.get("tokens_per_s") or (tokens / elapsed if elapsed > 0 else 0.0), 1),
+                "message": self.message,
+                "name": self.name, "causal": self.causal, "version": self.version,
+                "answers": dict(self.answers[-1][1]) if self.answers else {}}
+
+    def _busy_message(self) -> str:
+        s = self._status()
+        return (f"已有一个训练在进行（{s['name']}，第 {s['step']}/{s['max_steps']} 步），请等待或先停止 / "
+                f"a run is already going ({s['name']}, step {s['step']}/{s['max_steps']}); wait or stop it first")
+
+    def status(self) -> dict:
+        with self.lock:
+            return self._status()
+
+    def curves(self) -> dict:
+        """Copies of the logs for plotting: per-step losses, eval rows, answers at each eval."""
+        with self.lock:
+            return {"losses": list(self.losses), "evals": list(self.evals), "answers": list(self.answers),
+                    "version": self.version, "name": self.name, "cfg": self.cfg}
