@@ -1,0 +1,146 @@
+"""Classroom load test (bounded): python bench/load_test.py [--clients 30] [--questions 3] [--soak-seconds 0]
+
+Starts `python dashboard.py` on a free localhost port (a separate process, so its memory can be read), starts a
+training run through /train_start, then N concurrent gradio_client clients each ask Q questions through /generate.
+Reports p50/p95 latency, errors and how far training advanced meanwhile; with --soak-seconds, repeats chats and
+training start/stop cycles for that long and reports the server's memory (RSS) at the start and the end.
+Results go to bench/load_results.json."""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gradio_client import Client  # noqa: E402
+
+from gpt_mini.data import read_jsonl  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(port: int):
+    proc = subprocess.Popen([sys.executable, "dashboard.py", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "gradio_api/info", timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("dashboard did not start")
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def burst(url, prompts, clients: int, questions: int):
+    latencies, errors, lock = [], [], threading.Lock()
+
+    def one_client(i):
+        try:
+            client = Client(url, verbose=False)
+        except Exception as e:  # noqa: BLE001 - counted, not raised
+            with lock:
+                errors.append(f"connect: {e}")
+            return
+        for j in range(questions):
+            prompt = prompts[(i * questions + j) % len(prompts)]
+            t = time.perf_counter()
+            try:
+                answer = client.predict(prompt, api_name="/generate")
+                ok = isinstance(answer, str) and answer.strip()
+            except Exception as e:  # noqa: BLE001
+                ok, answer = False, str(e)
+            with lock:
+                latencies.append(time.perf_counter() - t)
+                if not ok:
+                    errors.append(f"{prompt}: {answer!r}"[:200])
+
+    threads = [threading.Thread(target=one_client, args=(i,)) for i in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return latencies, errors
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--clients", type=int, default=30)
+    p.add_argument("--questions", type=int, default=3)
+    p.add_argument("--soak-seconds", type=float, default=0)
+    p.add_argument("--out", default=str(ROOT / "bench" / "load_results.json"))
+    args = p.parse_args()
+    rows = read_jsonl(ROOT / "data" / "train.jsonl") + read_jsonl(ROOT / "data" / "val.jsonl")
+    prompts = [r["prompt"] for r in rows][: args.clients * args.questions]
+    proc, url = start_server(free_port())
+    result = {"clients": args.clients, "questions": args.questions, "cores": os.cpu_count()}
+    try:
+        admin = Client(url, verbose=False)
+        admin.predict(max_steps=100000, eval_interval=100, api_name="/train_start")
+        time.sleep(45)  # two evals with no chat load: the dashboard's own training speed
+        quiet = admin.predict(api_name="/train_status")
+        result["dashboard_quiet_tokens_per_s"] = quiet["tokens_per_s"]
+        result["dashboard_quiet_steps_per_s"] = quiet["step"] / quiet["elapsed"]
+        print(f"dashboard training alone: {quiet['tokens_per_s']:.0f} tok/s, {result['dashboard_quiet_steps_per_s']:.2f} "
+              f"steps/s", flush=True)
+        step_before = admin.predict(api_name="/train_status")["step"]
+        t0 = time.perf_counter()
+        latencies, errors = burst(url, prompts, args.clients, args.questions)
+        status = admin.predict(api_name="/train_status")
+        result.update(requests=len(latencies), errors=len(errors), error_examples=errors[:5],
+                      p50_s=statistics.median(latencies), p95_s=percentile(latencies, 0.95), max_s=max(latencies),
+                      burst_seconds=time.perf_counter() - t0, train_state=status["state"],
+                      train_steps_during_burst=status["step"] - step_before)
+        print(f"{len(latencies)} requests from {args.clients} clients: p50 {result['p50_s']:.2f}s, p95 "
+              f"{result['p95_s']:.2f}s, max {result['max_s']:.2f}s, errors {len(errors)}; training advanced "
+              f"{result['train_steps_during_burst']} steps ({status['state']})", flush=True)
+        admin.predict(api_name="/train_stop")
+        if args.soak_seconds > 0:
+            rss = [rss_mb(proc.pid)]
+            end, cycles = time.time() + args.soak_seconds, 0
+            while time.time() < end:
+                admin.predict(max_steps=100000, eval_interval=20, api_name="/train_start")
+                burst(url, prompts, 4, 3)
+                time.sleep(5)
+                admin.predict(api_name="/train_stop")
+                cycles += 1
+                rss.append(rss_mb(proc.pid))
+                print(f"  soak cycle {cycles}: RSS {rss[-1]:.0f} MB", flush=True)
+            result.update(soak_seconds=args.soak_seconds, soak_cycles=cycles, rss_start_mb=rss[0],
+                          rss_end_mb=rss[-1], rss_max_mb=max(rss))
+            print(f"soak: {cycles} cycles, RSS {rss[0]:.0f} MB -> {rss[-1]:.0f} MB (max {max(rss):.0f})")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    return 0 if result.get("errors", 1) == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
