@@ -125,15 +125,12 @@ def load_config(path=None, overrides=(), updates: dict | None = None) -> dict:
     if not isinstance(cfg, dict):
         raise UserError(f"配置文件 {path} 应为映射", f"config file {path} must be a mapping")
     cfg = copy.deepcopy(cfg)
-    for section, key, value in [parse_override(o) for o in overrides]:
+    changes = [parse_override(o) for o in overrides]
+    changes += [(section, key, value) for section, values in (updates or {}).items() for key, value in values.items()]
+    for section, key, value in changes:
         if section not in SCHEMA or key not in SCHEMA[section]:
             raise UserError(f"未知配置项 {section}.{key}", f"unknown config key {section}.{key}")
         cfg.setdefault(section, {})[key] = value
-    for section, values in (updates or {}).items():
-        for key, value in values.items():
-            if section not in SCHEMA or key not in SCHEMA[section]:
-                raise UserError(f"未知配置项 {section}.{key}", f"unknown config key {section}.{key}")
-            cfg.setdefault(section, {})[key] = value
     return validate(cfg)
 
 

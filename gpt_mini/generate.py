@@ -5,7 +5,6 @@ import unicodedata
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from . import tokenizer as T
 from .data import normalize_prompt, prompt_prefix
@@ -179,7 +178,3 @@ def generate(model, tok, prompt: str, s: Settings | None = None, use_cache: bool
     for item in generate_steps(model, tok, prompt, s, use_cache):
         pass
     return item
-
-
-def softmax_probs(logits):
-    return F.softmax(logits.float(), dim=-1)
