@@ -58,8 +58,10 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def burst(url, prompts, clients: int, questions: int):
+def burst(url, prompts, clients: int, questions: int, on_ready=None):
+    """Each client connects first (not timed); when all are connected they ask their questions at once."""
     latencies, errors, lock = [], [], threading.Lock()
+    ready = threading.Barrier(clients, action=on_ready)
 
     def one_client(i):
         try:
@@ -67,8 +69,9 @@ def burst(url, prompts, clients: int, questions: int):
         except Exception as e:  # noqa: BLE001 - counted, not raised
             with lock:
                 errors.append(f"connect: {e}")
-            return
-        for j in range(questions):
+            client = None
+        ready.wait()
+        for j in range(questions if client else 0):
             prompt = prompts[(i * questions + j) % len(prompts)]
             t = time.perf_counter()
             try:
@@ -109,14 +112,17 @@ def main():
         result["dashboard_quiet_steps_per_s"] = quiet["step"] / quiet["elapsed"]
         print(f"dashboard training alone: {quiet['tokens_per_s']:.0f} tok/s, {result['dashboard_quiet_steps_per_s']:.2f} "
               f"steps/s", flush=True)
-        step_before = admin.predict(api_name="/train_status")["step"]
-        t0 = time.perf_counter()
-        latencies, errors = burst(url, prompts, args.clients, args.questions)
+        start = {}
+
+        def on_ready():  # all clients connected: the timed part begins
+            start.update(step=admin.predict(api_name="/train_status")["step"], t=time.perf_counter())
+
+        latencies, errors = burst(url, prompts, args.clients, args.questions, on_ready)
         status = admin.predict(api_name="/train_status")
         result.update(requests=len(latencies), errors=len(errors), error_examples=errors[:5],
                       p50_s=statistics.median(latencies), p95_s=percentile(latencies, 0.95), max_s=max(latencies),
-                      burst_seconds=time.perf_counter() - t0, train_state=status["state"],
-                      train_steps_during_burst=status["step"] - step_before)
+                      burst_seconds=time.perf_counter() - start["t"], train_state=status["state"],
+                      train_steps_during_burst=status["step"] - start["step"])
         print(f"{len(latencies)} requests from {args.clients} clients: p50 {result['p50_s']:.2f}s, p95 "
               f"{result['p95_s']:.2f}s, max {result['max_s']:.2f}s, errors {len(errors)}; training advanced "
               f"{result['train_steps_during_burst']} steps ({status['state']})", flush=True)

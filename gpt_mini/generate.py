@@ -135,43 +135,64 @@ def fit_prompt(tok, prompt: str, seq_len: int, reserve: int):
     return ids, notices
 
 
+class Decoding:
+    """One answer in progress: the prompt ids, the sampling settings and the answer so far.
+    Whoever runs the model (generate_steps for one question, serving.BatchServer for many at once)
+    hands it the next-token logits; it picks the token and decides when the answer is finished."""
+
+    def __init__(self, tok, prompt: str, s: Settings | None, seq_len: int, top_n: int = 5):
+        self.tok, self.s, self.top_n = tok, (s or Settings()).check(), top_n
+        self.ids, self.notices = fit_prompt(tok, prompt, seq_len, min(self.s.max_new_tokens, seq_len // 2))
+        self.budget, self.seq_len = min(self.s.max_new_tokens, seq_len - len(self.ids)), seq_len
+        self.rng = torch.Generator().manual_seed(self.s.seed) if self.s.seed is not None else None
+        self.answer_ids, self.steps, self.result = [], [], None
+
+    def step(self, logits):
+        """Next-token logits (V,) -> (answer_so_far, step_info), or None when the answer ended without a new
+        visible token. After the last step, self.result holds the Result."""
+        s, tok = self.s, self.tok
+        final = sampling_stages(logits, self.answer_ids, len(self.steps), s)["top_p"]
+        nxt = pick_token(final, s, self.rng)
+        probs = torch.softmax(final, dim=-1)
+        info = {"id": nxt, "text": T.decode(tok, [nxt]), "prob": float(probs[nxt]), "top": []}
+        if self.top_n:
+            top = torch.topk(probs, min(self.top_n, probs.numel()))
+            info["top"] = [(T.decode(tok, [int(i)]) or tok.id_to_token(int(i)), float(p))
+                           for p, i in zip(top.values, top.indices)]
+        self.steps.append(info)
+        if nxt == T.EOS_ID:
+            return self._finish("eos")
+        self.answer_ids.append(nxt)
+        text = T.decode(tok, self.answer_ids)
+        answer, hit = clean_answer(text, s.stop_strings)
+        if hit or "用户:" in text:
+            return self._finish("stop_string")
+        if len(self.answer_ids) >= self.budget:
+            self._finish("max_new_tokens" if self.budget == s.max_new_tokens else "context")
+        return answer, info
+
+    def _finish(self, stopped_by: str):
+        if stopped_by == "context":
+            self.notices.append(f"已到达上下文长度 {self.seq_len} / reached the context length {self.seq_len}")
+        answer, _ = clean_answer(T.decode(self.tok, self.answer_ids), self.s.stop_strings)
+        self.result = Result(answer, self.answer_ids, self.steps, self.notices, stopped_by, len(self.ids))
+
+
 @torch.no_grad()
 def generate_steps(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True, top_n: int = 5):
     """Yield (answer_so_far, step_info) after every generated token; the last item is the Result."""
-    s = (s or Settings()).check()
+    d = Decoding(tok, prompt, s, model.seq_len, top_n)
     model.eval()
     device = next(model.parameters()).device
-    ids, notices = fit_prompt(tok, prompt, model.seq_len, min(s.max_new_tokens, model.seq_len // 2))
-    budget = min(s.max_new_tokens, model.seq_len - len(ids))
-    rng = torch.Generator().manual_seed(s.seed) if s.seed is not None else None
     cache = [{} for _ in model.blocks] if use_cache else None
-    answer_ids, steps, stopped_by = [], [], "max_new_tokens"
-    feed = torch.tensor([ids], device=device)
-    for step in range(budget):
-        logits, _ = model(feed, cache=cache) if use_cache else model(torch.tensor([ids + answer_ids], device=device))
-        final = sampling_stages(logits[0, -1].cpu(), answer_ids, step, s)["top_p"]
-        nxt = pick_token(final, s, rng)
-        probs = torch.softmax(final, dim=-1)
-        top = torch.topk(probs, min(top_n, probs.numel()))
-        steps.append({"id": nxt, "text": T.decode(tok, [nxt]), "prob": float(probs[nxt]),
-                      "top": [(T.decode(tok, [int(i)]) or tok.id_to_token(int(i)), float(p))
-                              for p, i in zip(top.values, top.indices)]})
-        if nxt == T.EOS_ID:
-            stopped_by = "eos"
-            break
-        answer_ids.append(nxt)
-        answer, hit = clean_answer(T.decode(tok, answer_ids), s.stop_strings)
-        if hit or "用户:" in T.decode(tok, answer_ids):
-            stopped_by = "stop_string"
-            break
-        yield answer, steps[-1]
-        feed = torch.tensor([[nxt]], device=device)
-    else:
-        if budget < s.max_new_tokens:
-            stopped_by = "context"
-            notices.append(f"已到达上下文长度 {model.seq_len} / reached the context length {model.seq_len}")
-    answer, _ = clean_answer(T.decode(tok, answer_ids), s.stop_strings)
-    yield Result(answer, answer_ids, steps, notices, stopped_by, len(ids))
+    feed = d.ids
+    while d.result is None:
+        logits, _ = model(torch.tensor([feed], device=device), cache=cache)
+        progress = d.step(logits[0, -1].float().cpu())
+        if progress:
+            yield progress
+        feed = d.answer_ids[-1:] if use_cache else d.ids + d.answer_ids
+    yield d.result
 
 
 def generate(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True) -> Result:

@@ -31,8 +31,10 @@ def rope_tables(head_dim: int, max_len: int, base: float = 10000.0):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate each pair (x0, x1) by its angle. x: (B, H, T, hd); cos/sin: (T, hd/2).
+    """Rotate each pair (x0, x1) by its angle. x: (B, H, T, hd); cos/sin: (T, hd/2), or (B, T, hd/2) per row.
     A rotation keeps the vector's length, and q·k then depends only on the distance between positions."""
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]  # same angles for every head
     x0, x1 = x[..., 0::2], x[..., 1::2]
     out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
     return out.flatten(-2)
@@ -52,25 +54,29 @@ class CausalSelfAttention(nn.Module):
         self.causal = True  # False only for the classroom demo of why the mask exists
         self.fused = True  # use F.scaled_dot_product_attention when we need no weights (same math, faster)
 
-    def forward(self, x, cos, sin, cache=None, weights_out=None):
+    def forward(self, x, cos, sin, mask=None, cache=None, weights_out=None):
+        """cos/sin: rotations for these positions. mask: True where a query may see a key; None = causal."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
-        start = 0 if cache is None or cache.get("k") is None else cache["k"].shape[2]
-        q, k = apply_rope(q, cos[start:start + T], sin[start:start + T]), apply_rope(k, cos[start:start + T], sin[start:start + T])
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # KV cache: keep keys and values of earlier tokens, compute only the new ones
-            if start:
+            if "k" in cache:
                 k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)
             cache["k"], cache["v"] = k, v
-        mask = self.mask[start:start + T, :start + T] if self.causal else None
+        S = k.shape[2]  # number of keys: cached ones plus the new ones
+        triangle = mask is None and self.causal
+        if triangle:
+            mask = self.mask[S - T:S, :S]  # the new queries sit at the end of the sequence
         p = self.dropout if self.training else 0.0
         if self.fused and weights_out is None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if start else None, dropout_p=p,
-                                               is_causal=self.causal and not start and T > 1)
+            plain = triangle and S == T  # no cache: SDPA's own causal kernel is fastest
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if plain else mask, dropout_p=p,
+                                               is_causal=plain and T > 1)
         else:  # the explicit path: the lecture version, and the one that can show its weights
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T_total)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
             if mask is not None:
-                att = att.masked_fill(~mask, float("-inf"))  # future positions get zero weight
+                att = att.masked_fill(~mask, float("-inf"))  # hidden keys get zero weight
             att = F.softmax(att, dim=-1)
             if weights_out is not None:
                 weights_out.append(att.detach())
@@ -100,8 +106,8 @@ class Block(nn.Module):
         self.norm1, self.attn = RMSNorm(n_embd), CausalSelfAttention(n_embd, n_head, seq_len, dropout)
         self.norm2, self.mlp = RMSNorm(n_embd), MLP(n_embd, dropout)
 
-    def forward(self, x, cos, sin, cache=None, weights_out=None):
-        x = x + self.attn(self.norm1(x), cos, sin, cache, weights_out)
+    def forward(self, x, cos, sin, mask=None, cache=None, weights_out=None):
+        x = x + self.attn(self.norm1(x), cos, sin, mask, cache, weights_out)
         return x + self.mlp(self.norm2(x))
 
 
@@ -130,13 +136,23 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.causal = causal
 
-    def forward(self, idx, targets=None, cache=None, weights_out=None):
+    def forward(self, idx, targets=None, cache=None, weights_out=None, pad=None):
         """idx (B, T) token ids -> logits (B, T, V); with targets, also the mean cross-entropy over targets != -100.
         cache: list of dicts, one per layer, for step-by-step generation. weights_out: list that collects
-        each layer's attention weights (B, H, T, T)."""
+        each layer's attention weights (B, H, T, T). pad: (B,) left-padding per row when many questions
+        share one batch (serving): each row counts positions from its first real token and never sees pads."""
+        T, start = idx.shape[1], cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
+        index = torch.arange(start, start + T, device=idx.device)
+        pos, mask = index, None  # mask None: the plain causal triangle
+        if pad is not None:
+            pos = (index - pad[:, None]).clamp(min=0)  # (B, T)
+            keys = torch.arange(start + T, device=idx.device)
+            seen = (keys >= pad[:, None, None]) | (keys == index[:, None])  # a pad query sees only itself
+            mask = ((keys <= index[:, None]) & seen)[:, None]  # (B, 1, T, S), same for every head
         x = self.drop(self.tok_emb(idx))
         for i, block in enumerate(self.blocks):
-            x = block(x, self.rope_cos, self.rope_sin, None if cache is None else cache[i], weights_out)
+            x = block(x, self.rope_cos[pos], self.rope_sin[pos], mask, None if cache is None else cache[i],
+                      weights_out)
         logits = F.linear(self.norm(x), self.tok_emb.weight)  # weight tying: output layer = embedding
         if targets is None:
             return logits, None

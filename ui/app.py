@@ -6,6 +6,7 @@ from pathlib import Path
 import gradio as gr
 
 from gpt_mini.config import ROOT, load_config
+from gpt_mini.serving import BatchServer
 
 from . import attention_tab, chat_tab, overview_tab, tokenizer_tab, training_tab
 from .models import ModelStore
@@ -21,6 +22,7 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
     runs_dir = Path(runs_dir) if runs_dir else ROOT / "checkpoints" / "runs"
     store = ModelStore(runs_dir, cfg)
     run = TrainingRun(runs_dir)
+    server = BatchServer()  # one worker answers all chat questions together
     atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
     with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as demo:
         gr.HTML("<h2 style='margin:4px 0'>GPT_teacher 课堂面板 <span class='en'>classroom dashboard · "
@@ -35,7 +37,7 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
             with gr.Tab("注意力与RoPE Attention", id="attention") as attention:
                 attention_load, attention_out, attention_ckpt = attention_tab.build(store, cfg)
             with gr.Tab("对话 Chat", id="chat") as chat:
-                chat_ckpt = chat_tab.build(store, cfg)
+                chat_ckpt = chat_tab.build(store, cfg, server)
         demo.load(overview_fast, None, overview_out, api_name="ui_overview_load", api_visibility="private").then(
             overview_measured, overview_in, overview_out, api_name="ui_overview_measure", api_visibility="private",
             show_progress="minimal")
@@ -44,11 +46,11 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
             tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
                        api_name=f"ui_refresh_{tab.id}", api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)
-    demo.training_run, demo.model_store = run, store  # for tests and shutdown
+    demo.training_run, demo.model_store, demo.batch_server = run, store, server  # for tests and shutdown
     return demo
 
 
 def launch_kwargs() -> dict:
     """Look and limits passed to demo.launch (Gradio 6 takes theme and css here)."""
     theme = gr.themes.Soft(font=[FONT.split(",")[0].strip('"'), "sans-serif"], font_mono=["monospace"])
-    return {"theme": theme, "css": CSS, "max_threads": 40, "footer_links": ["api"]}
+    return {"theme": theme, "css": CSS, "max_threads": 80, "footer_links": ["api"]}

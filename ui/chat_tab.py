@@ -7,13 +7,15 @@ import pandas as pd
 
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.errors import UserError
-from gpt_mini.generate import Result, Settings, generate_steps
+from gpt_mini.generate import Result, Settings
+from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
 from .models import DEFAULT_KEY
 from .style import figure, intro
 
 MAX_PROMPT_CHARS = 1000
+CHAT_CONCURRENCY = 48  # handlers only wait on the batch server; it runs one forward pass for all of them
 STAGE_NAMES = {"raw": "原始 raw", "temperature": "温度后 temperature", "top_k": "Top-k 后", "top_p": "Top-p 后"}
 STAGE_COLORS = {"raw": "#9ecae1", "temperature": "#4292c6", "top_k": "#2171b5", "top_p": "#08306b"}
 
@@ -92,7 +94,13 @@ def stages_figure(store, last: dict, step: int):
     return fig
 
 
-def build(store, cfg):
+def failure_line(e: Exception) -> str:
+    """One visible line for the chat panel: a UserError as it is, anything else with its type."""
+    text = str(e) if isinstance(e, UserError) else f"生成出错 / generation failed: {type(e).__name__}: {e}"
+    return f'<div class="error-line">⚠ {html.escape(text)}</div>'
+
+
+def build(store, cfg, server: BatchServer):
     gr.HTML(intro("向模型提问，看它一个词元一个词元地生成；调温度、Top-k、Top-p，看每一步的候选词和概率怎样变化。",
                   "Ask the model a question and watch it generate token by token; change temperature, top-k and "
                   "top-p and see how each step's candidates and probabilities change."))
@@ -130,15 +138,15 @@ def build(store, cfg):
             s = make_settings(*sampling_values)
             prompt, notices = cut_prompt(message)
             model, tok, _ = store.get(checkpoint)
-            steps = generate_steps(model, tok, prompt, s)
+            steps = server.stream(model, tok, prompt, s)
             history += [{"role": "user", "content": as_text(prompt)}, {"role": "assistant", "content": ""}]
             for item in steps:
                 if isinstance(item, Result):
                     break
                 history[-1]["content"] = as_text(item[0])
                 yield history, "", "", gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        except UserError as e:
-            yield history, message, f'<div class="error-line">⚠ {html.escape(str(e))}</div>', *(gr.skip(),) * 4
+        except Exception as e:  # noqa: BLE001 - shown in the panel, never a traceback
+            yield history, message, failure_line(e), *(gr.skip(),) * 4
             return
         history[-1]["content"] = as_text(item.answer) or "（空回答 / empty answer）"
         notes = " · ".join(item.notices + notices)
@@ -149,7 +157,7 @@ def build(store, cfg):
 
     outputs = [bot, msg, err, table, step, chart, last]
     gr.on([send.click, msg.submit], chat, [msg, bot, ckpt] + sampling, outputs, api_name="ui_chat",
-          api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
+          api_visibility="undocumented", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     step.release(lambda st, i: stages_figure(store, st, i), [last, step], chart, api_name="ui_stages",
                  api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
     reset.click(lambda: (0.0, 0, 1.0, 1.0, 128, ""), None, sampling, api_name="ui_chat_reset", api_visibility="private")
@@ -161,11 +169,9 @@ def build(store, cfg):
         try:
             s = make_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings)
             model, tok, _ = store.get(checkpoint or DEFAULT_KEY)
-            for item in generate_steps(model, tok, cut_prompt(prompt)[0], s):
-                pass
-            return item.answer
+            return server.answer(model, tok, cut_prompt(prompt)[0], s).answer
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
-    gr.api(generate, api_name="generate", concurrency_limit=4, concurrency_id="model")
+    gr.api(generate, api_name="generate", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     return ckpt

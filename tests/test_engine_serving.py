@@ -1,0 +1,152 @@
+"""Batched serving: a left-padded batch must give each row exactly what that row gives alone.
+References: GPT.forward on one unpadded row, and generate()/generate_steps() for one question at a time."""
+
+import threading
+
+import pytest
+import torch
+
+from gpt_mini import tokenizer as T
+from conftest import sharpen
+from gpt_mini.errors import UserError
+from gpt_mini.generate import Result, Settings, generate, generate_steps
+from gpt_mini.model import GPT
+from gpt_mini.serving import BatchServer
+
+PROMPTS = ["什么是注意力机制？", "What is AI?", "🤖 你好", "天空为什么是蓝色的？请用一句话回答，谢谢老师！",
+           "<script>alert(1)</script>", "水", "a😊中 " * 250, "Mixed 中英 text, 全角？半角?"]
+
+
+def ask_all(server, model, tok, jobs):
+    """Ask every (prompt, settings) from its own thread at the same moment; results in order."""
+    out, start = [None] * len(jobs), threading.Barrier(len(jobs))
+
+    def one(i):
+        start.wait()
+        try:
+            out[i] = server.answer(model, tok, *jobs[i])
+        except Exception as e:  # noqa: BLE001 - compared by the test
+            out[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    return out
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_left_padded_batch_forward_equals_each_row_alone(tiny_model, fused):
+    for block in tiny_model.blocks:
+        block.attn.fused = fused
+    g = torch.Generator().manual_seed(1)
+    rows = [torch.randint(4, 300, (n,), generator=g) for n in (9, 4, 1, 7)]
+    width = max(len(r) for r in rows)
+    pad = torch.tensor([width - len(r) for r in rows])
+    batch = torch.stack([torch.cat((torch.zeros(int(p), dtype=torch.long), r)) for p, r in zip(pad, rows)])
+    with torch.no_grad():
+        cache = [{} for _ in tiny_model.blocks]
+        logits, _ = tiny_model(batch, cache=cache, pad=pad)
+        nxt = torch.randint(4, 300, (len(rows), 1), generator=g)
+        step, _ = tiny_model(nxt, cache=cache, pad=pad)  # one cached step on top of the padded prefill
+        for i, r in enumerate(rows):
+            alone, _ = tiny_model(r[None])
+            torch.testing.assert_close(logits[i, int(pad[i]):], alone[0], rtol=1e-4, atol=1e-4)
+            alone_next, _ = tiny_model(torch.cat((r, nxt[i]))[None])
+            torch.testing.assert_close(step[i, -1], alone_next[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_batched_answers_equal_one_at_a_time(tiny_model, tok):
+    greedy = Settings(max_new_tokens=24)
+    jobs = [(p, greedy) for p in PROMPTS]
+    jobs += [(p, Settings(temperature=0.9, top_k=30, top_p=0.9, repetition_penalty=1.3, max_new_tokens=20, seed=i))
+             for i, p in enumerate(PROMPTS)]
+    jobs += [("你好？", Settings(max_new_tokens=30, stop_strings=["的"])), ("你好？", Settings(max_new_tokens=1))]
+    server = BatchServer()
+    got = ask_all(server, tiny_model, tok, jobs)
+    for (prompt, s), result in zip(jobs, got):
+        alone = generate(tiny_model, tok, prompt, s)
+        assert isinstance(result, Result), result
+        assert result.token_ids == alone.token_ids, prompt
+        assert (result.answer, result.stopped_by, result.notices) == (alone.answer, alone.stopped_by, alone.notices)
+    assert server.largest_batch >= 2  # rows really shared forward passes
+    assert server.steps_run < sum(len(r.token_ids) for r in got)
+
+
+def test_long_answers_fill_the_context_in_a_batch(tiny_model, tok):
+    with torch.no_grad():  # EOS logit = 0, below the largest random logit: answers run to the context end
+        tiny_model.tok_emb.weight[T.EOS_ID] = 0.0
+    jobs = [(p, Settings(max_new_tokens=500)) for p in ("你好？", "天空为什么是蓝色的？请用一句话回答", "a😊中 " * 250)]
+    for (prompt, s), result in zip(jobs, ask_all(BatchServer(), tiny_model, tok, jobs)):
+        alone = generate(tiny_model, tok, prompt, s)
+        assert result.stopped_by == "context" and result.token_ids == alone.token_ids
+        assert result.prompt_tokens + len(result.token_ids) == tiny_model.seq_len
+
+
+def test_stream_yields_the_same_items_as_generate_steps(tiny_model, tok):
+    server, s = BatchServer(), Settings(max_new_tokens=16)
+    *partials, result = list(server.stream(tiny_model, tok, "什么是注意力机制？", s))
+    *ref_partials, ref = list(generate_steps(tiny_model, tok, "什么是注意力机制？", s))
+    assert [p[0] for p in partials] == [p[0] for p in ref_partials]
+    assert [p[1]["id"] for p in partials] == [p[1]["id"] for p in ref_partials]
+    assert [len(p[1]["top"]) for p in partials] == [5] * len(partials)
+    assert result.token_ids == ref.token_ids
+
+
+def test_two_models_are_never_mixed_in_one_batch(tiny_model, tok):
+    other = sharpen(GPT(tok.get_vocab_size(), n_layer=2, n_head=2, n_embd=32, seq_len=64), seed=5).eval()
+    s = Settings(max_new_tokens=20)
+    server, out = BatchServer(), {}
+
+    def ask(name, model, prompt):
+        out[name, prompt] = server.answer(model, tok, prompt, s)
+
+    threads = [threading.Thread(target=ask, args=(name, m, p)) for p in PROMPTS[:4]
+               for name, m in (("a", tiny_model), ("b", other))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    for (name, prompt), result in out.items():
+        model = tiny_model if name == "a" else other
+        assert result.token_ids == generate(model, tok, prompt, s).token_ids
+    assert len(out) == 8
+
+
+def test_bad_input_is_a_user_error_in_the_callers_thread(tiny_model, tok):
+    server = BatchServer()
+    with pytest.raises(UserError, match="empty"):
+        server.answer(tiny_model, tok, "   ")
+    with pytest.raises(UserError, match="top_p"):
+        server.answer(tiny_model, tok, "你好", Settings(top_p=0))
+    assert server.answer(tiny_model, tok, "你好？", Settings(max_new_tokens=5)).token_ids  # still serving
+
+
+def test_closed_stream_leaves_the_batch_and_others_are_unaffected(tiny_model, tok):
+    with torch.no_grad():
+        tiny_model.tok_emb.weight[T.EOS_ID] = 0.0  # long answers, so the closed one would run for a while
+    server, s = BatchServer(), Settings(max_new_tokens=40)
+    stream = server.stream(tiny_model, tok, "你好？", s)
+    next(stream)
+    stream.close()  # a student closed the tab
+    result = server.answer(tiny_model, tok, "What is AI?", s)
+    assert result.token_ids == generate(tiny_model, tok, "What is AI?", s).token_ids
+
+
+def test_a_failing_forward_reaches_its_callers_and_the_worker_goes_on(tiny_model, tok, monkeypatch):
+    server, s = BatchServer(), Settings(max_new_tokens=8)
+    real = type(tiny_model).forward
+    calls = []
+
+    def broken_once(self, *args, **kwargs):
+        if kwargs.get("pad") is not None and not calls:
+            calls.append(1)
+            raise RuntimeError("simulated failure")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_model), "forward", broken_once)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        server.answer(tiny_model, tok, "你好？", s)
+    monkeypatch.undo()
+    assert server.answer(tiny_model, tok, "你好？", s).token_ids == generate(tiny_model, tok, "你好？", s).token_ids
