@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from .checkpoint import load_model, model_from_config
 from .config import ROOT, add_config_args, load_config, resolve
 from .data import Batches, load_samples, read_jsonl
 from .errors import ArgumentParser, run_cli
-from .generate import Settings, generate_steps
+from .generate import Settings, generate, generate_steps
 from .quality import answer_report
+from .serving import BatchServer
 from .train import LENGTH_BUCKETS, Trainer
 
 
@@ -137,6 +139,29 @@ def generation_speed(ckpt_path: Path, use_cache: bool, prompts, repeats: int = 3
     return {"ms_per_token": ms, "tokens_per_s": 1000 / ms, "first_token_ms": statistics.median(first) * 1000}
 
 
+def serving_speed(ckpt_path: Path, prompts, repeats: int = 3) -> dict:
+    """A class asking at once: len(prompts) greedy questions answered one after another vs all together by the
+    BatchServer (one thread per question, one batched forward pass per step). Medians over repeats."""
+    model, tok, _ = load_model(ckpt_path)
+    one_by_one, together, tokens = [], [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokens = sum(len(generate(model, tok, p).token_ids) for p in prompts)
+        one_by_one.append(time.perf_counter() - start)
+        server, threads = BatchServer(), []
+        start = time.perf_counter()
+        for p in prompts:
+            threads.append(threading.Thread(target=server.answer, args=(model, tok, p)))
+            threads[-1].start()
+        for th in threads:
+            th.join()
+        together.append(time.perf_counter() - start)
+    a, b = statistics.median(one_by_one), statistics.median(together)
+    return {"questions": len(prompts), "tokens": tokens, "one_by_one_s": a, "batched_s": b,
+            "one_by_one_tokens_per_s": tokens / a, "batched_tokens_per_s": tokens / b, "speedup": a / b,
+            "largest_batch": server.largest_batch}
+
+
 def main(argv=None):
     parser = ArgumentParser(description="gpt_mini 基准测试 / benchmark")
     add_config_args(parser)
@@ -164,6 +189,10 @@ def main(argv=None):
             res[key] = generation_speed(path, cache, prompts)
             log(f"{key}: {res[key]['tokens_per_s']:.0f} tok/s, {res[key]['ms_per_token']:.2f} ms/token, "
                 f"first token {res[key]['first_token_ms']:.1f} ms")
+    class_prompts = [r["prompt"] for r in read_jsonl(resolve(cfg["data"]["train_path"]))[:32]]
+    res["serving_32"] = r = serving_speed(ckpts["fp32"], class_prompts)
+    log(f"32 questions at once: one by one {r['one_by_one_s']:.2f} s ({r['one_by_one_tokens_per_s']:.0f} tok/s), "
+        f"batched {r['batched_s']:.2f} s ({r['batched_tokens_per_s']:.0f} tok/s), {r['speedup']:.1f}x")
     res["sizes_mb"] = {fmt: path.stat().st_size / 1e6 for fmt, path in ckpts.items()}
     res["int8_size_ratio"] = res["sizes_mb"]["int8"] / res["sizes_mb"]["fp32"]
     log(f"sizes: fp32 {res['sizes_mb']['fp32']:.2f} MB, int8 {res['sizes_mb']['int8']:.2f} MB "

@@ -32,6 +32,11 @@ class BatchServer:
         self._worker: threading.Thread | None = None
         self.steps_run = 0  # batched forward passes so far (for tests and the benchmark)
         self.largest_batch = 0
+        self.active = 0  # rows in the batch right now
+
+    def busy(self) -> bool:
+        """True while any question is waiting or being answered."""
+        return bool(self._pending) or self.active > 0
 
     def stream(self, model, tok, prompt: str, s: Settings | None = None, top_n: int = 5):
         """Like generate.generate_steps: yields (answer_so_far, step_info) items, then the Result.
@@ -89,6 +94,7 @@ class BatchServer:
                     cache, pad = _merge(cache, pad, one)
                     rows.append(req)
             rows, cache, pad = _select(rows, cache, pad, [i for i, r in enumerate(rows) if not r.cancelled])
+            self.active = len(rows)
             if not rows:
                 continue
             try:
@@ -97,10 +103,11 @@ class BatchServer:
                 self.steps_run, self.largest_batch = self.steps_run + 1, max(self.largest_batch, len(rows))
                 keep = [i for i, r in enumerate(rows) if self._emit(r, logits[i, -1])]
                 rows, cache, pad = _select(rows, cache, pad, keep)
+                self.active = len(rows)
             except Exception as e:  # noqa: BLE001 - every waiting caller gets the error; the worker goes on
                 for r in rows:
                     r.events.put(e)
-                rows, cache, pad = [], None, None
+                rows, cache, pad, self.active = [], None, None, 0
 
     def _prefill(self, req: _Request):
         """Run the newcomer's prompt alone; its one-row cache, or None if it already finished."""

@@ -46,8 +46,8 @@ def lr_at(step: int, max_steps: int, lr: float, warmup_ratio: float, min_ratio: 
 
 
 class Trainer:
-    """Train a GPT from a config. Callbacks: on_log(trainer, row) every eval_interval (row = one metrics.csv line,
-    plus 'answers' to the fixed questions), on_end(trainer). Control from another thread: pause(), resume(), stop()."""
+    """Train a GPT from a config. Callbacks: on_step(trainer) after every optimizer step, on_log(trainer, row) every
+    eval_interval (row = one metrics.csv line, plus 'answers' to the fixed questions), on_end(trainer). Control from another thread: pause(), resume(), stop()."""
 
     def __init__(self, cfg: dict, extra_rows=(), callbacks: dict | None = None, save_dir=None, resume: bool = False,
                  probe_questions=tuple(FIXED_QUESTIONS)):
@@ -141,6 +141,7 @@ class Trainer:
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
+                self._call("on_step")
                 if self.step % t["eval_interval"] == 0 or self.step == t["max_steps"]:
                     now = time.time()
                     elapsed = self.elapsed_before + now - start

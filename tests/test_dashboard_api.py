@@ -3,6 +3,7 @@
 import json
 import socket
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,7 @@ from gpt_mini.checkpoint import load_model  # noqa: E402
 from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
 from gpt_mini.generate import generate  # noqa: E402
 from ui.app import build_app, launch_kwargs  # noqa: E402
-from ui.training_run import TrainingRun, make_config, sanitize_name  # noqa: E402
+from ui.training_run import YIELD_SECONDS, TrainingRun, make_config, sanitize_name  # noqa: E402
 
 Q1, Q2 = list(FIXED_QUESTIONS)
 
@@ -205,6 +206,50 @@ def test_failure_inside_the_thread_shows_failed_with_reason(tmp_path):
     run.thread.join(30)
     s = run.status()
     assert s["state"] == "failed" and "找不到数据文件" in s["message"]
+
+
+def test_concurrent_clients_during_training_get_the_engines_answers(server):
+    """Eight gradio_client clients ask at once while a run trains: every answer is the one the engine gives
+    alone, the questions really shared batched forward passes, and training kept stepping."""
+    c, batcher = server["client"], server["demo"].batch_server
+    rows = [json.loads(line) for line in (ROOT / "data" / "val.jsonl").read_text(encoding="utf-8").splitlines()]
+    prompts = [r["prompt"] for r in rows[:16]]
+    model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
+    expected = {p: generate(model, tok, p).answer for p in prompts}
+    c.predict(max_steps=100000, eval_interval=1000, name="concurrent", api_name="/train_start")
+    step_before = wait_status(c, lambda s: s["step"] >= 1)["step"]
+    clients = [Client(server["url"], verbose=False) for _ in range(8)]
+    got, errors, start = {}, [], threading.Barrier(8)
+    batcher.largest_batch = 0
+
+    def ask(i):
+        start.wait()
+        for p in prompts[2 * i:2 * i + 2]:
+            try:
+                got[p] = clients[i].predict(p, api_name="/generate")
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    wait_status(c, lambda s: s["step"] > step_before)
+    c.predict(api_name="/train_stop")
+    for client in clients:
+        client.close()
+    assert not errors and got == expected
+    assert batcher.largest_batch >= 2
+
+
+def test_training_rests_while_questions_wait_but_keeps_stepping(tmp_path):
+    run = TrainingRun(tmp_path, chat_busy=lambda: True)  # a class that never stops asking
+    run.start(make_config(None, {"max_steps": 3, "eval_interval": 100, "n_layer": 1, "n_embd": 32, "n_head": 2}))
+    run.thread.join(60)
+    s = run.status()
+    assert s["state"] == "finished" and s["step"] == 3  # still trains to the end
+    assert s["elapsed"] >= 3 * YIELD_SECONDS * 0.9  # rested after each step
 
 
 def test_sanitize_name():

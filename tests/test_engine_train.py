@@ -118,6 +118,14 @@ def _wait(cond, timeout=30.0):
         time.sleep(0.01)
 
 
+def test_on_step_is_called_once_after_every_optimizer_step(project, tmp_path):
+    seen = []
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=7", "training.eval_interval=100"), save_dir=tmp_path,
+                      probe_questions=(), callbacks={"on_step": [lambda t: seen.append(t.step)]})
+    assert trainer.run() == "finished"
+    assert seen == [1, 2, 3, 4, 5, 6, 7]
+
+
 def test_pause_and_resume_from_another_thread(project, tmp_path):
     trainer = Trainer(project.cfg(*SMALL, "training.max_steps=100000", "training.eval_interval=100000"),
                       save_dir=tmp_path, probe_questions=())

@@ -14,6 +14,7 @@ from .style import CSS, FONT
 from .training_run import TrainingRun
 
 QUEUE_MAX_SIZE = 64
+SESSION_CAPACITY = 256  # Gradio keeps ~0.3 MB per browser session (default: 10,000 of them); a class needs ~100
 
 
 def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
@@ -21,8 +22,8 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
     cfg = load_config(config_path)
     runs_dir = Path(runs_dir) if runs_dir else ROOT / "checkpoints" / "runs"
     store = ModelStore(runs_dir, cfg)
-    run = TrainingRun(runs_dir)
     server = BatchServer()  # one worker answers all chat questions together
+    run = TrainingRun(runs_dir, chat_busy=server.busy)
     atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
     with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as demo:
         gr.HTML("<h2 style='margin:4px 0'>GPT_teacher 课堂面板 <span class='en'>classroom dashboard · "
@@ -53,4 +54,5 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
 def launch_kwargs() -> dict:
     """Look and limits passed to demo.launch (Gradio 6 takes theme and css here)."""
     theme = gr.themes.Soft(font=[FONT.split(",")[0].strip('"'), "sans-serif"], font_mono=["monospace"])
-    return {"theme": theme, "css": CSS, "max_threads": 80, "footer_links": ["api"]}
+    return {"theme": theme, "css": CSS, "max_threads": 80, "footer_links": ["api"],
+            "state_session_capacity": SESSION_CAPACITY}

@@ -38,13 +38,12 @@ class ModelStore:
         return out
 
     def path_of(self, key: str) -> Path:
-        paths = {DEFAULT_KEY: CHECKPOINT_DIR / "last.pt", "default-int8": CHECKPOINT_DIR / "quantized.pt"}
-        for _, k in self.choices():
-            if k.startswith("run:"):
-                paths[k] = self.runs_dir / k[4:] / "last.pt"
-        if key not in paths:
-            raise UserError(f"没有这个检查点：{key}（请从列表中选择）", f"no such checkpoint: {key} (pick one from the list)")
-        return paths[key]
+        defaults = {DEFAULT_KEY: CHECKPOINT_DIR / "last.pt", "default-int8": CHECKPOINT_DIR / "quantized.pt"}
+        if key in defaults:
+            return defaults[key]
+        if key.startswith("run:") and key in (k for _, k in self.choices()):  # only listed runs, never a free path
+            return self.runs_dir / key[4:] / "last.pt"
+        raise UserError(f"没有这个检查点：{key}（请从列表中选择）", f"no such checkpoint: {key} (pick one from the list)")
 
     def get(self, key: str = DEFAULT_KEY):
         """(model, tokenizer, checkpoint dict) for a listed key; loaded once, reloaded when the file changes."""

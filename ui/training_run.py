@@ -3,6 +3,8 @@
 A background thread drives gpt_mini.train.Trainer (the engine's own loop). Every visitor sees the same run;
 the browser polls status() and the bounded logs below. Control: start / pause / resume / stop."""
 
+import ctypes
+import gc
 import re
 import threading
 import time
@@ -22,6 +24,7 @@ HYPERPARAMETERS = {  # config name -> section of config.yaml
     "eval_interval": "training", "seed": "training",
 }
 MAX_EXTRA_ROWS = 200
+YIELD_SECONDS = 0.5  # answers first: while questions wait, training rests up to this long after each step
 
 
 def make_config(config_path, values: dict) -> dict:
@@ -45,6 +48,16 @@ def sanitize_name(name: str) -> str:
     return clean or datetime.now().strftime("run_%Y%m%d_%H%M%S")
 
 
+def release_free_memory():
+    """Hand memory freed by a finished run back to the OS; glibc keeps it otherwise and a long lesson of
+    start/stop cycles grows. Linux only; elsewhere nothing to do."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def check_extra_rows(rows) -> list[dict]:
     """Students' own question/answer pairs: [[prompt, completion], ...] or dicts; blank rows are skipped."""
     out = []
@@ -63,8 +76,9 @@ def check_extra_rows(rows) -> list[dict]:
 class TrainingRun:
     """State of the single training run: thread, trainer, lock-protected bounded logs, status."""
 
-    def __init__(self, runs_dir, max_log: int = 5000):
-        self.runs_dir = Path(runs_dir)
+    def __init__(self, runs_dir, max_log: int = 5000, chat_busy=None):
+        """chat_busy: a function that says whether students are waiting for answers (the run then yields)."""
+        self.runs_dir, self.chat_busy = Path(runs_dir), chat_busy
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.trainer: Trainer | None = None
@@ -134,7 +148,7 @@ class TrainingRun:
     # ---- the thread ----
     def _run(self, cfg, extra_rows, save_dir):
         try:
-            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_log": [self._on_log]}, save_dir=save_dir)
+            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_log": [self._on_log], "on_step": [self._on_step]}, save_dir=save_dir)
         except UserError as e:
             return self._finish("failed", str(e))
         except Exception as e:  # noqa: BLE001 - shown as state failed with the reason
@@ -158,6 +172,8 @@ class TrainingRun:
         done = {"finished": f"训练完成，已保存到 runs/{self.name} / finished, saved to runs/{self.name}",
                 "stopped": f"训练已停止，已保存到 runs/{self.name} / stopped, saved to runs/{self.name}"}
         self._finish(state, trainer.message or done.get(state, ""))
+        del trainer
+        release_free_memory()
 
     def _finish(self, state: str, message: str):
         with self.lock:
@@ -181,6 +197,13 @@ class TrainingRun:
                 self.losses.append((step, sum(self._pending) / len(self._pending)))
                 self.version += 1
             self._pending = []
+
+    def _on_step(self, trainer):
+        """Two cores cannot train at full speed and answer a class at once: while questions are waiting, rest a
+        little after each step. Training keeps stepping, only slower."""
+        rest_until = time.time() + YIELD_SECONDS
+        while self.chat_busy and self.chat_busy() and time.time() < rest_until and not self._stop_requested:
+            time.sleep(0.01)
 
     def _on_log(self, trainer, row):
         with self.lock:
