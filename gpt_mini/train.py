@@ -50,8 +50,9 @@ class Trainer:
     eval_interval (row = one metrics.csv line, plus 'answers' to the fixed questions), on_end(trainer). Control from another thread: pause(), resume(), stop()."""
 
     def __init__(self, cfg: dict, extra_rows=(), callbacks: dict | None = None, save_dir=None, resume: bool = False,
-                 probe_questions=tuple(FIXED_QUESTIONS)):
-        self.cfg = cfg
+                 probe_questions=tuple(FIXED_QUESTIONS), keep_resume: bool = True):
+        """keep_resume: also save the optimizer state (resume.pt, 2x the model's size) so --resume can continue."""
+        self.cfg, self.keep_resume = cfg, keep_resume
         self.callbacks = callbacks or {}
         self.save_dir = Path(save_dir) if save_dir else resolve(cfg["save"]["dir"])
         self.tok = T.load_tokenizer(resolve(cfg["tokenizer"]["path"]))
@@ -190,8 +191,9 @@ class Trainer:
 
     def save(self):
         atomic_save(self.checkpoint(), self.save_dir / "last.pt")
-        atomic_save({"optimizer": self.optimizer.state_dict(), "step": self.step, "history": self.history,
-                     "elapsed": self.elapsed_before + 0.0}, self.save_dir / "resume.pt")
+        if self.keep_resume:
+            atomic_save({"optimizer": self.optimizer.state_dict(), "step": self.step, "history": self.history,
+                         "elapsed": self.elapsed_before + 0.0}, self.save_dir / "resume.pt")
         self.write_metrics()
 
     def write_metrics(self):

@@ -1,6 +1,7 @@
 """The dashboard's named API through gradio_client against a real server on a free localhost port."""
 
 import json
+import os
 import socket
 import sys
 import threading
@@ -21,7 +22,8 @@ from gpt_mini.checkpoint import load_model  # noqa: E402
 from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
 from gpt_mini.generate import generate  # noqa: E402
 from ui.app import build_app, launch_kwargs  # noqa: E402
-from ui.training_run import YIELD_SECONDS, TrainingRun, make_config, sanitize_name  # noqa: E402
+from ui.training_run import (MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, make_config, prune_runs,  # noqa: E402
+                             sanitize_name)
 
 Q1, Q2 = list(FIXED_QUESTIONS)
 
@@ -250,6 +252,26 @@ def test_training_rests_while_questions_wait_but_keeps_stepping(tmp_path):
     s = run.status()
     assert s["state"] == "finished" and s["step"] == 3  # still trains to the end
     assert s["elapsed"] >= 3 * YIELD_SECONDS * 0.9  # rested after each step
+
+
+def test_only_the_newest_runs_are_kept_and_nothing_else_is_touched(tmp_path):
+    for i in range(MAX_KEPT_RUNS + 4):
+        run_dir = tmp_path / f"run_{i:02d}"
+        run_dir.mkdir()
+        (run_dir / "last.pt").write_bytes(b"x")
+        os.utime(run_dir, (1000 + i, 1000 + i))  # run_00 is the oldest
+    (tmp_path / "notes").mkdir()  # not a run: no last.pt or metrics.csv
+    (tmp_path / "readme.txt").write_text("keep me")
+    run = TrainingRun(tmp_path)
+    started = run.start(make_config(None, {"max_steps": 1, "n_layer": 1, "n_embd": 32, "n_head": 2}), "new")
+    run.thread.join(60)
+    assert "run_00" in started["message"] and "run_04" in started["message"]
+    left = sorted(d.name for d in tmp_path.iterdir())
+    assert [n for n in left if n.startswith("run_")] == [f"run_{i:02d}" for i in range(5, MAX_KEPT_RUNS + 4)]
+    assert {"notes", "readme.txt", "new"} <= set(left)
+    assert (tmp_path / "new" / "last.pt").is_file()
+    assert not (tmp_path / "new" / "resume.pt").exists()  # dashboard runs keep no optimizer state
+    assert prune_runs(tmp_path / "missing", 3) == []
 
 
 def test_sanitize_name():

@@ -17,7 +17,7 @@ PIPELINE = [  # (中文, English, where in gpt_mini)
     ("反向", "backward", "train.py · Trainer.run() → loss.backward()"),
     ("优化", "optimize", "train.py · AdamW, lr_at(), clip_grad_norm_"),
     ("保存", "save", "checkpoint.py · atomic_save(), make_checkpoint(), quantize_int8()"),
-    ("推理", "inference", "generate.py · generate_steps(), sampling_stages()"),
+    ("推理", "inference", "generate.py · Decoding, sampling_stages(); serving.py · BatchServer（全班一起答 / one batch for the class）"),
 ]
 
 _measured: dict = {}

@@ -6,6 +6,7 @@ the browser polls status() and the bounded logs below. Control: start / pause / 
 import ctypes
 import gc
 import re
+import shutil
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ HYPERPARAMETERS = {  # config name -> section of config.yaml
     "eval_interval": "training", "seed": "training",
 }
 MAX_EXTRA_ROWS = 200
+MAX_KEPT_RUNS = 30  # a public Space must not fill its disk: older dashboard runs are removed, with a message
 YIELD_SECONDS = 0.5  # answers first: while questions wait, training rests up to this long after each step
 
 
@@ -56,6 +58,20 @@ def release_free_memory():
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def prune_runs(runs_dir: Path, keep: int) -> list[str]:
+    """Remove the oldest run folders so that at most `keep` remain; returns the removed names.
+    Only direct children of runs_dir that hold a run's files are touched."""
+    if not runs_dir.is_dir():
+        return []
+    runs = [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
+            and ((d / "last.pt").is_file() or (d / "metrics.csv").is_file())]
+    runs.sort(key=lambda d: d.stat().st_mtime)
+    removed = runs[:max(0, len(runs) - keep)]
+    for d in removed:
+        shutil.rmtree(d, ignore_errors=True)
+    return [d.name for d in removed]
 
 
 def check_extra_rows(rows) -> list[dict]:
@@ -101,6 +117,7 @@ class TrainingRun:
         with self.lock:
             if self.state in ("running", "paused"):
                 return dict(self._status(), started=False, message=self._busy_message())
+            removed = prune_runs(self.runs_dir, MAX_KEPT_RUNS - 1)
             name = sanitize_name(name)
             save_dir, n = self.runs_dir / name, 2
             while save_dir.exists():
@@ -112,8 +129,10 @@ class TrainingRun:
             self.thread = threading.Thread(target=self._run, args=(cfg, list(extra_rows), save_dir),
                                            daemon=True, name="gpt-mini-training")
             self.thread.start()
+            note = (f"（只保留最近 {MAX_KEPT_RUNS} 次训练，已删除 {', '.join(removed)} / only the last "
+                    f"{MAX_KEPT_RUNS} runs are kept, removed {', '.join(removed)}）") if removed else ""
             return dict(self._status(), started=True,
-                        message=f"训练已开始：{self.name} / training started: {self.name}")
+                        message=f"训练已开始：{self.name} / training started: {self.name}{note}")
 
     def pause(self) -> dict:
         with self.lock:
@@ -148,7 +167,8 @@ class TrainingRun:
     # ---- the thread ----
     def _run(self, cfg, extra_rows, save_dir):
         try:
-            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_log": [self._on_log], "on_step": [self._on_step]}, save_dir=save_dir)
+            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_log": [self._on_log], "on_step": [self._on_step]},
+                              save_dir=save_dir, keep_resume=False)  # the dashboard has no resume button
         except UserError as e:
             return self._finish("failed", str(e))
         except Exception as e:  # noqa: BLE001 - shown as state failed with the reason
