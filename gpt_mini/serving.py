@@ -1,8 +1,8 @@
 """Answer many questions at once: one worker thread, one batched forward pass per step for all of them.
 
 A classroom asks 30 questions in the same second. One at a time, each step of each answer pays the full cost
-of a forward pass; in a batch, 30 rows cost about as much as 7 (bench: python -m gpt_mini.bench). Rows join the
-batch as soon as they arrive and leave as soon as they finish ("continuous batching"). Rows of different lengths
+of a forward pass; in one batch the whole class shares it (python -m gpt_mini.bench times 32 questions both
+ways). Rows join the batch as soon as they arrive and leave as soon as they finish ("continuous batching"). Rows of different lengths
 are left-padded; GPT.forward(pad=...) gives each row its own positions and hides the pads, so every answer is
 the one generate() would give for that question alone."""
 

@@ -248,6 +248,10 @@ def test_concurrent_clients_during_training_get_the_engines_answers(server):
 def test_training_rests_while_questions_wait_but_keeps_stepping(tmp_path):
     run = TrainingRun(tmp_path, chat_busy=lambda: True)  # a class that never stops asking
     run.start(make_config(None, {"max_steps": 3, "eval_interval": 100, "n_layer": 1, "n_embd": 32, "n_head": 2}))
+    deadline = time.time() + 30
+    while run.status()["step"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert "answering questions first" in run.status()["message"]  # the class sees why training slowed
     run.thread.join(60)
     s = run.status()
     assert s["state"] == "finished" and s["step"] == 3  # still trains to the end

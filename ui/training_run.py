@@ -248,9 +248,15 @@ class TrainingRun:
                 "train_loss": self.losses[-1][1] if self.losses else None,
                 "eval_loss": last_eval.get("eval_loss"), "elapsed": round(elapsed, 2), "eta": round(eta, 1),
                 "tokens_per_s": round(last_eval.get("tokens_per_s") or (tokens / elapsed if elapsed > 0 else 0.0), 1),
-                "message": self.message,
+                "message": self._message(),
                 "name": self.name, "causal": self.causal, "version": self.version,
                 "answers": dict(self.answers[-1][1]) if self.answers else {}}
+
+    def _message(self) -> str:
+        if self.state == "running" and self.chat_busy and self.chat_busy():
+            resting = "正在先回答同学的提问，训练暂时放慢 / answering questions first, training slowed"
+            return f"{self.message} · {resting}" if self.message else resting
+        return self.message
 
     def _busy_message(self) -> str:
         s = self._status()
