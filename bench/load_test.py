@@ -14,10 +14,12 @@ Results go to bench/load_results.json."""
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -57,6 +59,15 @@ def start_server(port: int):
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("dashboard did not start")
+
+
+def cli_tokens_per_s(steps: int = 150) -> float:
+    """The CLI's own training speed here: tok/s in its log at the last eval (steps 100-150), for comparison."""
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run([sys.executable, "-m", "gpt_mini.train", "--set", f"training.max_steps={steps}",
+                              "--set", "training.eval_interval=50", "--set", f"save.dir={d}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return float(re.findall(r"\| (\d+) tok/s \|", out.stdout)[-1])
 
 
 def percentile(values, q):
@@ -144,17 +155,19 @@ def main():
     args = p.parse_args()
     rows = read_jsonl(ROOT / "data" / "train.jsonl") + read_jsonl(ROOT / "data" / "val.jsonl")
     prompts = [r["prompt"] for r in rows][: args.clients * args.questions]
-    proc, url = start_server(free_port())
     result = {"clients": args.clients, "questions": args.questions, "client": args.client, "cores": os.cpu_count()}
+    cli_before = cli_tokens_per_s()  # the CLI before and after the server: the dashboard's speed is compared
+    proc, url = start_server(free_port())  # with the CLI measured around it, same steps, same tok/s window
     try:
         admin = Client(url, verbose=False)
-        admin.predict(max_steps=100000, eval_interval=100, api_name="/train_start")
-        time.sleep(45)  # two evals with no chat load: the dashboard's own training speed
+        admin.predict(max_steps=100000, eval_interval=50, api_name="/train_start")
+        while admin.predict(api_name="/train_status")["step"] < 150:
+            time.sleep(3)  # seldom: each poll costs the server some CPU
+        time.sleep(2)  # the eval at step 150 is logged
         quiet = admin.predict(api_name="/train_status")
         result["dashboard_quiet_tokens_per_s"] = quiet["tokens_per_s"]
-        result["dashboard_quiet_steps_per_s"] = quiet["step"] / quiet["elapsed"]
-        print(f"dashboard training alone: {quiet['tokens_per_s']:.0f} tok/s, {result['dashboard_quiet_steps_per_s']:.2f} "
-              f"steps/s", flush=True)
+        print(f"dashboard training alone: {quiet['tokens_per_s']:.0f} tok/s (CLI before: {cli_before:.0f})",
+              flush=True)
         start = {}
 
         def on_ready():  # all clients connected: the timed part begins
@@ -192,6 +205,10 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    cli_after = cli_tokens_per_s()
+    result.update(cli_tokens_per_s=[cli_before, cli_after],
+                  dashboard_vs_cli=result["dashboard_quiet_tokens_per_s"] / statistics.mean([cli_before, cli_after]))
+    print(f"CLI training: {cli_before:.0f} / {cli_after:.0f} tok/s; dashboard/CLI = {result['dashboard_vs_cli']:.2f}")
     Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     return 0 if result.get("errors", 1) == 0 else 1
 

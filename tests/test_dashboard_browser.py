@@ -28,6 +28,7 @@ DOCS = ROOT / "docs"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]
 Q1 = list(FIXED_QUESTIONS)[0]
+SERVER: dict = {}
 
 
 def free_port() -> int:
@@ -39,6 +40,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"))
+    SERVER["demo"] = demo
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                             **launch_kwargs())
     deadline = time.time() + 30
@@ -147,3 +149,21 @@ def test_training_updates_chart_and_status(page):
     open_tab(page, "对话")  # the finished run is now a checkpoint choice in chat
     page.get_by_label("检查点 / checkpoint").last.click()
     expect(page.get_by_role("option", name="训练 run: browser_test")).to_be_visible()
+
+
+def test_only_a_shown_training_tab_polls_the_run(page):
+    run, calls = SERVER["demo"].training_run, []
+    real = run.status
+    run.status = lambda: (calls.append(time.time()), real())[1]  # the training tab's poll reads run.status()
+    try:
+        open_tab(page, "训练")
+        expect(page.locator("#train-status")).to_be_visible()
+        page.wait_for_timeout(3000)
+        assert len(calls) >= 2  # polled about once a second while shown
+        open_tab(page, "对话")
+        page.wait_for_timeout(1500)  # a tick already in flight may still land
+        hidden_from = len(calls)
+        page.wait_for_timeout(3000)
+        assert len(calls) == hidden_from  # no polling while another tab is shown
+    finally:
+        run.status = real

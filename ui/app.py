@@ -11,6 +11,7 @@ from gpt_mini.serving import BatchServer
 from . import attention_tab, chat_tab, overview_tab, tokenizer_tab, training_tab
 from .models import ModelStore
 from .style import CSS, FONT
+from .torch_threads import one_thread_by_default
 from .training_run import TrainingRun
 
 QUEUE_MAX_SIZE = 64
@@ -19,6 +20,7 @@ SESSION_CAPACITY = 256  # Gradio keeps ~0.3 MB per browser session (default: 10,
 
 def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
     """config_path: config.yaml to start from; runs_dir: where dashboard runs are saved (default checkpoints/runs)."""
+    one_thread_by_default()  # only a training run uses all cores (see torch_threads.py)
     cfg = load_config(config_path)
     runs_dir = Path(runs_dir) if runs_dir else ROOT / "checkpoints" / "runs"
     store = ModelStore(runs_dir, cfg)
@@ -29,12 +31,12 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
         gr.HTML("<h2 style='margin:4px 0'>GPT_teacher 课堂面板 <span class='en'>classroom dashboard · "
                 "a 3.37M-parameter Chinese GPT</span></h2>")
         with gr.Tabs():
-            with gr.Tab("概览 Overview", id="overview"):
+            with gr.Tab("概览 Overview", id="overview") as overview:
                 overview_fast, overview_measured, overview_in, overview_out = overview_tab.build(store, cfg)
-            with gr.Tab("分词器 Tokenizer", id="tokenizer"):
+            with gr.Tab("分词器 Tokenizer", id="tokenizer") as tokenizer:
                 tokenizer_tab.build(store, cfg)
-            with gr.Tab("训练 Training", id="training"):
-                training_tab.build(run, store, cfg, config_path, runs_dir)
+            with gr.Tab("训练 Training", id="training") as training:
+                training_poll = training_tab.build(run, store, cfg, config_path, runs_dir)
             with gr.Tab("注意力与RoPE Attention", id="attention") as attention:
                 attention_load, attention_out, attention_ckpt = attention_tab.build(store, cfg)
             with gr.Tab("对话 Chat", id="chat") as chat:
@@ -43,6 +45,12 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
             overview_measured, overview_in, overview_out, api_name="ui_overview_measure", api_visibility="private",
             show_progress="minimal")
         demo.load(attention_load, None, attention_out, api_name="ui_attention_load", api_visibility="private")
+        # Only a browser that shows the training tab polls the run every second.
+        training.select(lambda: gr.Timer(active=True), None, training_poll, api_name="ui_training_shown",
+                        api_visibility="private")
+        for tab in (overview, tokenizer, attention, chat):
+            tab.select(lambda: gr.Timer(active=False), None, training_poll, api_name=f"ui_training_hidden_{tab.id}",
+                       api_visibility="private")
         for tab, dropdown in ((attention, attention_ckpt), (chat, chat_ckpt)):
             tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
                        api_name=f"ui_refresh_{tab.id}", api_visibility="private")

@@ -18,6 +18,8 @@ from gpt_mini.data import check_row
 from gpt_mini.errors import UserError
 from gpt_mini.train import Trainer
 
+from .torch_threads import reset_default_for_new_threads
+
 HYPERPARAMETERS = {  # config name -> section of config.yaml
     "n_layer": "model", "n_head": "model", "n_embd": "model", "seq_len": "model", "dropout": "model",
     "causal": "model", "lr": "training", "warmup_ratio": "training", "max_steps": "training",
@@ -109,7 +111,7 @@ class TrainingRun:
         self.answers: deque = deque(maxlen=50)  # (step, {question: greedy answer})
         self._pending: list[float] = []
         self.t_start, self.t_end, self.paused_at, self.paused_total = None, None, None, 0.0
-        self._stop_requested, self._pause_requested = False, False
+        self._stop_requested, self._pause_requested, self._default_threads_reset = False, False, False
         self.version = 0  # bumps whenever the curves change, so pollers re-draw only then
 
     # ---- control ----
@@ -221,6 +223,9 @@ class TrainingRun:
     def _on_step(self, trainer):
         """Two cores cannot train at full speed and answer a class at once: while questions are waiting, rest a
         little after each step. Training keeps stepping, only slower."""
+        if not self._default_threads_reset:  # Trainer.run claimed all cores; threads started later keep one
+            reset_default_for_new_threads()
+            self._default_threads_reset = True
         rest_until = time.time() + YIELD_SECONDS
         while self.chat_busy and self.chat_busy() and time.time() < rest_until and not self._stop_requested:
             time.sleep(0.01)

@@ -221,7 +221,7 @@ def build(run, store, cfg, config_path, runs_dir: Path):
                 gr.CheckboxGroup(choices=list(run_metrics(runs_dir))) if refresh_runs else gr.skip(), new_seen)
 
     seen = gr.State({})
-    timer = gr.Timer(1.0)
+    timer = gr.Timer(1.0, active=False)  # ticks only while this tab is shown (app.py): 40 idle tabs cost CPU
     timer.tick(poll, [seen, overlay], [status, message, plot, answers, overlay, seen], api_name="ui_train_poll",
                api_visibility="undocumented", concurrency_limit=None, show_progress="hidden")
     overlay.change(lambda chosen: chart(run, runs_dir, chosen), overlay, plot, api_name="ui_overlay",
@@ -276,3 +276,4 @@ def build(run, store, cfg, config_path, runs_dir: Path):
     gr.api(train_start, api_name="train_start", concurrency_limit=1)
     for fn in (train_status, train_pause, train_resume, train_stop):
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
+    return timer
