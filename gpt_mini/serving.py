@@ -84,6 +84,7 @@ class BatchServer:
         while True:
             joining = self._take(rows[0].model if rows else None, self.max_batch - len(rows)) \
                 if not rows or self._pending else []
+            ones = []
             for req in joining:
                 try:
                     one = self._prefill(req)
@@ -91,8 +92,10 @@ class BatchServer:
                     req.events.put(e)
                     continue
                 if one is not None:
-                    cache, pad = _merge(cache, pad, one)
+                    ones.append(one)
                     rows.append(req)
+            if ones:
+                cache, pad = _merge(cache, pad, ones)
             rows, cache, pad = _select(rows, cache, pad, [i for i, r in enumerate(rows) if not r.cancelled])
             self.active = len(rows)
             if not rows:
@@ -129,20 +132,21 @@ class BatchServer:
         return not req.cancelled
 
 
-def _merge(cache, pad, one):
-    """Add a one-row cache to the batch; the shorter side is left-padded so all rows end at the same column."""
-    if cache is None:
-        return one, torch.zeros(1, dtype=torch.long, device=one[0]["k"].device)
-    have, new = cache[0]["k"].shape[2], one[0]["k"].shape[2]
-    width = max(have, new)
-    pad = torch.cat((pad + width - have, pad.new_tensor([width - new])))
-    for layer, add in zip(cache, one):
-        for name in ("k", "v"):
-            a, b = layer[name], add[name]
-            a = torch.nn.functional.pad(a, (0, 0, width - have, 0))  # zeros on the left of the time axis
-            b = torch.nn.functional.pad(b, (0, 0, width - new, 0))
-            layer[name] = torch.cat((a, b), dim=0)
-    return cache, pad
+def _merge(cache, pad, ones):
+    """Add one-row caches to the batch in one copy; shorter rows are left-padded so all end at the same column."""
+    parts = ([(cache, pad)] if cache is not None else []) + \
+        [(one, torch.zeros(1, dtype=torch.long, device=one[0]["k"].device)) for one in ones]
+    width = max(c[0]["k"].shape[2] for c, _ in parts)
+    pad = torch.cat([p + width - c[0]["k"].shape[2] for c, p in parts])
+    merged = []
+    for layer in range(len(parts[0][0])):
+        merged.append({name: torch.cat([_left_pad(c[layer][name], width) for c, _ in parts]) for name in ("k", "v")})
+    return merged, pad
+
+
+def _left_pad(t, width: int):
+    """(B, H, S, hd) -> (B, H, width, hd) with zeros before the first column."""
+    return t if t.shape[2] == width else torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0))
 
 
 def _select(rows, cache, pad, keep):
