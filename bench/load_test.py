@@ -9,6 +9,7 @@ own laptops would. --client gradio_client uses the Python client, which here cos
 question on the same 2 cores as the server.
 Reports p50/p95 latency, errors and how far training advanced meanwhile; with --soak-seconds, repeats chats and
 training start/stop cycles for that long and reports the server's memory (RSS) at the start and the end.
+The dashboard's training speed alone (steps 100-150) is compared with the CLI's, run just before and just after.
 Results go to bench/load_results.json."""
 
 import argparse
@@ -67,7 +68,10 @@ def cli_tokens_per_s(steps: int = 150) -> float:
         out = subprocess.run([sys.executable, "-m", "gpt_mini.train", "--set", f"training.max_steps={steps}",
                               "--set", "training.eval_interval=50", "--set", f"save.dir={d}"],
                              cwd=ROOT, capture_output=True, text=True, timeout=900)
-    return float(re.findall(r"\| (\d+) tok/s \|", out.stdout)[-1])
+    rates = re.findall(r"\| (\d+) tok/s \|", out.stdout)
+    if not rates:
+        raise SystemExit(f"the CLI training run printed no tok/s (exit {out.returncode}): {out.stderr[-300:]}")
+    return float(rates[-1])
 
 
 def percentile(values, q):
@@ -198,8 +202,7 @@ def main():
                 rss.append(rss_mb(proc.pid))
                 print(f"  soak cycle {cycles} ({time.time() - end + args.soak_seconds:.0f} s): RSS {rss[-1]:.0f} MB",
                       flush=True)
-            result.update(soak_requests=soak_requests, soak_errors=soak_errors)
-            result.update(soak_seconds=args.soak_seconds, soak_cycles=cycles, rss_start_mb=rss[0],
+            result.update(soak_requests=soak_requests, soak_errors=soak_errors, soak_seconds=args.soak_seconds, soak_cycles=cycles, rss_start_mb=rss[0],
                           rss_end_mb=rss[-1], rss_max_mb=max(rss))
             print(f"soak: {cycles} cycles, RSS {rss[0]:.0f} MB -> {rss[-1]:.0f} MB (max {max(rss):.0f})")
     finally:

@@ -148,10 +148,10 @@ class Decoding:
         self.answer_ids, self.steps, self.result = [], [], None
 
     def step(self, logits):
-        """Next-token logits (V,) -> (answer_so_far, step_info), or None when the answer ended without a new
-        visible token. After the last step, self.result holds the Result."""
+        """Next-token logits (V,), as the model gave them -> (answer_so_far, step_info), or None when the answer
+        ended without a new visible token. After the last step, self.result holds the Result."""
         s, tok = self.s, self.tok
-        final = sampling_stages(logits, self.answer_ids, len(self.steps), s)["top_p"]
+        final = sampling_stages(logits.cpu(), self.answer_ids, len(self.steps), s)["top_p"]
         nxt = pick_token(final, s, self.rng)
         probs = torch.softmax(final, dim=-1)
         info = {"id": nxt, "text": T.decode(tok, [nxt]), "prob": float(probs[nxt]), "top": []}
@@ -188,7 +188,7 @@ def generate_steps(model, tok, prompt: str, s: Settings | None = None, use_cache
     feed = d.ids
     while d.result is None:
         logits, _ = model(torch.tensor([feed], device=device), cache=cache)
-        progress = d.step(logits[0, -1].float().cpu())
+        progress = d.step(logits[0, -1])
         if progress:
             yield progress
         feed = d.answer_ids[-1:] if use_cache else d.ids + d.answer_ids

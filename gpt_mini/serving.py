@@ -22,7 +22,7 @@ class _Request:
 
 
 class BatchServer:
-    """submit() from any thread; a single daemon worker runs the model. max_batch caps the rows per step;
+    """stream() or answer() from any thread; a single daemon worker runs the model. max_batch caps the rows per step;
     threads is the worker's torch thread count (1 leaves the other cores to a training run)."""
 
     def __init__(self, max_batch: int = 32, threads: int = 1, timeout: float = 120.0):
@@ -84,6 +84,7 @@ class BatchServer:
         while True:
             joining = self._take(rows[0].model if rows else None, self.max_batch - len(rows)) \
                 if not rows or self._pending else []
+            self.active = len(rows) + len(joining)  # busy() stays true while newcomers are prefilled
             ones = []
             for req in joining:
                 try:
@@ -123,7 +124,7 @@ class BatchServer:
     def _emit(req: _Request, logits) -> bool:
         """Let the row pick its token and tell the caller; True while the row goes on."""
         d = req.decoding
-        progress = d.step(logits.float().cpu())
+        progress = d.step(logits)
         if progress:
             req.events.put(progress)
         if d.result is not None:
