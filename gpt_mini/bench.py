@@ -3,10 +3,12 @@
 Prints a table (and JSON with --json) and saves bench/results.json with the machine's description.
 Numbers are medians of repeated measurements taken in one run. --quick skips the time-to-usable training."""
 
+import copy
 import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,29 +16,31 @@ from pathlib import Path
 import torch
 
 from . import tokenizer as T
-from .checkpoint import load_model, model_from_config
+from .checkpoint import load_model
 from .config import ROOT, add_config_args, load_config, resolve
-from .data import Batches, load_samples, read_jsonl
+from .data import read_jsonl
 from .errors import ArgumentParser, run_cli
 from .generate import Settings, generate, generate_steps
-from .quality import answer_report
+from .knowledge import CONFIDENCE_THRESHOLD, course_of, read_questions
+from .quality import answer_report, refusal_report, usable
 from .serving import BatchServer
-from .train import LENGTH_BUCKETS, Trainer
+from .train import Trainer, pick_precision
+from .visualize import model_size
 
 
 def machine() -> dict:
     cpu = platform.processor()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "os": platform.platform()}
 
 
-def matmul_peak(n: int = 1024, repeats: int = 7) -> float:
-    """fp32 GFLOP/s of a square matrix multiply: the ceiling MFU is measured against."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(dtype=torch.float32, n: int = 1024, repeats: int = 7) -> float:
+    """GFLOP/s of a square matrix multiply in one precision: the ceiling MFU is measured against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     times = []
@@ -47,78 +51,90 @@ def matmul_peak(n: int = 1024, repeats: int = 7) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def flops_per_token(cfg: dict, n_params: int, T_ctx: float) -> float:
-    """Training FLOPs per processed token: 6N for the weights (forward 2N, backward 4N; the tied embedding counts
-    once, as the output layer) + 12·L·T·d for attention scores and weighted sums."""
+def train_flops_per_token(cfg: dict, vocab: int, mean_len: float) -> float:
+    """visualize.model_size's formula (6N + 12·L·T·d) at the batches' mean real length T."""
     m = cfg["model"]
-    return 6 * n_params + 12 * m["n_layer"] * T_ctx * m["n_embd"]
+    return model_size(m["n_layer"], m["n_head"], m["n_embd"], round(mean_len), vocab)["flops_train_per_token"]
 
 
-def train_throughput(cfg: dict, naive: bool, steps: int = 8, windows: int = 5) -> dict:
-    """Median tokens/s over several windows of optimizer steps. naive = the seed's recipe: every sample padded to
-    seq_len, explicit (unfused) attention, batch 16 x 4 accumulation."""
-    tok = T.load_tokenizer(resolve(cfg["tokenizer"]["path"]))
-    _, samples = load_samples(tok, resolve(cfg["data"]["train_path"]), cfg["model"]["seq_len"])
-    torch.manual_seed(0)
-    model = model_from_config(cfg, tok.get_vocab_size())
-    t = cfg["training"]
-    micro, accum = (16, 4) if naive else (t["micro_batch"], t["batch_size"] // t["micro_batch"])
-    if naive:
-        for block in model.blocks:
-            block.attn.fused = False
-    batches = Batches(samples, micro, seed=0, pad_to=cfg["model"]["seq_len"] if naive else None,
-                      bucket=1 if naive else LENGTH_BUCKETS)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.train()
-    rates, useful_rates, lengths = [], [], []
+def train_throughput(cfg: dict, precision: str, steps: int = 8, windows: int = 5) -> dict:
+    """Trainer.train_step itself (the loop users run) in one precision: median tokens/s over windows of steps,
+    real (non-padding) tokens/s, model FLOP/s counted on real tokens, seconds per 100 steps."""
+    cfg = copy.deepcopy(cfg)
+    cfg["training"]["precision"] = precision
+    trainer = Trainer(cfg, probe_questions=(), keep_resume=False, threads=os.cpu_count() or 1)
+    real_tokens = []
+    real_next = trainer.batches.next
+
+    def counting_next():  # count the non-padding tokens of every batch the step draws
+        x, y = real_next()
+        real_tokens.append(int((x != T.PAD_ID).sum()))
+        return x, y
+
+    trainer.batches.next = counting_next
+    rates, real_rates, step_s = [], [], []
     for w in range(windows + 1):  # the first window warms up
-        tokens = useful = 0
-        start = time.perf_counter()
+        before, mark, start = trainer.tokens_seen, len(real_tokens), time.perf_counter()
         for _ in range(steps):
-            for _ in range(accum):
-                x, y = batches.next()
-                _, loss = model(x, y)
-                (loss / accum).backward()
-                tokens += x.numel()
-                useful += int((x != T.PAD_ID).sum())
-                lengths.append(x.shape[1])
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            trainer.train_step()
+            trainer.step += 1
+        dt = time.perf_counter() - start
         if w:
-            dt = time.perf_counter() - start
-            rates.append(tokens / dt)
-            useful_rates.append(useful / dt)
-    rate = statistics.median(rates)
-    return {"tokens_per_s": rate, "useful_tokens_per_s": statistics.median(useful_rates),
-            "gflops": rate * flops_per_token(cfg, model.num_params(), statistics.mean(lengths)) / 1e9,
-            "steps_per_s": rate / (micro * accum * statistics.mean(lengths))}
+            rates.append((trainer.tokens_seen - before) / dt)
+            real_rates.append(sum(real_tokens[mark:]) / dt)
+            step_s.append(dt / steps)
+    real_rate = statistics.median(real_rates)
+    mean_len = statistics.mean(real_tokens) / cfg["training"]["micro_batch"]
+    return {"precision": precision, "tokens_per_s": statistics.median(rates), "real_tokens_per_s": real_rate,
+            "gflops_real": real_rate * train_flops_per_token(cfg, trainer.tok.get_vocab_size(), mean_len) / 1e9,
+            "seconds_per_100_steps": 100 * statistics.median(step_s)}
 
 
-def time_to_usable(cfg: dict, threshold: float = 0.8, share: float = 0.95, save_dir=None) -> dict:
-    """Train from scratch with the config; after each log (once train loss < 1), check greedy answers off the clock.
-    Usable = both fixed questions exact AND >= share of training prompts with character F1 >= threshold."""
-    rows = read_jsonl(resolve(cfg["data"]["train_path"]))
-    found = {}
+def time_to_usable(cfg: dict, precision: str, save_dir=None) -> dict:
+    """Train from scratch; after each log once the train loss is below 0.3, check off the clock whether the model
+    is usable (quality.usable: both fixed questions exact, >= 95% of training wordings and >= 80% of held-out
+    wordings answered with character-F1 >= 0.8). Seconds are the Trainer's own training clock."""
+    cfg = copy.deepcopy(cfg)
+    cfg["training"]["precision"] = precision
+    train_rows = read_jsonl(resolve(cfg["data"]["train_path"]))
+    val_rows = read_jsonl(resolve(cfg["data"]["val_path"]))
+    found, checks = {}, []
 
     def check(trainer, row):
-        if found or row["train_loss"] > 1.0:
+        if found or row["train_loss"] > 0.3:
             return
-        report = answer_report(trainer.model, trainer.tok, rows, threshold)
-        print(f"  step {row['step']}: {row['elapsed_s']:.1f}s train loss {row['train_loss']:.3f} -> "
-              f"F1>={threshold}: {report['f1_ok']:.1%}, exact {report['exact']:.1%}, fixed {report['fixed_ok']}", flush=True)
-        if report["fixed_ok"] and report["f1_ok"] >= share:
-            found.update(step=row["step"], seconds=row["elapsed_s"], f1_ok=report["f1_ok"], exact=report["exact"])
+        ok, report = usable(trainer.model, trainer.tok, train_rows, val_rows)
+        checks.append({"step": row["step"], "seconds": round(row["elapsed_s"], 1), **{
+            k: report[k] for k in ("fixed_ok", "train_f1_ok", "val_f1_ok", "val_exact")}})
+        print(f"  [{precision}] step {row['step']}: {row['elapsed_s']:.1f}s train loss {row['train_loss']:.3f} -> "
+              f"train {report['train_f1_ok']:.1%}, val {report['val_f1_ok']:.1%}, fixed {report['fixed_ok']}",
+              file=sys.stderr, flush=True)
+        if ok:
+            found.update(step=row["step"], seconds=row["elapsed_s"], **report)
             trainer.stop()
 
-    save_dir = save_dir or ROOT / "bench" / "tmp"
     wall = time.perf_counter()
-    trainer = Trainer(cfg, callbacks={"on_log": [check]}, save_dir=save_dir)
+    trainer = Trainer(cfg, callbacks={"on_log": [check]}, save_dir=save_dir or ROOT / "bench" / "tmp" / precision,
+                      probe_questions=(), keep_resume=False, threads=os.cpu_count() or 1)
     trainer.run()
     last = trainer.history[-1] if trainer.history else {}
-    return {"usable": bool(found), "seconds": found.get("seconds"), "step": found.get("step"),
-            "f1_ok": found.get("f1_ok"), "exact": found.get("exact"), "final_train_loss": last.get("train_loss"),
-            "final_eval_loss": last.get("eval_loss"), "wall_s_with_checks": time.perf_counter() - wall}
+    first = trainer.history[0] if trainer.history else {}
+    found.pop("fixed_answers", None)
+    return {"precision": precision, "usable": bool(found), "seconds": found.get("seconds"), "step": found.get("step"),
+            "train_f1_ok": found.get("train_f1_ok"), "val_f1_ok": found.get("val_f1_ok"), "checks": checks,
+            "first_eval_loss": first.get("eval_loss"), "final_train_loss": last.get("train_loss"),
+            "final_eval_loss": last.get("eval_loss"), "final_unseen_loss": last.get("unseen_loss"),
+            "train_seconds": trainer.train_seconds, "wall_s_with_checks": time.perf_counter() - wall}
+
+
+def course_quality(ckpt_path: Path, cfg: dict) -> dict:
+    """The shipped model on held-out wordings (val) and on the development set (dev_in / dev_out)."""
+    model, tok, ckpt = load_model(ckpt_path)
+    val = answer_report(model, tok, read_jsonl(resolve(cfg["data"]["val_path"])))
+    dev = refusal_report(model, tok, course_of(ckpt), read_questions(ROOT / "data" / "dev_in.jsonl"),
+                         read_questions(ROOT / "data" / "dev_out.jsonl"), CONFIDENCE_THRESHOLD)
+    dev.pop("confidences")
+    return {"val_f1_ok": val["f1_ok"], "val_exact": val["exact"], "val_n": val["n"], **dev}
 
 
 def generation_speed(ckpt_path: Path, use_cache: bool, prompts, repeats: int = 3) -> dict:
@@ -173,14 +189,17 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count() or 1)
     res = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     log = (lambda *a: None) if args.json else print
-    res["matmul_peak_gflops"] = matmul_peak()
-    log(f"matmul peak: {res['matmul_peak_gflops']:.0f} GFLOP/s")
-    for name, naive in (("train_default", False), ("train_naive", True)):
-        r = train_throughput(cfg, naive)
-        r["mfu"] = r["gflops"] / res["matmul_peak_gflops"]
-        res[name] = r
-        log(f"{name}: {r['tokens_per_s']:.0f} tok/s ({r['useful_tokens_per_s']:.0f} non-pad), MFU {r['mfu']:.0%}")
-    res["train_speedup_useful_tokens"] = res["train_default"]["useful_tokens_per_s"] / res["train_naive"]["useful_tokens_per_s"]
+    res["matmul_peak_gflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    log(f"matmul peak: fp32 {res['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
+        f"bf16 {res['matmul_peak_gflops']['bf16']:.0f} GFLOP/s")
+    res["auto_precision"] = pick_precision("auto", torch.device("cpu"))
+    for precision in ("fp32", "bf16"):
+        r = train_throughput(cfg, precision)
+        r["mfu"] = r["gflops_real"] / res["matmul_peak_gflops"][precision]
+        res[f"train_{precision}"] = r
+        log(f"train {precision}: {r['tokens_per_s']:.0f} tok/s ({r['real_tokens_per_s']:.0f} real), "
+            f"{r['seconds_per_100_steps']:.1f} s per 100 steps, MFU {r['mfu']:.0%} of the {precision} peak")
+    res["bf16_train_speedup"] = res["train_fp32"]["seconds_per_100_steps"] / res["train_bf16"]["seconds_per_100_steps"]
     prompts = [r["prompt"] for r in read_jsonl(resolve(cfg["data"]["train_path"]))[:8]]
     ckpts = {"fp32": ROOT / "checkpoints" / "last.pt", "int8": ROOT / "checkpoints" / "quantized.pt"}
     for fmt, path in ckpts.items():
@@ -197,10 +216,17 @@ def main(argv=None):
     res["int8_size_ratio"] = res["sizes_mb"]["int8"] / res["sizes_mb"]["fp32"]
     log(f"sizes: fp32 {res['sizes_mb']['fp32']:.2f} MB, int8 {res['sizes_mb']['int8']:.2f} MB "
         f"(ratio {res['int8_size_ratio']:.2f})")
+    res["course_quality"] = q = course_quality(ckpts["fp32"], cfg)
+    log(f"held-out wordings (val, n={q['val_n']}): F1>=0.8 {q['val_f1_ok']:.1%}, exact {q['val_exact']:.1%} | "
+        f"dev in-course (n={q['dev_in']}): answered right {q['in_answered_right']:.1%}, refused "
+        f"{q['in_wrongly_refused']:.1%} | dev out-of-course (n={q['dev_out']}): refused {q['out_refused']:.1%}")
     if not args.quick:
-        log("time-to-usable (training from scratch with the default config) ...")
-        res["time_to_usable"] = time_to_usable(cfg)
-        log(f"time-to-usable: {res['time_to_usable']['seconds']} s at step {res['time_to_usable']['step']}")
+        for precision in ("fp32", "bf16"):
+            log(f"time-to-usable ({precision}, training from scratch with the default config) ...")
+            res[f"time_to_usable_{precision}"] = r = time_to_usable(cfg, precision)
+            log(f"time-to-usable {precision}: {r['seconds']} s at step {r['step']} "
+                f"(whole run {r['train_seconds']:.0f} s; eval loss {r['first_eval_loss']:.2f} -> "
+                f"{r['final_eval_loss']:.2f})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -12,9 +12,13 @@ from .errors import UserError
 from .model import GPT
 
 
-def model_from_config(cfg: dict, vocab_size: int) -> GPT:
+def model_from_config(cfg: dict, vocab_size: int, generator: torch.Generator | None = None) -> GPT:
+    """With a generator the weights come from it alone, and torch's global generator is left as it was
+    (nn.Linear draws default weights from it before GPT re-initialises them)."""
     m = cfg["model"]
-    return GPT(vocab_size, m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], m["dropout"], m["causal"])
+    with torch.random.fork_rng(devices=[]):
+        return GPT(vocab_size, m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], m["dropout"], m["causal"],
+                   generator=generator)
 
 
 def atomic_save(obj, path) -> None:
@@ -34,10 +38,13 @@ def atomic_save(obj, path) -> None:
             tmp.unlink()
 
 
-def make_checkpoint(model: GPT, cfg: dict, tok, step: int, metrics: dict) -> dict:
+def make_checkpoint(model: GPT, cfg: dict, tok, step: int, metrics: dict, course=(), provenance=None) -> dict:
+    """course: the training questions grouped by fact (lists of strings), for knowledge.Course.
+    provenance: what made it (train.provenance). Plain types only, so it loads with weights_only=True."""
     return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "config": cfg,
             "tokenizer_fingerprint": T.fingerprint(tok), "vocab_size": tok.get_vocab_size(),
-            "step": step, "metrics": metrics, "format": "fp32"}
+            "step": step, "metrics": metrics, "format": "fp32", "course": [list(f) for f in course],
+            "provenance": provenance or {}}
 
 
 def quantize_int8(ckpt: dict) -> dict:
@@ -74,7 +81,8 @@ def read_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise UserError(f"检查点 {path} 含有不安全的内容，已拒绝加载", f"checkpoint {path} holds unsafe objects; refused") from None
+        raise UserError(f"检查点 {path} 含有不安全的内容，已拒绝加载",
+                        f"checkpoint {path} holds unsafe objects; refused") from None
     except Exception:  # truncated, garbage or foreign files fail in many ways inside torch.load
         raise UserError(f"检查点 {path} 已损坏或不是检查点文件", f"{path} is damaged or not a checkpoint") from None
     if not isinstance(ckpt, dict) or not {"model", "config", "tokenizer_fingerprint", "vocab_size"} <= set(ckpt):
@@ -91,17 +99,41 @@ def load_model(path, tok=None, device: str = "cpu"):
     try:
         cfg = validate(ckpt["config"])
     except UserError as e:
-        raise UserError(f"检查点 {path} 的配置无效：{e.zh}", f"checkpoint {path} has an invalid config: {e.en}") from None
+        raise UserError(f"检查点 {path} 的配置无效：{e.zh}",
+                        f"checkpoint {path} has an invalid config: {e.en}") from None
     if tok is None:
         tok = T.load_tokenizer(resolve(cfg["tokenizer"]["path"]))
     if T.fingerprint(tok) != ckpt["tokenizer_fingerprint"] or tok.get_vocab_size() != ckpt["vocab_size"]:
         raise UserError(f"检查点 {path} 与当前分词器不匹配（词表大小 {ckpt['vocab_size']} vs {tok.get_vocab_size()}）",
-                        f"checkpoint {path} does not match this tokenizer (vocab {ckpt['vocab_size']} vs {tok.get_vocab_size()})")
+                        f"checkpoint {path} does not match this tokenizer "
+                        f"(vocab {ckpt['vocab_size']} vs {tok.get_vocab_size()})")
     state = dequantize(ckpt["model"]) if ckpt.get("format") == "int8" else ckpt["model"]
     model = model_from_config(cfg, ckpt["vocab_size"])
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError):
-        raise UserError(f"检查点 {path} 的权重与配置的形状不符", f"checkpoint {path} weights do not fit its config") from None
+        raise UserError(f"检查点 {path} 的权重与配置的形状不符",
+                        f"checkpoint {path} weights do not fit its config") from None
     model.to(device).eval()
     return model, tok, ckpt
+
+
+def describe(ckpt: dict) -> dict:
+    """What made a checkpoint, for `infer --info` and the chat's checkpoint picker (no weights)."""
+    prov = ckpt.get("provenance") or {}
+    return {"format": ckpt.get("format", "fp32"), "step": ckpt.get("step"), "vocab_size": ckpt.get("vocab_size"),
+            "tokenizer": ckpt.get("tokenizer_fingerprint"), "facts_known": len(ckpt.get("course") or []),
+            "metrics": ckpt.get("metrics", {}), **{k: v for k, v in prov.items() if k != "config"},
+            "config": prov.get("config", ckpt.get("config"))}
+
+
+def summary_line(ckpt: dict) -> str:
+    """One line for a student: step, precision, training time, date, commit."""
+    d = describe(ckpt)
+    parts = [f"第 {d['step']} 步 / step {d['step']}", d["format"]]
+    if d.get("precision"):
+        parts.append(f"训练精度 {d['precision']}")
+    if d.get("train_seconds") is not None:
+        parts.append(f"训练 {d['train_seconds']:.0f} 秒 / s")
+    parts += [x for x in (d.get("created"), f"commit {d['commit']}" if d.get("commit") else None, d.get("torch")) if x]
+    return " · ".join(str(p) for p in parts)

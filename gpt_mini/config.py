@@ -17,11 +17,14 @@ SCHEMA = {
     "training": {
         "max_steps": int, "batch_size": int, "micro_batch": int, "lr": float, "warmup_ratio": float,
         "weight_decay": float, "grad_clip": float, "eval_interval": int, "seed": int, "device": str,
+        "precision": str,
     },
-    "data": {"train_path": str, "val_path": str},
+    "data": {"train_path": str, "val_path": str, "unseen_path": str},
     "tokenizer": {"type": str, "path": str, "vocab_size": int},
     "save": {"dir": str},
 }
+# Keys added after checkpoints were first shipped: an older checkpoint's config gets these values.
+OPTIONAL = {("data", "unseen_path"): "", ("training", "precision"): "fp32"}
 TYPE_NAMES = {int: "整数 integer", float: "数字 number", bool: "true/false", str: "字符串 string"}
 
 
@@ -53,6 +56,8 @@ def validate(cfg: dict) -> dict:
             if key not in SCHEMA[section]:
                 raise UserError(f"未知配置项 {section}.{key}", f"unknown config key {section}.{key}")
             out[section][key] = _coerce(f"{section}.{key}", v, SCHEMA[section][key])
+    for (section, key), value in OPTIONAL.items():
+        out.setdefault(section, {}).setdefault(key, value)
     for section, keys in SCHEMA.items():
         for key in keys:
             if key not in out.get(section, {}):
@@ -79,8 +84,9 @@ def check_values(cfg: dict) -> None:
         raise UserError(f"n_embd={m['n_embd']} 不能被 n_head={m['n_head']} 整除",
                         f"n_embd={m['n_embd']} is not divisible by n_head={m['n_head']}")
     if (m["n_embd"] // m["n_head"]) % 2:
-        raise UserError(f"每个头的维度 model.n_embd/model.n_head = {m['n_embd'] // m['n_head']} 是奇数，RoPE 需要成对旋转",
-                        f"head dimension model.n_embd/model.n_head = {m['n_embd'] // m['n_head']} is odd; RoPE rotates pairs")
+        hd = m["n_embd"] // m["n_head"]
+        raise UserError(f"每个头的维度 model.n_embd/model.n_head = {hd} 是奇数，RoPE 需要成对旋转",
+                        f"head dimension model.n_embd/model.n_head = {hd} is odd; RoPE rotates pairs")
     if not 0.0 <= m["dropout"] < 1.0:
         raise UserError("dropout 应在 [0, 1) 内", "dropout must be in [0, 1)")
     if t["batch_size"] % t["micro_batch"]:
@@ -93,6 +99,9 @@ def check_values(cfg: dict) -> None:
     if t["device"] not in ("cpu", "auto", "cuda", "mps"):
         raise UserError(f"未知设备 {t['device']}（可选 cpu/auto/cuda/mps）",
                         f"unknown device {t['device']} (choose cpu/auto/cuda/mps)")
+    if t["precision"] not in ("auto", "fp32", "bf16"):
+        raise UserError(f"未知精度 {t['precision']}（可选 auto/fp32/bf16）",
+                        f"unknown precision {t['precision']} (choose auto/fp32/bf16)")
     if cfg["tokenizer"]["type"] != "bytelevel_bpe":
         raise UserError("tokenizer.type 只支持 bytelevel_bpe", "tokenizer.type must be bytelevel_bpe")
     if cfg["tokenizer"]["vocab_size"] < 300:
@@ -103,7 +112,8 @@ def check_values(cfg: dict) -> None:
 def parse_override(text: str):
     """'training.lr=0.001' -> ('training', 'lr', 0.001); the value is parsed as YAML."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise UserError(f"--set 的格式应为 节.键=值，收到 {text!r}", f"--set must look like section.key=value, got {text!r}")
+        raise UserError(f"--set 的格式应为 节.键=值，收到 {text!r}",
+                        f"--set must look like section.key=value, got {text!r}")
     dotted, raw = text.split("=", 1)
     section, key = dotted.strip().split(".", 1)
     try:
@@ -121,7 +131,8 @@ def load_config(path=None, overrides=(), updates: dict | None = None) -> dict:
     except FileNotFoundError:
         raise UserError(f"找不到配置文件 {path}", f"config file not found: {path}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"配置文件 {path} 不是合法的 YAML", f"config file {path} is not valid YAML ({type(e).__name__})") from None
+        raise UserError(f"配置文件 {path} 不是合法的 YAML",
+                        f"config file {path} is not valid YAML ({type(e).__name__})") from None
     if not isinstance(cfg, dict):
         raise UserError(f"配置文件 {path} 应为映射", f"config file {path} must be a mapping")
     cfg = copy.deepcopy(cfg)

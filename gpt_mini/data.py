@@ -14,8 +14,13 @@ from .errors import UserError
 USER, ASSISTANT = "用户:", "助手:"
 FIXED_QUESTIONS = {  # the seed's two fixed questions and their reference answers
     "什么是注意力机制?": "注意力机制通过分配权重让模型关注关键位置,从而更好地理解序列中的关系。",
-    "解释蒸馏水与纯水区别?": "蒸馏水是通过蒸馏获得的水,去除了大部分杂质;纯水是指杂质含量极低的水,制备方式可以是蒸馏、反渗透等。",
+    "解释蒸馏水与纯水区别?": ("蒸馏水是通过蒸馏获得的水,去除了大部分杂质;"
+                          "纯水是指杂质含量极低的水,制备方式可以是蒸馏、反渗透等。"),
 }
+# Student-style rewordings of the fixed questions, kept out of train.jsonl: the training tab asks them at every
+# evaluation so the class watches the model generalise from the wordings it was taught to new ones.
+REWORDED_PROBES = {"注意力机制是啥呀": "什么是注意力机制?", "蒸馏水跟纯水有什么不一样": "解释蒸馏水与纯水区别?"}
+PROBE_QUESTIONS = tuple(FIXED_QUESTIONS) + tuple(REWORDED_PROBES)
 _TRAILING = "?？!！。.~～ \t"
 _CJK_SPACE = re.compile(r"\s*([^\x00-\x7f]|[,.;:!?()\[\]])\s*")
 
@@ -31,8 +36,10 @@ def normalize_prompt(text: str) -> str:
     return s + "?" if s else ""
 
 
-def prompt_prefix(prompt: str) -> str:
-    return f"{USER}{normalize_prompt(prompt)}\n{ASSISTANT}"
+def prompt_prefix(prompt: str, history=()) -> str:
+    """用户:{q1}\n助手:{a1}\n用户:{prompt}\n助手: -- earlier exchanges first, in the seed's format."""
+    earlier = "".join(f"{USER}{normalize_prompt(q)}\n{ASSISTANT}{a}\n" for q, a in history)
+    return f"{earlier}{USER}{normalize_prompt(prompt)}\n{ASSISTANT}"
 
 
 def read_jsonl(path) -> list[dict]:
@@ -66,17 +73,27 @@ def check_row(row, where_zh: str, where_en: str) -> dict:
                         f"{where_en} needs fields prompt and completion (or text)")
     if not normalize_prompt(row["prompt"]) or not row["completion"].strip():
         raise UserError(f"{where_zh} 的问题或回答是空的", f"{where_en} has an empty prompt or completion")
-    return {"prompt": row["prompt"], "completion": row["completion"].strip()}
+    out = {"prompt": row["prompt"], "completion": row["completion"].strip()}
+    history = row.get("history", [])
+    if not (isinstance(history, list) and all(isinstance(turn, list) and len(turn) == 2
+                                              and all(isinstance(t, str) and t.strip() for t in turn)
+                                              for turn in history)):
+        raise UserError(f"{where_zh} 的 history 应为 [[问题, 回答], ...]",
+                        f"{where_en}: history must be [[question, answer], ...]")
+    if history:
+        out["history"] = [[q, a.strip()] for q, a in history]
+    return out
 
 
 def encode_row(tok, row: dict, seq_len: int):
-    """One sample -> (x, y). Pairs: <bos>用户:{prompt}\\n助手:{answer}<eos>, loss on the answer only.
+    """One sample -> (x, y). Pairs: <bos>用户:{prompt}\\n助手:{answer}<eos>, loss on the answer only
+    (with a history, the earlier exchanges come first and are context only).
     y is x shifted by one; the first len(prefix)-1 targets are -100 (ignored), so the target at position
     len(prefix)-1 is the first answer token: the model learns how an answer starts."""
     if "text" in row:
         prefix, body = [T.BOS_ID], T.encode(tok, row["text"])
     else:
-        prefix = [T.BOS_ID] + T.encode(tok, prompt_prefix(row["prompt"]))
+        prefix = [T.BOS_ID] + T.encode(tok, prompt_prefix(row["prompt"], row.get("history", ())))
         body = T.encode(tok, row["completion"])
     ids = (prefix + body + [T.EOS_ID])[: seq_len + 1]  # a sample longer than the context is cut
     x = torch.tensor(ids[:-1], dtype=torch.long)
@@ -88,25 +105,28 @@ def encode_row(tok, row: dict, seq_len: int):
 
 class Batches:
     """Shuffled batches padded to their longest sample (not always to seq_len). No worker processes.
-    With bucket > 1, each epoch is shuffled, cut into groups of bucket x batch_size samples, each group sorted by
-    length and cut into batches, and the batches shuffled: samples in a batch have similar lengths, so less
-    padding is computed, while every epoch still visits every sample once in a random order."""
+    Long samples (over LONG_RATIO x the median length: the two-turn rows) are batched with each other, so one long
+    row does not pad a whole batch of short ones; every epoch still visits every sample once in a random order."""
 
-    def __init__(self, samples, batch_size: int, seed: int = 0, pad_to: int | None = None, bucket: int = 1):
-        self.samples, self.batch_size, self.pad_to, self.bucket = samples, batch_size, pad_to, bucket
+    LONG_RATIO = 1.5
+
+    def __init__(self, samples, batch_size: int, seed: int = 0, pad_to: int | None = None, min_batch: int = 1):
+        """min_batch: smaller leftover batches at the end of an epoch are skipped (each of several processes
+        needs at least one row of every batch)."""
+        self.samples, self.batch_size, self.pad_to, self.min_batch = samples, batch_size, pad_to, min_batch
         self.rng = random.Random(seed)
         self.queue: list[list[int]] = []
+        lengths = sorted(len(x) for x, _ in samples)
+        cut = self.LONG_RATIO * lengths[len(lengths) // 2] if lengths else 0
+        self.groups = [[i for i, (x, _) in enumerate(samples) if (len(x) > cut) == long] for long in (False, True)]
 
     def _new_epoch(self):
-        order = list(range(len(self.samples)))
-        self.rng.shuffle(order)
-        group = self.batch_size * self.bucket
         batches = []
-        for g in range(0, len(order), group):
-            chunk = order[g:g + group]
-            if self.bucket > 1:
-                chunk.sort(key=lambda i: len(self.samples[i][0]))
-            batches += [chunk[b:b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+        for group in self.groups:
+            order = list(group)
+            self.rng.shuffle(order)
+            batches += [order[b:b + self.batch_size] for b in range(0, len(order), self.batch_size)
+                        if len(order[b:b + self.batch_size]) >= self.min_batch]
         self.rng.shuffle(batches)
         self.queue += batches
 

@@ -28,4 +28,5 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one bilingual line instead of a usage block."""
 
     def error(self, message):
-        raise UserError(f"命令行参数有误：{message}（用 --help 查看用法）", f"bad command-line argument: {message} (see --help)")
+        raise UserError(f"命令行参数有误：{message}（用 --help 查看用法）",
+                        f"bad command-line argument: {message} (see --help)")

@@ -1,6 +1,7 @@
 """Text generation: sampling filters you can test on hand-made distributions, masks, stop strings,
 prompt normalisation, answer cleanup and a KV cache."""
 
+import math
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -26,9 +27,11 @@ class Settings:
 
     def check(self) -> "Settings":
         if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 10:
-            raise UserError(f"温度应在 0 到 10 之间，收到 {self.temperature}", f"temperature must be in [0, 10], got {self.temperature}")
+            raise UserError(f"温度应在 0 到 10 之间，收到 {self.temperature}",
+                            f"temperature must be in [0, 10], got {self.temperature}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise UserError(f"top_k 应为不小于 0 的整数，收到 {self.top_k}", f"top_k must be an integer >= 0, got {self.top_k}")
+            raise UserError(f"top_k 应为不小于 0 的整数，收到 {self.top_k}",
+                            f"top_k must be an integer >= 0, got {self.top_k}")
         if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise UserError(f"top_p 应在 (0, 1] 内，收到 {self.top_p}", f"top_p must be in (0, 1], got {self.top_p}")
         if not isinstance(self.repetition_penalty, (int, float)) or not 0 < self.repetition_penalty <= 10:
@@ -118,15 +121,20 @@ class Result:
     notices: list
     stopped_by: str  # eos | stop_string | max_new_tokens | context
     prompt_tokens: int
+    confidence: float = 0.0  # exp(mean log-probability of the answer's tokens, EOS included): 1 = certain
 
 
-def fit_prompt(tok, prompt: str, seq_len: int, reserve: int):
-    """Token ids of <bos>用户:{prompt}\\n助手:, with the prompt cut so that `reserve` tokens remain for the answer."""
+def fit_prompt(tok, prompt: str, seq_len: int, reserve: int, history=()):
+    """Token ids of <bos>[earlier exchanges]用户:{prompt}\\n助手:, leaving `reserve` tokens for the answer.
+    Earlier exchanges are dropped first (oldest first), then the prompt itself is cut."""
     norm = normalize_prompt(prompt)
     if not norm:
         raise UserError("问题不能为空", "the prompt is empty")
-    limit, notices = max(8, seq_len - reserve), []
-    ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm))
+    limit, notices, history = max(8, seq_len - reserve), [], list(history)
+    ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm, history))
+    while len(ids) > limit and history:
+        history.pop(0)
+        ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm, history))
     while len(ids) > limit and len(norm) > 1:
         norm = norm[: max(1, int(len(norm) * limit / len(ids)) - 1)]
         ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm))
@@ -140,9 +148,9 @@ class Decoding:
     Whoever runs the model (generate_steps for one question, serving.BatchServer for many at once)
     hands it the next-token logits; it picks the token and decides when the answer is finished."""
 
-    def __init__(self, tok, prompt: str, s: Settings | None, seq_len: int, top_n: int = 5):
+    def __init__(self, tok, prompt: str, s: Settings | None, seq_len: int, top_n: int = 5, history=()):
         self.tok, self.s, self.top_n = tok, (s or Settings()).check(), top_n
-        self.ids, self.notices = fit_prompt(tok, prompt, seq_len, min(self.s.max_new_tokens, seq_len // 2))
+        self.ids, self.notices = fit_prompt(tok, prompt, seq_len, min(self.s.max_new_tokens, seq_len // 2), history)
         self.budget, self.seq_len = min(self.s.max_new_tokens, seq_len - len(self.ids)), seq_len
         self.rng = torch.Generator().manual_seed(self.s.seed) if self.s.seed is not None else None
         self.answer_ids, self.steps, self.result = [], [], None
@@ -151,10 +159,12 @@ class Decoding:
         """Next-token logits (V,), as the model gave them -> (answer_so_far, step_info), or None when the answer
         ended without a new visible token. After the last step, self.result holds the Result."""
         s, tok = self.s, self.tok
-        final = sampling_stages(logits.cpu(), self.answer_ids, len(self.steps), s)["top_p"]
+        stages = sampling_stages(logits.cpu(), self.answer_ids, len(self.steps), s)
+        final = stages["top_p"]
         nxt = pick_token(final, s, self.rng)
         probs = torch.softmax(final, dim=-1)
-        info = {"id": nxt, "text": T.decode(tok, [nxt]), "prob": float(probs[nxt]), "top": []}
+        info = {"id": nxt, "text": T.decode(tok, [nxt]), "prob": float(probs[nxt]), "top": [],
+                "logprob": float(torch.log_softmax(stages["raw"], dim=-1)[nxt])}  # the model's own, for confidence
         if self.top_n:
             top = torch.topk(probs, min(self.top_n, probs.numel()))
             info["top"] = [(T.decode(tok, [int(i)]) or tok.id_to_token(int(i)), float(p))
@@ -175,13 +185,17 @@ class Decoding:
         if stopped_by == "context":
             self.notices.append(f"已到达上下文长度 {self.seq_len} / reached the context length {self.seq_len}")
         answer, _ = clean_answer(T.decode(self.tok, self.answer_ids), self.s.stop_strings)
-        self.result = Result(answer, self.answer_ids, self.steps, self.notices, stopped_by, len(self.ids))
+        mean_logprob = sum(st["logprob"] for st in self.steps) / max(1, len(self.steps))
+        self.result = Result(answer, self.answer_ids, self.steps, self.notices, stopped_by, len(self.ids),
+                             math.exp(mean_logprob))
 
 
 @torch.no_grad()
-def generate_steps(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True, top_n: int = 5):
-    """Yield (answer_so_far, step_info) after every generated token; the last item is the Result."""
-    d = Decoding(tok, prompt, s, model.seq_len, top_n)
+def generate_steps(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True, top_n: int = 5,
+                   history=()):
+    """Yield (answer_so_far, step_info) after every generated token; the last item is the Result.
+    history: earlier (question, answer) exchanges of this conversation, kept in the context if they fit."""
+    d = Decoding(tok, prompt, s, model.seq_len, top_n, history)
     model.eval()
     device = next(model.parameters()).device
     cache = [{} for _ in model.blocks] if use_cache else None
@@ -195,7 +209,7 @@ def generate_steps(model, tok, prompt: str, s: Settings | None = None, use_cache
     yield d.result
 
 
-def generate(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True) -> Result:
-    for item in generate_steps(model, tok, prompt, s, use_cache):
+def generate(model, tok, prompt: str, s: Settings | None = None, use_cache: bool = True, history=()) -> Result:
+    for item in generate_steps(model, tok, prompt, s, use_cache, history=history):
         pass
     return item

@@ -1,12 +1,15 @@
 """python -m gpt_mini.infer: ask the trained model a question (or chat interactively without --prompt)."""
 
+import json
 import sys
+from pathlib import Path
 
-from .checkpoint import load_model
+from . import tokenizer as T
+from .checkpoint import describe, load_model, read_checkpoint
 from .config import ROOT, add_config_args, load_config, resolve
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
-from . import tokenizer as T
+from .knowledge import course_of, judge
 
 
 def build_parser():
@@ -22,24 +25,63 @@ def build_parser():
     p.add_argument("--stop_strings", nargs="+", default=[], help="停止词，可多个 / stop strings")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--show_label", action="store_true", help="输出前加“助手: ” / prefix the answer with '助手: '")
+    p.add_argument("--no_refuse", action="store_true",
+                   help="把握不足时也输出模型的原始回答 / show the raw answer even when the model is not confident")
+    p.add_argument("--info", default=None, metavar="CKPT",
+                   help="打印检查点的来历（配置、数据与分词器哈希、版本）/ print what made a checkpoint")
+    p.add_argument("--prompts_file", default=None,
+                   help="每行一个问题；每个问题输出一行 JSON / one question per line; prints one JSON line each")
     return p
+
+
+def read_prompts(path_text: str) -> list[str]:
+    path = Path(path_text)
+    if not path.is_file():
+        raise UserError(f"找不到问题文件 {path}", f"prompts file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} 不是 UTF-8 文本", f"{path} is not UTF-8 text") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise UserError(f"问题文件 {path} 是空的", f"prompts file {path} is empty")
+    return prompts
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.info is not None:
+        print(json.dumps(describe(read_checkpoint(resolve(args.info))), ensure_ascii=False, indent=2))
+        return 0
     settings = Settings(args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.max_new_tokens,
                         args.stop_strings, args.seed).check()
     tok = None
     if args.config or args.overrides:  # an explicit config names the tokenizer; otherwise the checkpoint's does
         tok = T.load_tokenizer(resolve(load_config(args.config, args.overrides)["tokenizer"]["path"]))
-    model, tok, _ = load_model(resolve(args.ckpt), tok)
+    model, tok, ckpt = load_model(resolve(args.ckpt), tok)
+    course, history = course_of(ckpt), []
+
+    def reply(question: str, context=()):
+        result = generate(model, tok, question, settings, history=context)
+        return result, judge(result, question, course, refuse=not args.no_refuse)
 
     def answer(question: str):
-        result = generate(model, tok, question, settings)
+        result, r = reply(question, history[-1:])
         for notice in result.notices:
             print(notice, file=sys.stderr)
-        print(f"助手: {result.answer}" if args.show_label else result.answer, flush=True)
+        print(f"助手: {r.text}" if args.show_label else r.text, flush=True)
+        if r.known:  # the next question sees this exchange (if it fits); a refused one is left out
+            history.append((question, result.answer))
 
+    if args.prompts_file is not None:
+        for question in read_prompts(args.prompts_file):
+            try:
+                _, r = reply(question)
+                line = {"prompt": question, "answer": r.text, "confidence": round(r.confidence, 4), "known": r.known}
+            except UserError as e:
+                line = {"prompt": question, "error": str(e)}
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+        return 0
     if args.prompt is not None:
         answer(args.prompt)
         return 0

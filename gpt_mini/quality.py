@@ -1,9 +1,21 @@
-"""How well a model answers: character-level F1 against reference answers, greedy decoding."""
+"""How well a model answers: character-level F1 against reference answers, greedy decoding.
+
+Checking thousands of rows by generating each answer is slow on a CPU. For greedy decoding there is a shortcut
+that gives the same verdict: the greedy answer equals the reference exactly iff, fed the reference, the model's
+top token (with generation's masks) is the reference token at every position and EOS after it. One batched
+forward pass checks that for every row; only the rows that fail it are generated to measure their F1.
+"""
 
 from collections import Counter
 
-from .data import FIXED_QUESTIONS
-from .generate import Settings, generate
+import torch
+
+from . import tokenizer as T
+from .data import FIXED_QUESTIONS, collate, encode_row, normalize_prompt
+from .generate import MIN_ANSWER_TOKENS, Result, Settings, generate
+from .serving import BatchServer
+
+USABLE = {"train_f1_ok": 0.95, "val_f1_ok": 0.80}  # with both fixed questions exact: "usable" / promotable
 
 
 def char_f1(prediction: str, reference: str) -> float:
@@ -15,16 +27,86 @@ def char_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def answer_report(model, tok, rows, threshold: float = 0.8, max_new_tokens: int = 128) -> dict:
+@torch.no_grad()
+def greedy_exact(model, tok, rows, batch: int = 64) -> list[bool]:
+    """Per row: would greedy generation write exactly the reference answer? (teacher-forced, batched)"""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(rows), batch):
+        samples = [encode_row(tok, r, model.seq_len) for r in rows[i:i + batch]]
+        x, y = collate(samples)
+        logits, _ = model(x.to(device))
+        logits = logits.float()
+        logits[..., [T.PAD_ID, T.BOS_ID, T.UNK_ID]] = float("-inf")
+        answer_pos = (y != -100).cumsum(1) - 1  # 0 at the first answer token
+        early = (answer_pos >= 0) & (answer_pos < MIN_ANSWER_TOKENS)
+        logits[..., T.EOS_ID] = logits[..., T.EOS_ID].masked_fill(early.to(device), float("-inf"))
+        hit = (logits.argmax(-1).cpu() == y) | (y == -100)
+        complete = [len(xi) < model.seq_len or int(yi[-1]) == T.EOS_ID for xi, yi in samples]  # not cut short
+        out += [bool(h.all()) and c for h, c in zip(hit, complete)]
+    return out
+
+
+def greedy_answers(model, tok, rows, max_new_tokens: int = 128) -> list:
+    """Greedy Results for many rows at once (batched by a BatchServer that ends with the call). A prompt with
+    nothing to answer ('???' normalises to an empty question) gets an empty Result with confidence 0."""
+    asked = [r for r in rows if normalize_prompt(r["prompt"])]
+    server = BatchServer(max_batch=64, threads=torch.get_num_threads())
+    try:
+        results = iter(server.answer_many(model, tok, [r["prompt"] for r in asked],
+                                          Settings(max_new_tokens=max_new_tokens),
+                                          [r.get("history", ()) for r in asked]))
+    finally:
+        server.close()
+    return [next(results) if normalize_prompt(r["prompt"]) else Result("", [], [], [], "empty", 0, 0.0) for r in rows]
+
+
+def answer_report(model, tok, rows, threshold: float = 0.8, max_new_tokens: int = 128,
+                  fixed: dict = FIXED_QUESTIONS) -> dict:
     """Greedy answers to every pair: the share with F1 >= threshold, the share exactly right, and the
     fixed questions' answers."""
     settings = Settings(max_new_tokens=max_new_tokens)
-    scores, exact = [], 0
-    for r in rows:
-        answer = generate(model, tok, r["prompt"], settings).answer
-        scores.append(char_f1(answer, r["completion"]))
-        exact += answer == r["completion"]
-    fixed = {q: generate(model, tok, q, settings).answer for q in FIXED_QUESTIONS}
+    rows = [r for r in rows if "prompt" in r]
+    exact = greedy_exact(model, tok, rows)
+    missed = [r for r, ok in zip(rows, exact) if not ok]
+    answers = iter(greedy_answers(model, tok, missed, max_new_tokens) if missed else [])
+    scores = [1.0 if ok else char_f1(next(answers).answer, r["completion"]) for r, ok in zip(rows, exact)]
+    answers = {q: generate(model, tok, q, settings).answer for q in fixed}
     return {"n": len(rows), "f1_ok": sum(s >= threshold for s in scores) / max(1, len(rows)),
-            "exact": exact / max(1, len(rows)), "mean_f1": sum(scores) / max(1, len(scores)),
-            "fixed_ok": all(fixed[q] == a for q, a in FIXED_QUESTIONS.items()), "fixed_answers": fixed}
+            "exact": sum(exact) / max(1, len(rows)), "mean_f1": sum(scores) / max(1, len(scores)),
+            "fixed_ok": all(answers[q] == a for q, a in fixed.items()), "fixed_answers": answers}
+
+
+def usable(model, tok, train_rows, val_rows, fixed: dict = FIXED_QUESTIONS) -> tuple[bool, dict]:
+    """The bar for promotion and for time-to-usable: both fixed questions exact, >= 95% of training wordings and
+    >= 80% of held-out wordings (val) answered with character-F1 >= 0.8."""
+    train, val = answer_report(model, tok, train_rows, fixed=fixed), answer_report(model, tok, val_rows, fixed={})
+    report = {"fixed_ok": train["fixed_ok"], "fixed_answers": train["fixed_answers"],
+              "train_f1_ok": train["f1_ok"], "val_f1_ok": val["f1_ok"], "val_exact": val["exact"]}
+    ok = train["fixed_ok"] and all(report[k] >= v for k, v in USABLE.items())
+    return ok, report
+
+
+def refusal_report(model, tok, course, dev_in, dev_out, threshold: float) -> dict:
+    """On the development set: in-course rewordings (dev_in, with answers) answered right (F1 >= 0.8 and not
+    refused) and wrongly refused; out-of-course questions (dev_out) refused, overall and per kind."""
+    from .knowledge import judge
+
+    in_res, out_res = greedy_answers(model, tok, dev_in), greedy_answers(model, tok, dev_out)
+    in_f1 = [char_f1(r.answer, row["completion"]) for r, row in zip(in_res, dev_in)]
+    in_known = [judge(r, row["prompt"], None, threshold=threshold).known for r, row in zip(in_res, dev_in)]
+    out_known = [judge(r, row["prompt"], None, threshold=threshold).known for r, row in zip(out_res, dev_out)]
+    kinds: dict = {}
+    for row, known in zip(dev_out, out_known):
+        kinds.setdefault(row.get("kind", "other"), []).append(not known)
+    n_in, n_out = max(1, len(dev_in)), max(1, len(dev_out))
+    return {"threshold": threshold, "dev_in": len(dev_in), "dev_out": len(dev_out),
+            "in_f1_ok_raw": sum(f >= 0.8 for f in in_f1) / n_in,
+            "in_answered_right": sum(f >= 0.8 and k for f, k in zip(in_f1, in_known)) / n_in,
+            "in_wrongly_refused": sum(not k for k in in_known) / n_in,
+            "in_wrong_but_answered": sum(f < 0.8 and k for f, k in zip(in_f1, in_known)) / n_in,
+            "out_refused": sum(not k for k in out_known) / n_out,
+            "out_refused_by_kind": {k: sum(v) / len(v) for k, v in sorted(kinds.items())},
+            "confidences": {"in": [r.confidence for r in in_res], "in_f1": in_f1,
+                            "out": [r.confidence for r in out_res]}}

@@ -2,15 +2,16 @@
 
 A classroom asks 30 questions in the same second. One at a time, each step of each answer pays the full cost
 of a forward pass; in one batch the whole class shares it (python -m gpt_mini.bench times 32 questions both
-ways). Rows join the batch as soon as they arrive and leave as soon as they finish ("continuous batching"). Rows of different lengths
-are left-padded; GPT.forward(pad=...) gives each row its own positions and hides the pads, so every answer is
-the one generate() would give for that question alone."""
+ways). Rows join the batch as soon as they arrive and leave as soon as they finish ("continuous batching").
+Rows of different lengths are left-padded; GPT.forward(pad=...) gives each row its own positions and hides the
+pads, so every answer is the one generate() would give for that question alone."""
 
 import queue
 import threading
 
 import torch
 
+from .errors import UserError
 from .generate import Decoding, Result, Settings
 
 
@@ -23,34 +24,52 @@ class _Request:
 
 class BatchServer:
     """stream() or answer() from any thread; a single daemon worker runs the model. max_batch caps the rows per step;
-    threads is the worker's torch thread count (1 leaves the other cores to a training run)."""
+    threads is the worker's torch thread count (1 leaves the other cores to a training run). The worker survives
+    any error: the questions it was answering get a one-line error, later questions are answered as usual."""
 
     def __init__(self, max_batch: int = 32, threads: int = 1, timeout: float = 120.0):
         self.max_batch, self.threads, self.timeout = max_batch, threads, timeout
         self._pending: list[_Request] = []
+        self._taken: list[_Request] = []  # taken from _pending and not finished: they get the error if a step fails
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
         self.steps_run = 0  # batched forward passes so far (for tests and the benchmark)
         self.largest_batch = 0
-        self.active = 0  # rows in the batch right now
+        self.failures = 0  # steps that failed (each failure went to the questions in that step)
+        self._closed = False
+
+    @property
+    def active(self) -> int:
+        """Questions taken by the worker and not finished yet."""
+        return len(self._taken)
 
     def busy(self) -> bool:
         """True while any question is waiting or being answered."""
-        return bool(self._pending) or self.active > 0
+        return bool(self._pending) or bool(self._taken)
 
-    def stream(self, model, tok, prompt: str, s: Settings | None = None, top_n: int = 5):
+    def stream(self, model, tok, prompt: str, s: Settings | None = None, top_n: int = 5, history=()):
         """Like generate.generate_steps: yields (answer_so_far, step_info) items, then the Result.
         Bad input raises UserError here, in the caller's thread, before anything is queued."""
-        req = _Request(model, Decoding(tok, prompt, s, model.seq_len, top_n))
+        req = _Request(model, Decoding(tok, prompt, s, model.seq_len, top_n, history))
+        self._submit([req])
+        return self._events(req)
+
+    def _submit(self, requests):
         with self._wake:
-            self._pending.append(req)
+            self._pending.extend(requests)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._loop, daemon=True, name="gpt-mini-serving")
                 self._worker.start()
             self._wake.notify()
+
+    def _events(self, req: _Request):
         try:
             while True:
-                item = req.events.get(timeout=self.timeout)
+                try:
+                    item = req.events.get(timeout=self.timeout)
+                except queue.Empty:
+                    raise UserError(f"等了 {self.timeout:.0f} 秒还没有回答，请再问一次",
+                                    f"no answer after {self.timeout:.0f} s; please ask again") from None
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -59,78 +78,128 @@ class BatchServer:
         finally:
             req.cancelled = True  # the caller went away (closed tab): the worker drops the row
 
-    def answer(self, model, tok, prompt: str, s: Settings | None = None) -> Result:
-        for item in self.stream(model, tok, prompt, s, top_n=0):
+    def answer(self, model, tok, prompt: str, s: Settings | None = None, history=()) -> Result:
+        for item in self.stream(model, tok, prompt, s, top_n=0, history=history):
             pass
         return item
 
-    # ---- the worker ----
-    def _take(self, model, room: int) -> list[_Request]:
-        """Pending requests for `model`, oldest first, stopping at the first one for another model (fairness)."""
+    def answer_many(self, model, tok, prompts, s: Settings | None = None, histories=None) -> list[Result]:
+        """Many questions from one caller (evaluation, --prompts_file): all queued at once, answered in batches."""
+        histories = histories or [()] * len(prompts)
+        requests = [_Request(model, Decoding(tok, p, s, model.seq_len, 0, h)) for p, h in zip(prompts, histories)]
+        self._submit(requests)
+        results = []
+        for req in requests:
+            for item in self._events(req):
+                pass
+            results.append(item)
+        return results
+
+    def close(self):
+        """Let the worker thread end once it has nothing left to do (a server made for one evaluation)."""
         with self._wake:
-            while model is None and not self._pending:
+            self._closed = True
+            self._wake.notify()
+
+    # ---- the worker ----
+    def _take(self, model, room: int) -> list[_Request] | None:
+        """Pending requests for `model`, oldest first, stopping at the first one for another model (fairness).
+        With no model (nothing in progress) it waits for work; None when closed and idle."""
+        with self._wake:
+            while model is None and not self._pending and not self._closed:
                 self._wake.wait()
+            if model is None and not self._pending:
+                return None
             model = model or self._pending[0].model
             taken = []
             while self._pending and len(taken) < room and self._pending[0].model is model:
                 taken.append(self._pending.pop(0))
+            self._taken += taken
             return taken
 
     @torch.no_grad()
     def _loop(self):
         torch.set_num_threads(self.threads)  # this thread only; a training thread keeps its own count
-        rows: list[_Request] = []
-        cache, pad = None, None
+        batch = _Batch()
         while True:
-            joining = self._take(rows[0].model if rows else None, self.max_batch - len(rows)) \
-                if not rows or self._pending else []
-            self.active = len(rows) + len(joining)  # busy() stays true while newcomers are prefilled
-            ones = []
-            for req in joining:
-                try:
-                    one = self._prefill(req)
-                except Exception as e:  # noqa: BLE001 - that caller gets the error; the others go on
-                    req.events.put(e)
-                    continue
-                if one is not None:
-                    ones.append(one)
-                    rows.append(req)
-            if ones:
-                cache, pad = _merge(cache, pad, ones)
-            rows, cache, pad = _select(rows, cache, pad, [i for i, r in enumerate(rows) if not r.cancelled])
-            self.active = len(rows)
-            if not rows:
-                continue
             try:
-                feed = torch.tensor([[r.decoding.answer_ids[-1]] for r in rows], device=pad.device)
-                logits, _ = rows[0].model(feed, cache=cache, pad=pad)
-                self.steps_run, self.largest_batch = self.steps_run + 1, max(self.largest_batch, len(rows))
-                keep = [i for i, r in enumerate(rows) if self._emit(r, logits[i, -1])]
-                rows, cache, pad = _select(rows, cache, pad, keep)
-                self.active = len(rows)
-            except Exception as e:  # noqa: BLE001 - every waiting caller gets the error; the worker goes on
-                for r in rows:
-                    r.events.put(e)
-                rows, cache, pad, self.active = [], None, None, 0
+                if not self._advance(batch):
+                    return
+            except Exception as e:  # noqa: BLE001 - every question in this step gets the error; the worker goes on
+                self.failures += 1
+                error = e if isinstance(e, UserError) else UserError(
+                    f"生成出错，请再问一次：{type(e).__name__}",
+                    f"generation failed, please ask again: {type(e).__name__}")
+                for req in self._taken:
+                    req.events.put(error)
+                self._taken, batch = [], _Batch()
+
+    def _advance(self, batch: "_Batch") -> bool:
+        """One step: take newcomers, prefill them, run one batched forward pass for every row. False = stop."""
+        if not batch.rows or self._pending:
+            joining = self._take(batch.rows[0].model if batch.rows else None, self.max_batch - len(batch.rows))
+            if joining is None:
+                return False
+            ones = [(req, one) for req in joining for one in [self._prefill(req)] if one is not None]
+            if ones:
+                batch.rows += [req for req, _ in ones]
+                batch.cache, batch.pad = _merge(batch.cache, batch.pad, [one for _, one in ones])
+        self._keep(batch, [i for i, r in enumerate(batch.rows) if not r.cancelled])
+        if batch.rows:
+            feed = torch.tensor([[r.decoding.answer_ids[-1]] for r in batch.rows], device=batch.pad.device)
+            logits, _ = batch.rows[0].model(feed, cache=batch.cache, pad=batch.pad)
+            self.steps_run, self.largest_batch = self.steps_run + 1, max(self.largest_batch, len(batch.rows))
+            self._keep(batch, [i for i, r in enumerate(batch.rows) if self._emit(r, logits[i, -1])])
+        return True
+
+    def _keep(self, batch: "_Batch", keep: list[int]):
+        dropped = [r for i, r in enumerate(batch.rows) if i not in set(keep)]
+        batch.rows, batch.cache, batch.pad = _select(batch.rows, batch.cache, batch.pad, keep)
+        self._done(dropped)
+
+    def _done(self, requests):
+        gone = set(map(id, requests))
+        self._taken = [r for r in self._taken if id(r) not in gone]
 
     def _prefill(self, req: _Request):
-        """Run the newcomer's prompt alone; its one-row cache, or None if it already finished."""
+        """Run the newcomer's prompt alone; its one-row cache, or None if it already finished (or failed alone)."""
         model = req.model.eval()
         one = [{} for _ in model.blocks]
-        logits, _ = model(torch.tensor([req.decoding.ids], device=next(model.parameters()).device), cache=one)
-        return one if self._emit(req, logits[0, -1]) else None
+        try:
+            logits, _ = model(torch.tensor([req.decoding.ids], device=next(model.parameters()).device), cache=one)
+        except Exception:  # noqa: BLE001 - only this question fails
+            req.events.put(UserError("生成出错，请再问一次", "generation failed, please ask again"))
+            self._done([req])
+            return None
+        if self._emit(req, logits[0, -1]):
+            return one
+        self._done([req])
+        return None
 
     @staticmethod
     def _emit(req: _Request, logits) -> bool:
-        """Let the row pick its token and tell the caller; True while the row goes on."""
+        """Let the row pick its token and tell the caller; True while the row goes on. A row whose sampling
+        fails gets the error and leaves; the other rows go on."""
         d = req.decoding
-        progress = d.step(logits)
+        try:
+            progress = d.step(logits)
+        except Exception:  # noqa: BLE001
+            req.events.put(UserError("生成出错，请再问一次", "generation failed, please ask again"))
+            return False
         if progress:
             req.events.put(progress)
         if d.result is not None:
             req.events.put(d.result)
             return False
         return not req.cancelled
+
+
+class _Batch:
+    """The rows being answered together, their merged KV cache and each row's left padding."""
+
+    def __init__(self):
+        self.rows: list[_Request] = []
+        self.cache, self.pad = None, None
 
 
 def _merge(cache, pad, ones):

@@ -32,10 +32,12 @@ def load_tokenizer(path) -> Tokenizer:
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception:
-        raise UserError(f"分词器文件 {path} 已损坏或格式不对", f"tokenizer file {path} is damaged or not a tokenizer") from None
+        raise UserError(f"分词器文件 {path} 已损坏或格式不对",
+                        f"tokenizer file {path} is damaged or not a tokenizer") from None
     tok.encode_special_tokens = True
     if [tok.token_to_id(t) for t in SPECIAL_TOKENS] != [PAD_ID, BOS_ID, EOS_ID, UNK_ID]:
-        raise UserError(f"分词器 {path} 缺少特殊词元 {SPECIAL_TOKENS}", f"tokenizer {path} lacks special tokens {SPECIAL_TOKENS}")
+        raise UserError(f"分词器 {path} 缺少特殊词元 {SPECIAL_TOKENS}",
+                        f"tokenizer {path} lacks special tokens {SPECIAL_TOKENS}")
     return tok
 
 

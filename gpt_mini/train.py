@@ -2,26 +2,30 @@
 The CLI below and the dashboard both drive this same Trainer; there is no second copy of the loop."""
 
 import csv
+import hashlib
 import math
 import os
+import platform
 import shutil
+import subprocess
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
 
 from . import tokenizer as T
-from .checkpoint import atomic_save, load_model, make_checkpoint, model_from_config, quantize_int8, read_checkpoint
+from .checkpoint import atomic_save, load_model, make_checkpoint, model_from_config, quantize_int8
 from .config import ROOT, add_config_args, load_config, param_count_formula, resolve
-from .data import FIXED_QUESTIONS, Batches, collate, load_samples
+from .data import FIXED_QUESTIONS, PROBE_QUESTIONS, Batches, collate, load_samples, read_jsonl
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
+from .knowledge import Course
+from .quality import usable
 
-# Length buckets cut padding (95% real tokens instead of 80%), but the benchmark showed slower learning
-# (train loss 5.2 vs 4.8 at step 100, same seed): batches of similar length are less varied. Off (1).
-LENGTH_BUCKETS = 1
-METRIC_FIELDS = ["step", "train_loss", "eval_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
+MAX_LOSSES_KEPT = 20000  # per-step losses kept for the live chart
+METRIC_FIELDS = ["step", "train_loss", "eval_loss", "unseen_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -36,6 +40,42 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_PRECISION_CACHE: dict = {}
+
+
+def _time_step(device: torch.device, dtype) -> float:
+    """Median seconds of a forward+backward through a layer shaped like the model's MLP (2048 x 256 -> 1024)."""
+    layer = torch.nn.Linear(256, 1024).to(device)
+    x = torch.randn(2048, 256, device=device)
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            layer(x).float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times[2:])[len(times[2:]) // 2]
+
+
+def pick_precision(name: str, device: torch.device) -> tuple[str, str]:
+    """'auto' -> bf16 only where it is measurably faster on this CPU/GPU (many laptops lack bf16 units and would be
+    slower), else fp32. Measured once per process and device. Returns (precision, reason)."""
+    if name != "auto":
+        return name, "配置指定 / set in the config"
+    if device.type not in _PRECISION_CACHE:
+        try:
+            fp32, bf16 = _time_step(device, None), _time_step(device, torch.bfloat16)
+        except RuntimeError:  # no bf16 kernels on this device
+            fp32, bf16 = 1.0, float("inf")
+        speedup = fp32 / bf16
+        choice = "bf16" if speedup >= 1.2 else "fp32"
+        reason = (f"自动：bf16 比 fp32 快 {speedup:.1f} 倍 / "
+                  f"auto: bf16 is {speedup:.1f}x the speed of fp32 on this {device.type}")
+        _PRECISION_CACHE[device.type] = (choice, reason)
+    return _PRECISION_CACHE[device.type]
+
+
 def lr_at(step: int, max_steps: int, lr: float, warmup_ratio: float, min_ratio: float = 0.1) -> float:
     """Linear warmup for warmup_ratio of the steps, then cosine decay to min_ratio * lr."""
     warmup = int(max_steps * warmup_ratio)
@@ -45,33 +85,79 @@ def lr_at(step: int, max_steps: int, lr: float, warmup_ratio: float, min_ratio: 
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+class Stopwatch:
+    """Training time: runs only while steps are computed (not while paused, evaluating or saving)."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.since = before, None
+
+    def start(self):
+        if self.since is None:
+            self.since = time.perf_counter()
+
+    def halt(self):
+        if self.since is not None:
+            self.before, self.since = self.elapsed(), None
+
+    def elapsed(self) -> float:
+        return self.before + (time.perf_counter() - self.since if self.since is not None else 0.0)
+
+
 class Trainer:
-    """Train a GPT from a config. Callbacks: on_step(trainer) after every optimizer step, on_log(trainer, row) every
-    eval_interval (row = one metrics.csv line, plus 'answers' to the fixed questions), on_end(trainer). Control from another thread: pause(), resume(), stop()."""
+    """Train a GPT from a config, and be the one place that knows how the run stands (status(), curves()).
+
+    Callbacks: on_step(trainer) after every optimizer step, on_log(trainer, row) every eval_interval (row = one
+    metrics.csv line plus 'answers' to the probe questions), on_end(trainer). pause(), resume() and stop() may be
+    called from any thread. The trainer changes no process-wide torch state: it seeds its own generator and sets
+    the torch thread count (`threads`) only in the thread that calls run()."""
 
     def __init__(self, cfg: dict, extra_rows=(), callbacks: dict | None = None, save_dir=None, resume: bool = False,
-                 probe_questions=tuple(FIXED_QUESTIONS), keep_resume: bool = True):
-        """keep_resume: also save the optimizer state (resume.pt, 2x the model's size) so --resume can continue."""
-        self.cfg, self.keep_resume = cfg, keep_resume
+                 probe_questions=PROBE_QUESTIONS, keep_resume: bool = True, threads: int | None = None,
+                 rank: int = 0, world_size: int = 1, device: torch.device | None = None):
+        """keep_resume: also save the optimizer state (resume.pt, 2x the model's size) so --resume can continue.
+        rank / world_size: this process's place in a torchrun job (DistributedDataParallel, see main())."""
+        self.cfg, self.keep_resume, self.threads = cfg, keep_resume, threads
+        self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
         self.callbacks = callbacks or {}
         self.save_dir = Path(save_dir) if save_dir else resolve(cfg["save"]["dir"])
         self.tok = T.load_tokenizer(resolve(cfg["tokenizer"]["path"]))
-        self.device = pick_device(cfg["training"]["device"])
+        self.device = device or pick_device(cfg["training"]["device"])
         m, t = cfg["model"], cfg["training"]
-        torch.manual_seed(t["seed"])
+        self.generator = torch.Generator().manual_seed(t["seed"])
         self.rows, self.samples = load_samples(self.tok, resolve(cfg["data"]["train_path"]), m["seq_len"], extra_rows)
-        _, self.val_samples = load_samples(self.tok, resolve(cfg["data"]["val_path"]), m["seq_len"])
-        self.model = model_from_config(cfg, self.tok.get_vocab_size()).to(self.device)
+        self.val_rows, self.val_samples = load_samples(self.tok, resolve(cfg["data"]["val_path"]), m["seq_len"])
+        # Facts the training set never taught: their loss shows what a small model cannot learn (optional file).
+        unseen = cfg["data"]["unseen_path"]
+        self.unseen_samples = load_samples(self.tok, resolve(unseen), m["seq_len"])[1] if unseen else []
+        self.course = Course.from_rows(self.rows).facts  # stored in checkpoints: suggestions when refusing
+        self.model = model_from_config(cfg, self.tok.get_vocab_size(), self.generator).to(self.device)
+        # bf16 only inside the forward pass (autocast): weights, optimizer state and checkpoints stay fp32.
+        self.precision, self.precision_reason = pick_precision(t["precision"], self.device)
+        if world_size > 1:  # every rank uses rank 0's choice
+            choice = [self.precision, self.precision_reason]
+            torch.distributed.broadcast_object_list(choice, src=0)
+            self.precision, self.precision_reason = choice
         self.optimizer = self._make_optimizer()
-        self.step, self.history, self.elapsed_before, self._first_step = 0, [], 0.0, 0
+        # Several processes: every rank computes gradients on its shard, DDP averages them before each update.
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if world_size > 1 else None
+        self._lock = threading.Lock()
+        self.step, self.history, self.tokens_seen = 0, [], 0
+        self.losses: deque = deque(maxlen=MAX_LOSSES_KEPT)  # (step, train loss) for every optimizer step
+        self.answers: deque = deque(maxlen=50)  # (step, {probe question: greedy answer})
+        self.state, self.message, self.version = "idle", "", 0  # version bumps whenever the curves change
+        self.clock = Stopwatch()
         if resume:
             self._load_resume_state()
-        self.batches = Batches(self.samples, t["micro_batch"], seed=t["seed"] + self.step, bucket=LENGTH_BUCKETS)
+        self.first_step = self.step
+        if t["micro_batch"] % world_size:
+            raise UserError(f"micro_batch={t['micro_batch']} 应是进程数 {world_size} 的整数倍",
+                            f"micro_batch={t['micro_batch']} must be a multiple of the {world_size} processes")
+        # Every rank draws the same global micro-batches (same seed) and keeps its own rows of each.
+        self.batches = Batches(self.samples, t["micro_batch"], seed=t["seed"] + self.step, min_batch=world_size)
         self.probe_questions = list(probe_questions)
-        self.state, self.message = "idle", ""
         self._stop, self._running = threading.Event(), threading.Event()
         self._running.set()
-        self.tokens_seen = 0
+        self.provenance = provenance(cfg, self.tok, self.precision)
 
     def _make_optimizer(self):
         t = self.cfg["training"]
@@ -80,16 +166,18 @@ class Trainer:
         return torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
                                   {"params": other, "weight_decay": 0.0}], lr=t["lr"], betas=(0.9, 0.95))
 
-    # ---- control (thread-safe) ----
+    # ---- control (any thread) ----
     def pause(self):
-        self._running.clear()
-        if self.state == "running":
-            self.state = "paused"
+        with self._lock:
+            if self.state in ("idle", "running"):  # idle: paused before run() began
+                self.state = "paused"
+                self._running.clear()
 
     def resume(self):
-        if self.state == "paused":
-            self.state = "running"
-        self._running.set()
+        with self._lock:
+            if self.state == "paused":
+                self.state = "running"
+            self._running.set()
 
     def stop(self):
         self._stop.set()
@@ -98,85 +186,159 @@ class Trainer:
     def num_params(self) -> int:
         return self.model.num_params()
 
+    # ---- reading (any thread) ----
+    def status(self) -> dict:
+        """How the run stands, in one consistent snapshot."""
+        with self._lock:
+            t = self.cfg["training"]
+            last = self.history[-1] if self.history else {}
+            elapsed = self.clock.elapsed()
+            done = self.step - self.first_step
+            eta = elapsed / done * (t["max_steps"] - self.step) if done and self.state in ("running", "paused") else 0.0
+            rate = last.get("tokens_per_s") or (self.tokens_seen / elapsed if elapsed > 0 else 0.0)
+            return {"state": self.state, "step": self.step, "max_steps": t["max_steps"],
+                    "train_loss": self.losses[-1][1] if self.losses else None,
+                    "eval_loss": last.get("eval_loss"), "unseen_loss": last.get("unseen_loss") or None,
+                    "elapsed": round(elapsed, 2), "eta": round(eta, 1), "tokens_per_s": round(rate, 1),
+                    "message": self.message, "precision": self.precision, "version": self.version,
+                    "answers": dict(self.answers[-1][1]) if self.answers else {}}
+
+    def curves(self) -> dict:
+        """Copies of the logs for plotting: per-step losses, eval rows, answers at each eval."""
+        with self._lock:
+            return {"losses": list(self.losses), "evals": [{k: v for k, v in r.items()} for r in self.history],
+                    "answers": list(self.answers), "version": self.version}
+
     # ---- the loop ----
     def run(self) -> str:
         """Train until max_steps, stop() or a non-finite loss. Saves last.pt (atomically) at every log and at the end.
         Returns the final state: finished | stopped | failed."""
-        m, t = self.cfg["model"], self.cfg["training"]
-        accum = t["batch_size"] // t["micro_batch"]
-        torch.set_num_threads(os.cpu_count() or 1)
-        self.state, self.message = "running", ""
-        start, last_log_time, last_tokens = time.time(), time.time(), 0
-        loss_sum, loss_count = 0.0, 0
+        if self.threads:
+            torch.set_num_threads(self.threads)  # this thread only
+        self._set("running" if self._running.is_set() else "paused", self.message)
         try:
-            while self.step < t["max_steps"] and not self._stop.is_set():
-                if not self._running.is_set():
-                    paused_at = time.time()
-                    self._running.wait()
-                    start += time.time() - paused_at  # paused time is not training time
-                    last_log_time += time.time() - paused_at
+            while self.step < self.cfg["training"]["max_steps"] and not self._stop.is_set():
+                if self._wait_while_paused():
                     continue
-                lr = lr_at(self.step, t["max_steps"], t["lr"], t["warmup_ratio"])
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                self.model.train()
-                for _ in range(accum):
-                    x, y = self.batches.next()
-                    x, y = x.to(self.device), y.to(self.device)
-                    _, loss = self.model(x, y)
-                    (loss / accum).backward()
-                    loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-                    self.tokens_seen += x.numel()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["grad_clip"] or float("inf"))
-                if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.state = "failed"
-                    self.message = (f"第 {self.step + 1} 步损失变成了 NaN/无穷大，已停止；请调小学习率（保留了上一个正常的检查点）"
-                                    f" / loss became NaN/inf at step {self.step + 1}; lower the learning rate (last good checkpoint kept)")
+                loss = self.train_step()
+                if loss is None:
                     break
-                self.optimizer.step()
-                if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-                    self.state = "failed"
-                    self.message = (f"第 {self.step + 1} 步权重变成了 NaN/无穷大，已停止；请调小学习率（保留了上一个正常的检查点）"
-                                    f" / weights became NaN/inf at step {self.step + 1}; lower the learning rate (last good checkpoint kept)")
-                    break
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
+                self._record(loss)
                 self._call("on_step")
-                if self.step % t["eval_interval"] == 0 or self.step == t["max_steps"]:
-                    now = time.time()
-                    elapsed = self.elapsed_before + now - start
-                    rate = (self.tokens_seen - last_tokens) / max(1e-9, now - last_log_time)
-                    row = {"step": self.step, "train_loss": loss_sum / loss_count, "eval_loss": self.evaluate(),
-                           "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed,
-                           "eta_s": (now - start) / max(1, self.step - self._first_step) * (t["max_steps"] - self.step)}
-                    loss_sum, loss_count = 0.0, 0
-                    self.history.append(row)
-                    self.save()
-                    answers = self.probe()
-                    self._call("on_log", dict(row, answers=answers))
-                    last_log_time, last_tokens = time.time(), self.tokens_seen
-                    start += last_log_time - now  # evaluation and saving are off the training clock
+                if self.is_main and self._log_due():  # one process evaluates, logs and saves
+                    self._log()
         except KeyboardInterrupt:
             self._stop.set()
-        except Exception as e:  # shown to the user as state "failed" with the reason; the last checkpoint stays
-            self.state, self.message = "failed", f"训练出错 / training failed: {type(e).__name__}: {e}"
-        self.train_seconds = self.elapsed_before + time.time() - start
+        except Exception as e:  # noqa: BLE001 - shown as state "failed" with the reason; the last checkpoint stays
+            self._set("failed", f"训练出错 / training failed: {type(e).__name__}: {e}")
+        self.clock.halt()
+        self.train_seconds = self.clock.elapsed()
         if self.state != "failed":
-            self.state = "stopped" if self.step < t["max_steps"] else "finished"
+            self._set("stopped" if self.step < self.cfg["training"]["max_steps"] else "finished")
+        if self.state != "failed" and self.is_main:
             if not self.history or self.history[-1]["step"] != self.step:
                 self.save()
             self.finish()
         self._call("on_end")
         return self.state
 
-    def evaluate(self) -> float:
-        """Mean answer-token loss over the whole validation set."""
+    def _wait_while_paused(self) -> bool:
+        """Block while paused (the clock stands still); True if we waited."""
+        if self._running.is_set():
+            return False
+        self.clock.halt()
+        self._running.wait()
+        return True
+
+    def train_step(self) -> float | None:
+        """One optimizer step: learning rate, micro-batches (gradient accumulation), clipping, update.
+        Returns the mean loss, or None when the loss or the weights became non-finite (the run then fails)."""
+        t = self.cfg["training"]
+        self.clock.start()
+        accum = t["batch_size"] // t["micro_batch"]
+        lr = lr_at(self.step, t["max_steps"], t["lr"], t["warmup_ratio"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        model = self.ddp or self.model
+        total = 0.0
+        for _ in range(accum):
+            x, y = self.batches.next()
+            if self.world_size > 1:  # this rank's rows of the global micro-batch
+                x, y = x[self.rank::self.world_size].contiguous(), y[self.rank::self.world_size].contiguous()
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                _, loss = model(x, y)
+            (loss / accum).backward()
+            total += loss.item()
+            self.tokens_seen += x.numel()
+        if self.world_size > 1:  # the logged loss is the mean over every rank's shard, like one process
+            total_t = torch.tensor([total], device=self.device)
+            torch.distributed.all_reduce(total_t)
+            total = float(total_t) / self.world_size
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["grad_clip"] or float("inf"))
+        if not (math.isfinite(total) and math.isfinite(float(grad_norm))):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._diverged("损失", "loss")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            return self._diverged("权重", "weights")
+        return total / accum
+
+    def _diverged(self, what_zh: str, what_en: str) -> None:
+        self._set("failed", f"第 {self.step + 1} 步{what_zh}变成了 NaN/无穷大，已停止；"
+                            "请调小学习率（保留了上一个正常的检查点）"
+                            f" / {what_en} became NaN/inf at step {self.step + 1}; lower the learning rate "
+                            "(last good checkpoint kept)")
+        return None
+
+    def _record(self, loss: float):
+        with self._lock:
+            self.step += 1
+            self.losses.append((self.step, loss))
+            self.version += 1
+
+    def _log_due(self) -> bool:
+        t = self.cfg["training"]
+        return self.step % t["eval_interval"] == 0 or self.step == t["max_steps"]
+
+    def _log(self):
+        """Evaluate, save and ask the probe questions, off the training clock; then tell the callbacks."""
+        self.clock.halt()
+        t = self.cfg["training"]
+        since = [loss for step, loss in self.losses if step > (self.history[-1]["step"] if self.history else 0)]
+        elapsed = self.clock.elapsed()
+        previous = self.history[-1] if self.history else {"elapsed_s": 0.0, "tokens": 0}
+        rate = (self.tokens_seen - previous.get("tokens", 0)) / max(1e-9, elapsed - previous["elapsed_s"])
+        done = max(1, self.step - self.first_step)
+        row = {"step": self.step, "train_loss": sum(since) / max(1, len(since)),
+               "eval_loss": self.evaluate(self.val_samples),
+               "unseen_loss": self.evaluate(self.unseen_samples) if self.unseen_samples else "",
+               "lr": lr_at(self.step - 1, t["max_steps"], t["lr"], t["warmup_ratio"]), "tokens_per_s": rate,
+               "elapsed_s": elapsed, "eta_s": elapsed / done * (t["max_steps"] - self.step), "tokens": self.tokens_seen}
+        with self._lock:
+            self.history.append(row)
+            self.version += 1
+        self.save()
+        answers = self.probe()
+        with self._lock:
+            self.answers.append((self.step, answers))
+            self.version += 1
+        self._call("on_log", dict(row, answers=answers))
+
+    def _set(self, state: str, message: str = ""):
+        with self._lock:
+            self.state, self.message = state, message
+            self.version += 1
+
+    def evaluate(self, samples) -> float:
+        """Mean answer-token loss over a whole held-out set."""
         self.model.eval()
         total, count = 0.0, 0
         with torch.no_grad():
-            for i in range(0, len(self.val_samples), 32):
-                x, y = collate(self.val_samples[i:i + 32])
+            for i in range(0, len(samples), 32):
+                x, y = collate(samples[i:i + 32])
                 _, loss = self.model(x.to(self.device), y.to(self.device))
                 n = int((y != -100).sum())
                 total, count = total + loss.item() * n, count + n
@@ -187,26 +349,28 @@ class Trainer:
         return {q: generate(self.model, self.tok, q, Settings(max_new_tokens=96)).answer for q in self.probe_questions}
 
     def checkpoint(self) -> dict:
-        return make_checkpoint(self.model, self.cfg, self.tok, self.step, self.history[-1] if self.history else {})
+        prov = dict(self.provenance, train_seconds=round(self.clock.elapsed(), 1), steps=self.step)
+        return make_checkpoint(self.model, self.cfg, self.tok, self.step, self.history[-1] if self.history else {},
+                               self.course, prov)
 
     def save(self):
         atomic_save(self.checkpoint(), self.save_dir / "last.pt")
         if self.keep_resume:
-            atomic_save({"optimizer": self.optimizer.state_dict(), "step": self.step, "history": self.history,
-                         "elapsed": self.elapsed_before + 0.0}, self.save_dir / "resume.pt")
+            atomic_save({"optimizer": self.optimizer.state_dict(), "step": self.step, "history": self.history},
+                        self.save_dir / "resume.pt")
         self.write_metrics()
 
     def write_metrics(self):
         self.save_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.save_dir / ".metrics.csv.tmp"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
             w.writeheader()
-            w.writerows({k: r[k] for k in METRIC_FIELDS} for r in self.history)
+            w.writerows(self.history)
         os.replace(tmp, self.save_dir / "metrics.csv")
 
     def finish(self):
-        """After the last step: int8 export and the wall time."""
+        """After the last step: int8 export and the training time."""
         atomic_save(quantize_int8(self.checkpoint()), self.save_dir / "quantized.pt")
         (self.save_dir / "train_time.txt").write_text(
             f"steps={self.step} train_seconds={self.train_seconds:.1f}\n", encoding="utf-8")
@@ -222,36 +386,51 @@ class Trainer:
             raise UserError("last.pt 与 resume.pt 的步数不一致", "last.pt and resume.pt disagree on the step")
         self.optimizer.load_state_dict(extra["optimizer"])
         self.step, self.history = ckpt["step"], list(extra.get("history", []))
-        self.elapsed_before = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
-        self._first_step = self.step
+        self.tokens_seen = int(self.history[-1].get("tokens", 0)) if self.history else 0
+        self.clock = Stopwatch(float(self.history[-1]["elapsed_s"]) if self.history else 0.0)
 
     def _call(self, name, *args):
         for fn in self.callbacks.get(name, []):
             fn(self, *args)
 
 
-def answers_fixed_questions(ckpt_path) -> tuple[bool, dict]:
-    """The seed's A/B check: does this checkpoint answer both fixed questions with the reference answers?"""
-    model, tok, _ = load_model(ckpt_path)
-    answers = {q: generate(model, tok, q).answer for q in FIXED_QUESTIONS}
-    return all(answers[q] == a for q, a in FIXED_QUESTIONS.items()), answers
+def provenance(cfg: dict, tok, precision: str) -> dict:
+    """What made a checkpoint: config, tokenizer and data hashes, versions, the code commit when known."""
+    def sha(path_text):
+        path = resolve(path_text) if path_text else None
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path and path.is_file() else None
+
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"config": cfg, "tokenizer": T.fingerprint(tok),
+            "data": {k: sha(v) for k, v in cfg["data"].items()}, "torch": str(torch.__version__),
+            "python": platform.python_version(), "commit": commit, "precision": precision,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def promote(save_dir: Path) -> tuple[bool, dict]:
-    """Copy a run's last.pt and quantized.pt to checkpoints/ (the default model) only if it passes the check."""
-    ok, answers = answers_fixed_questions(save_dir / "last.pt")
+def promote(save_dir: Path, target: Path = ROOT / "checkpoints", fixed: dict = FIXED_QUESTIONS) -> tuple[bool, dict]:
+    """Copy a run's last.pt and quantized.pt to checkpoints/ (the default model) only if it is usable
+    (quality.usable: the fixed questions exact, training and held-out wordings answered)."""
+    model, tok, ckpt = load_model(save_dir / "last.pt")
+    cfg = ckpt["config"]
+    ok, report = usable(model, tok, read_jsonl(resolve(cfg["data"]["train_path"])),
+                        read_jsonl(resolve(cfg["data"]["val_path"])), fixed)
     if ok:
-        target = ROOT / "checkpoints"
+        target.mkdir(parents=True, exist_ok=True)
         for name in ("last.pt", "quantized.pt", "metrics.csv", "train_time.txt"):
             if (save_dir / name).resolve() != (target / name).resolve():
                 tmp = target / f".{name}.tmp"
                 shutil.copyfile(save_dir / name, tmp)
                 os.replace(tmp, target / name)
-    return ok, answers
+    return ok, report
 
 
 def fmt_time(seconds: float) -> str:
-    seconds = int(seconds)
+    """Seconds as m:ss (the CLI log and the dashboard use the same)."""
+    seconds = int(seconds or 0)
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
@@ -271,26 +450,59 @@ def main(argv=None):
                         help="训练完成且答对固定问题时设为默认模型 / make the run the default model if it passes")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, callbacks={"on_log": [print_log]}, resume=args.resume)
+    rank, world, device, threads = distributed_setup(cfg)
+    try:
+        return _train(cfg, args, rank, world, device, threads)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def distributed_setup(cfg: dict):
+    """Under torchrun (WORLD_SIZE > 1): join the process group, gloo on CPU and nccl on CUDA, one GPU per local
+    rank, the CPU cores shared between the local processes. Alone: rank 0 of 1 with every core."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None, os.cpu_count() or 1
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg["training"]["device"])
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    elif device.type != "cpu":
+        raise UserError("多进程训练只支持 CPU 和 CUDA", "multi-process training supports CPU and CUDA only")
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return rank, world, device, max(1, (os.cpu_count() or 1) // local_world)
+
+
+def _train(cfg, args, rank: int, world: int, device, threads: int) -> int:
+    say = print if rank == 0 else (lambda *a, **k: None)
+    trainer = Trainer(cfg, callbacks={"on_log": [print_log]}, resume=args.resume, threads=threads, rank=rank,
+                      world_size=world, device=device)
     V, d, L = trainer.tok.get_vocab_size(), cfg["model"]["n_embd"], cfg["model"]["n_layer"]
-    print(f"参数量 / parameters: {trainer.num_params():,} = V·d + L·(12d²+11d) + d = "
-          f"{V}·{d} + {L}·(12·{d}² + 11·{d}) + {d} = {param_count_formula(V, d, L):,}")
-    print(f"设备 / device: {trainer.device} | threads {os.cpu_count()} | samples {len(trainer.samples)} | "
-          f"steps {cfg['training']['max_steps']} | save {trainer.save_dir}", flush=True)
+    say(f"参数量 / parameters: {trainer.num_params():,} = V·d + L·(12d²+11d) + d = "
+        f"{V}·{d} + {L}·(12·{d}² + 11·{d}) + {d} = {param_count_formula(V, d, L):,}")
+    say(f"精度 / precision: {trainer.precision} ({trainer.precision_reason})")
+    say(f"设备 / device: {trainer.device} | processes {world} | threads {threads} | samples {len(trainer.samples)} | "
+        f"steps {cfg['training']['max_steps']} | save {trainer.save_dir}", flush=True)
     state = trainer.run()
-    print(f"{state}: {trainer.step} steps in {trainer.train_seconds:.1f} s (training time) -> {trainer.save_dir}")
+    say(f"{state}: {trainer.step} steps in {trainer.train_seconds:.1f} s (training time) -> {trainer.save_dir}")
     if trainer.message:
-        print(trainer.message)
+        say(trainer.message)
     if state == "failed":
         return 1
-    if args.promote:
+    if args.promote and rank == 0:
         if state != "finished":
             print("训练未完成，不设为默认模型 / run not finished; not promoted")
             return 1
-        ok, answers = promote(trainer.save_dir)
-        for q, a in answers.items():
+        ok, report = promote(trainer.save_dir)
+        for q, a in report["fixed_answers"].items():
             print(f"  {q} -> {a}")
-        print("已设为默认模型 / promoted to checkpoints/" if ok else "固定问题未答对，未设为默认模型 / fixed questions not answered; not promoted")
+        print(f"训练问法答对 / training wordings right: {report['train_f1_ok']:.1%} (≥95%) | "
+              f"新问法答对 / held-out wordings right: {report['val_f1_ok']:.1%} (≥80%)")
+        print("已设为默认模型 / promoted to checkpoints/" if ok else
+              "未达标，未设为默认模型 / below the bar; not promoted")
         return 0 if ok else 1
     return 0
 

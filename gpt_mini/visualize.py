@@ -18,7 +18,6 @@ from .config import param_count_formula
 from .generate import Settings, fit_prompt, sampling_stages
 from .model import apply_rope, rope_tables
 
-
 # ---- attention -----------------------------------------------------------------------------------------------
 
 def token_text(tok, token_id: int) -> str:
@@ -131,11 +130,12 @@ def model_size(n_layer: int, n_head: int, n_embd: int, seq_len: int, vocab: int)
 
 
 @torch.no_grad()
-def next_token_stages(model, tok, prompt: str, answer_ids, step: int, s: Settings, top: int = 12) -> dict:
+def next_token_stages(model, tok, prompt: str, answer_ids, step: int, s: Settings, top: int = 12,
+                      history=()) -> dict:
     """Recompute one generation step and return the probability of the most likely tokens after each stage
     of gpt_mini.generate.sampling_stages (raw = after masks and repetition penalty, temperature, top-k, top-p)."""
     s = s.check()
-    ids, _ = fit_prompt(tok, prompt, model.seq_len, min(s.max_new_tokens, model.seq_len // 2))
+    ids, _ = fit_prompt(tok, prompt, model.seq_len, min(s.max_new_tokens, model.seq_len // 2), history)
     answer_ids = list(answer_ids)[:step]
     x = torch.tensor([(ids + answer_ids)[-model.seq_len:]], device=next(model.parameters()).device)
     model.eval()
@@ -153,32 +153,18 @@ def next_token_stages(model, tok, prompt: str, answer_ids, step: int, s: Setting
 
 
 def measure_train_step(cfg: dict, repeats: int = 3) -> dict:
-    """Time real training steps (forward + backward + AdamW) of cfg's model on a real course batch.
-    Returns seconds per step and the tokens in the batch."""
-    from .checkpoint import model_from_config
-    from .config import resolve
-    from .data import Batches, load_samples
+    """Time real training steps of cfg's model: Trainer.train_step itself (the loop users run, with its precision,
+    clipping and accumulation) on the course data. Returns seconds per step and the tokens in a step."""
+    from .train import Trainer
 
-    tok = T.load_tokenizer(resolve(cfg["tokenizer"]["path"]))
-    _, samples = load_samples(tok, resolve(cfg["data"]["train_path"]), cfg["model"]["seq_len"])
-    t = cfg["training"]
-    accum = t["batch_size"] // t["micro_batch"]
-    batches = Batches(samples, t["micro_batch"], seed=t["seed"])
-    torch.manual_seed(t["seed"])
-    model = model_from_config(cfg, tok.get_vocab_size())
-    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"])
-    model.train()
+    trainer = Trainer(cfg, save_dir=None, probe_questions=(), keep_resume=False)
     times, tokens = [], 0
     for r in range(repeats + 1):  # the first step warms up and is not counted
-        t0 = time.perf_counter()
-        for _ in range(accum):
-            x, y = batches.next()
-            _, loss = model(x, y)
-            (loss / accum).backward()
-            tokens += x.numel() if r else 0
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        before, t0 = trainer.tokens_seen, time.perf_counter()
+        trainer.train_step()
         if r:
             times.append(time.perf_counter() - t0)
+            tokens += trainer.tokens_seen - before
     sec = sorted(times)[len(times) // 2]
-    return {"seconds_per_step": sec, "tokens_per_step": tokens / repeats, "params": model.num_params()}
+    return {"seconds_per_step": sec, "tokens_per_step": tokens / repeats, "params": trainer.num_params(),
+            "precision": trainer.precision}

@@ -13,14 +13,12 @@ import pytest
 import torch
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # so `pytest` works from any folder, not only `python -m pytest` at the root
-    sys.path.insert(0, str(REPO_ROOT))
-
 from gpt_mini import tokenizer as T
 from gpt_mini.build_tokenizer import corpus_texts
 from gpt_mini.config import load_config
 from gpt_mini.model import GPT
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The tiny course: short pairs in Chinese, English and emoji. Prompts use full-width ？ as students type them.
 PAIRS = [
@@ -30,7 +28,11 @@ PAIRS = [
     ("如何保持健康？", "规律作息，均衡饮食，适量运动。"),
     ("水的化学式是什么？", "水的化学式是H2O。"),
 ]
-VAL_PAIRS = [
+VAL_PAIRS = [  # held-out wordings of the training facts
+    ("注意力机制是啥？", "注意力机制让模型关注关键位置。"),
+    ("天空为啥是蓝的", "阳光中的蓝光被空气散射得最多。"),
+]
+UNSEEN_PAIRS = [  # facts the training set never taught
     ("月亮为什么会发光？", "月亮本身不发光，它反射太阳的光。"),
     ("什么是机器学习？", "机器学习让计算机从数据中学习规律。"),
 ]
@@ -86,7 +88,7 @@ def one_torch_thread(request):
 @pytest.fixture(scope="session")
 def tok():
     """A real byte-level BPE tokenizer trained by the engine on the tiny course (plus a few extra strings)."""
-    texts = corpus_texts(pair_rows(PAIRS + VAL_PAIRS)) + TOKENIZER_EXTRA
+    texts = corpus_texts(pair_rows(PAIRS + VAL_PAIRS + UNSEEN_PAIRS)) + TOKENIZER_EXTRA
     return T.train_tokenizer(texts, VOCAB)
 
 
@@ -97,6 +99,7 @@ class Project:
         self.root = root
         self.train_path = write_jsonl(root / "data" / "train.jsonl", pair_rows(PAIRS))
         self.val_path = write_jsonl(root / "data" / "val.jsonl", pair_rows(VAL_PAIRS))
+        self.unseen_path = write_jsonl(root / "data" / "unseen.jsonl", pair_rows(UNSEEN_PAIRS))
         self.tokenizer_path = root / "tokenizer" / "tokenizer.json"
         self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
         tok.save(str(self.tokenizer_path))
@@ -104,7 +107,8 @@ class Project:
         raw = {
             "model": dict(TINY_MODEL),
             "training": dict(TINY_TRAINING),
-            "data": {"train_path": str(self.train_path), "val_path": str(self.val_path)},
+            "data": {"train_path": str(self.train_path), "val_path": str(self.val_path),
+                     "unseen_path": str(self.unseen_path)},
             "tokenizer": {"type": "bytelevel_bpe", "path": str(self.tokenizer_path), "vocab_size": VOCAB},
             "save": {"dir": str(root / "runs" / "default")},
         }
@@ -143,7 +147,8 @@ def tiny_model(tok):
 
 class TrainedRun:
     def __init__(self, trainer, state, logs, ends, save_dir, cfg):
-        self.trainer, self.state, self.logs, self.ends, self.save_dir, self.cfg = trainer, state, logs, ends, save_dir, cfg
+        self.trainer, self.state, self.logs, self.ends = trainer, state, logs, ends
+        self.save_dir, self.cfg = save_dir, cfg
         self.model, self.tok = trainer.model, trainer.tok
 
 
@@ -155,8 +160,9 @@ def trained_run(project, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("e2e_run")
     cfg = project.cfg()
     logs, ends = [], []
-    trainer = Trainer(cfg, save_dir=save_dir, probe_questions=[p for p, _ in PAIRS],
-                      callbacks={"on_log": [lambda t, row: logs.append(row)], "on_end": [lambda t: ends.append(t.state)]})
+    trainer = Trainer(cfg, save_dir=save_dir, probe_questions=[p for p, _ in PAIRS], threads=os.cpu_count(),
+                      callbacks={"on_log": [lambda t, row: logs.append(row)],
+                                 "on_end": [lambda t: ends.append(t.state)]})
     with torch_single_thread():
         state = trainer.run()
     trainer.model.eval()

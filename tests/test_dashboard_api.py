@@ -2,57 +2,31 @@
 
 import json
 import os
-import socket
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from gpt_mini import tokenizer as T
+from gpt_mini.checkpoint import load_model
+from gpt_mini.data import FIXED_QUESTIONS
+from gpt_mini.generate import generate
+from gpt_mini.knowledge import CONFIDENCE_THRESHOLD, REFUSAL
+from ui.app import build_app, launch_local
+from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, make_config, prune_runs, sanitize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gradio_client import Client  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-
-from gpt_mini import tokenizer as T  # noqa: E402
-from gpt_mini.checkpoint import load_model  # noqa: E402
-from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
-from gpt_mini.generate import generate  # noqa: E402
-from ui.app import build_app, launch_kwargs  # noqa: E402
-from ui.training_run import (MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, make_config, prune_runs,  # noqa: E402
-                             sanitize_name)
-
 Q1, Q2 = list(FIXED_QUESTIONS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server at {url} did not answer within {timeout} s")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
     demo = build_app(runs_dir=runs_dir)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **launch_kwargs())
-    wait_ready(url)
+    url = launch_local(demo)
     client = Client(url, verbose=False)
     yield {"demo": demo, "client": client, "runs_dir": runs_dir, "url": url}
     client.close()
@@ -102,6 +76,22 @@ def test_generate_matches_engine_on_first_fixed_question(server):
     assert expected == FIXED_QUESTIONS[Q1]  # the shipped default model answers the fixed question
 
 
+def test_generate_refuses_what_the_model_has_not_learned_unless_told_not_to(server):
+    c, question = server["client"], "今天天气怎么样"
+    model, tok, ckpt = load_model(ROOT / "checkpoints" / "last.pt")
+    raw = generate(model, tok, question)
+    assert raw.confidence < CONFIDENCE_THRESHOLD  # the shipped model is unsure here ...
+    refused = c.predict(question, api_name="/generate")
+    assert refused.startswith(REFUSAL)  # ... so it says so
+    assert c.predict(question, refuse=False, api_name="/generate") == raw.answer  # raw output on request
+    info = c.predict(question, api_name="/ask")
+    assert info["known"] is False and info["answer"] == refused and info["raw_answer"] == raw.answer
+    assert info["confidence"] == pytest.approx(raw.confidence, abs=1e-4)
+    assert 1 <= len(info["suggestions"]) <= 3 and all(s in refused for s in info["suggestions"])
+    known = c.predict(Q1, api_name="/ask")
+    assert known["known"] is True and known["answer"] == FIXED_QUESTIONS[Q1] and known["suggestions"] == []
+
+
 def test_generate_int8_and_settings(server):
     c = server["client"]
     answer = c.predict(Q2, checkpoint="default-int8", api_name="/generate")
@@ -127,7 +117,8 @@ def test_generate_bad_input_is_one_clear_line(server, kwargs, needle):
 
 def test_generate_edge_inputs_still_answer(server):
     c = server["client"]
-    for prompt in ("<script>alert(1)</script>什么是注意力机制?", "注" * 1500, "😀 what is 注意力？", "什么是注意力机制？"):
+    prompts = ("<script>alert(1)</script>什么是注意力机制?", "注" * 1500, "😀 what is 注意力？", "什么是注意力机制？")
+    for prompt in prompts:
         assert isinstance(c.predict(prompt, max_new_tokens=8, api_name="/generate"), str)
 
 

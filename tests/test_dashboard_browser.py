@@ -1,16 +1,15 @@
-"""The dashboard in a real browser: Playwright driving Debian's chromium. Saves docs/screenshot_<tab>.png."""
+"""The dashboard in a real browser: Playwright driving Debian's chromium. Screenshots go to a temporary folder;
+UPDATE_SCREENSHOTS=1 writes them to docs/ instead (so a test run leaves the tree clean)."""
 
+import os
 import re
-import socket
-import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
     pytest.skip("Debian chromium (/usr/bin/chromium) is not installed: apt-get install chromium fonts-noto-cjk",
@@ -21,37 +20,25 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 from gpt_mini.checkpoint import load_model  # noqa: E402
 from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
 from gpt_mini.generate import generate  # noqa: E402
-from ui.app import build_app, launch_kwargs  # noqa: E402
+from gpt_mini.knowledge import REFUSAL, course_of, judge  # noqa: E402
+from ui.app import build_app, launch_local  # noqa: E402
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine: be patient, never sleep
-DOCS = ROOT / "docs"
+UPDATE = os.environ.get("UPDATE_SCREENSHOTS") == "1"
+DOCS = ROOT / "docs" if UPDATE else Path(tempfile.mkdtemp(prefix="gpt_mini_shots_"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]
 Q1 = list(FIXED_QUESTIONS)[0]
+REWORDED = "注意力机制是啥呀"  # data.REWORDED_PROBES: never in the training data
+OUTSIDE = "今天天气怎么样"
 SERVER: dict = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"))
     SERVER["demo"] = demo
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **launch_kwargs())
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
+    url = launch_local(demo)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -104,16 +91,35 @@ def test_attention(page):
     shoot(page, "attention")
 
 
-def test_chat_answers_first_fixed_question(page):
-    model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
-    expected = generate(model, tok, Q1).answer
+def engine_reply(question: str):
+    """What the engine itself says to this question with the shipped model (greedy, refusal on)."""
+    model, tok, ckpt = load_model(ROOT / "checkpoints" / "last.pt")
+    return judge(generate(model, tok, question), question, course_of(ckpt))
+
+
+def test_chat_answers_rewordings_and_refuses_what_it_has_not_learned(page):
     open_tab(page, "对话")
     box = page.get_by_placeholder(re.compile("输入问题"))
     box.fill(Q1)
     box.press("Enter")
-    expect(page.get_by_test_id("bot").last).to_contain_text(expected, timeout=60_000)
+    expect(page.get_by_test_id("bot").last).to_contain_text(FIXED_QUESTIONS[Q1], timeout=60_000)
     expect(page.get_by_text(re.compile(r"第 \d+ 步")).first).to_be_visible()  # the next-token distribution chart
+    expect(page.get_by_text("把握 confidence").first).to_be_visible()  # the confidence badge
+    reworded = engine_reply(REWORDED)
+    assert reworded.known and reworded.text == FIXED_QUESTIONS[Q1]  # the shipped model generalises to it
+    box.fill(REWORDED)
+    box.press("Enter")
+    expect(page.get_by_test_id("bot").last).to_contain_text(reworded.text, timeout=60_000)
+    refused = engine_reply(OUTSIDE)
+    assert not refused.known and refused.text.startswith(REFUSAL) and refused.suggestions
+    box.fill(OUTSIDE)
+    box.press("Enter")
+    expect(page.get_by_test_id("bot").last).to_contain_text(REFUSAL, timeout=60_000)
+    suggestion = page.get_by_text(refused.suggestions[0], exact=True).last  # clickable suggested questions
+    expect(suggestion).to_be_visible()
     shoot(page, "chat")
+    suggestion.click()
+    expect(page.get_by_test_id("user").last).to_contain_text(refused.suggestions[0].rstrip("？?"), timeout=60_000)
     box.fill("<script>window.hacked=1</script><b>bold?</b>")
     box.press("Enter")
     expect(page.get_by_test_id("user").last).to_contain_text("<script>window.hacked=1</script>")
@@ -130,7 +136,8 @@ def test_training_updates_chart_and_status(page):
     expect(status).to_contain_text("训练中 running")
     expect(status).to_contain_text(re.compile(r"[1-9]\d*/30"), timeout=60_000)
     expect(page.get_by_text("训练损失 train loss").first).to_be_visible()  # legend of the live chart
-    expect(page.get_by_text("验证损失 eval loss").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("验证损失（学过的知识、新问法）").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("新知识：小模型学不会").first).to_be_visible()
     shoot(page, "training")
     page.get_by_role("button", name="停止 / stop").click()
     expect(status).to_contain_text(re.compile("已停止 stopped|已完成 finished"), timeout=10_000)

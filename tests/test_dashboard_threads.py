@@ -2,16 +2,12 @@
 cores are used only inside short-lived threads."""
 
 import os
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ui.torch_threads import one_thread_by_default, reset_default_for_new_threads, with_all_cores  # noqa: E402
+from ui.torch_threads import one_thread_by_default, reset_default_for_new_threads, with_all_cores
 
 
 def count_in_new_thread() -> int:

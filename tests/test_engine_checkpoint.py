@@ -8,9 +8,9 @@ import random
 
 import pytest
 import torch
+from conftest import PAIRS, REPO_ROOT
 from tokenizers import Tokenizer
 
-from conftest import PAIRS, REPO_ROOT
 from gpt_mini import checkpoint as C
 from gpt_mini import tokenizer as T
 from gpt_mini.config import load_config

@@ -4,8 +4,8 @@ subprocesses with bad input (non-zero exit, one line of Chinese and English on s
 import json
 
 import pytest
-
 from conftest import PAIRS, assert_one_line_user_error, run_module, write_jsonl
+
 from gpt_mini.config import load_config, parse_override
 from gpt_mini.errors import UserError
 

@@ -5,12 +5,22 @@ import math
 
 import pytest
 import torch
-
 from conftest import PAIRS
+
 from gpt_mini import tokenizer as T
 from gpt_mini.errors import UserError
-from gpt_mini.generate import (MIN_ANSWER_TOKENS, Settings, apply_repetition_penalty, clean_answer, generate,
-                               generate_steps, pick_token, sampling_stages, top_k_filter, top_p_filter)
+from gpt_mini.generate import (
+    MIN_ANSWER_TOKENS,
+    Settings,
+    apply_repetition_penalty,
+    clean_answer,
+    generate,
+    generate_steps,
+    pick_token,
+    sampling_stages,
+    top_k_filter,
+    top_p_filter,
+)
 
 # ---- filters ------------------------------------------------------------------------------------------------
 
@@ -35,7 +45,8 @@ def test_top_k_zero_or_large_keeps_all():
 
 
 @pytest.mark.parametrize("p,expected_probs", [(0.8, {0.5, 0.3}), (0.81, {0.5, 0.3, 0.15}), (0.5, {0.5}),
-                                              (0.3, {0.5}), (0.96, {0.5, 0.3, 0.15, 0.05}), (1.0, {0.5, 0.3, 0.15, 0.05})])
+                                              (0.3, {0.5}), (0.96, {0.5, 0.3, 0.15, 0.05}),
+                                              (1.0, {0.5, 0.3, 0.15, 0.05})])
 def test_top_p_keeps_smallest_set_reaching_p(p, expected_probs):
     probs = torch.tensor([0.15, 0.5, 0.05, 0.3])  # shuffled on purpose
     out = top_p_filter(probs.log(), p)

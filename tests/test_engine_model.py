@@ -7,13 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from conftest import REPO_ROOT, sharpen
+
 from gpt_mini import model as M
 from gpt_mini.checkpoint import model_from_config
 from gpt_mini.config import load_config, param_count_formula
 from gpt_mini.model import GPT, CausalSelfAttention, RMSNorm, apply_rope, rope_tables
-
 
 # ---- RMSNorm ------------------------------------------------------------------------------------------------
 
@@ -62,7 +61,8 @@ def test_attention_matches_scaled_dot_product_attention(fused, causal):
     attn, cos, sin = make_attention()
     attn.fused, attn.causal = fused, causal
     x = torch.randn(2, 11, 32)
-    torch.testing.assert_close(attn(x, cos[:11], sin[:11]), reference_attention(attn, x, cos, sin, causal), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(attn(x, cos[:11], sin[:11]), reference_attention(attn, x, cos, sin, causal),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_explicit_attention_weights_are_causal_softmax_rows():
@@ -187,7 +187,7 @@ def test_without_causal_mask_later_token_changes_earlier_logits(fused):
 def test_default_shape_parameter_count_is_3368192():
     cfg = load_config(REPO_ROOT / "config.yaml")
     m = cfg["model"]
-    assert (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"]) == (4, 4, 256, 128)
+    assert (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"]) == (4, 4, 256, 256)
     model = model_from_config(cfg, 824)
     assert model.num_params() == 3_368_192
     assert sum(p.numel() for p in model.parameters()) == 3_368_192

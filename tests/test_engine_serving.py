@@ -5,9 +5,9 @@ import threading
 
 import pytest
 import torch
+from conftest import sharpen
 
 from gpt_mini import tokenizer as T
-from conftest import sharpen
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings, generate, generate_steps
 from gpt_mini.model import GPT
@@ -146,7 +146,76 @@ def test_a_failing_forward_reaches_its_callers_and_the_worker_goes_on(tiny_model
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(type(tiny_model), "forward", broken_once)
-    with pytest.raises(RuntimeError, match="simulated failure"):
+    with pytest.raises(UserError, match="generation failed"):
         server.answer(tiny_model, tok, "你好？", s)
     monkeypatch.undo()
     assert server.answer(tiny_model, tok, "你好？", s).token_ids == generate(tiny_model, tok, "你好？", s).token_ids
+    assert not server.busy() and server.failures == 1
+
+
+@pytest.mark.parametrize("part", ["_merge", "_select"])
+def test_worker_survives_a_failure_in_its_own_bookkeeping(tiny_model, tok, monkeypatch, part):
+    """A bug in merging or selecting cache rows fails the questions of that step with one clear line; busy() is
+    false afterwards (training would otherwise rest forever) and the next questions are answered."""
+    import gpt_mini.serving as serving
+
+    real, calls = getattr(serving, part), []
+
+    def broken_once(*args):
+        if not calls:
+            calls.append(1)
+            raise IndexError("simulated bookkeeping bug")
+        return real(*args)
+
+    monkeypatch.setattr(serving, part, broken_once)
+    server, s = BatchServer(), Settings(max_new_tokens=8)
+    with torch.no_grad():
+        tiny_model.tok_emb.weight[T.EOS_ID] = 0.0  # no early EOS: every row reaches _merge and _select
+    out = ask_all(server, tiny_model, tok, [(p, s) for p in PROMPTS[:3]])
+    assert any(isinstance(r, UserError) and "generation failed" in str(r) for r in out)
+    assert not server.busy() and server.failures == 1
+    for p in PROMPTS[:3]:
+        assert server.answer(tiny_model, tok, p, s).token_ids == generate(tiny_model, tok, p, s).token_ids
+    assert server._worker.is_alive()
+
+
+def test_one_rows_sampling_failure_leaves_the_other_rows_alone(tiny_model, tok, monkeypatch):
+    import gpt_mini.serving as serving
+
+    real = serving.Decoding.step
+
+    def step(self, logits):
+        if "坏" in T.decode(self.tok, self.ids):
+            raise ValueError("simulated sampling bug")
+        return real(self, logits)
+
+    monkeypatch.setattr(serving.Decoding, "step", step)
+    server, s = BatchServer(), Settings(max_new_tokens=8)
+    out = ask_all(server, tiny_model, tok, [("坏问题", s), ("你好？", s), ("What is AI?", s)])
+    assert isinstance(out[0], UserError)
+    alone = [generate(tiny_model, tok, p, s).token_ids for p in ("你好？", "What is AI?")]
+    assert [r.token_ids for r in out[1:]] == alone
+    assert not server.busy() and server.failures == 0
+
+
+def test_a_caller_that_waits_too_long_gets_a_clear_message(tiny_model, tok, monkeypatch):
+    import time
+
+    real = type(tiny_model).forward
+
+    def slow(self, *args, **kwargs):
+        time.sleep(1.0)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_model), "forward", slow)
+    server = BatchServer(timeout=0.2)
+    with pytest.raises(UserError, match="please ask again"):
+        server.answer(tiny_model, tok, "你好？", Settings(max_new_tokens=4))
+
+
+def test_closed_server_worker_ends_when_idle(tiny_model, tok):
+    server = BatchServer()
+    server.answer(tiny_model, tok, "你好？", Settings(max_new_tokens=4))
+    server.close()
+    server._worker.join(5)
+    assert not server._worker.is_alive()

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from conftest import PAIRS, write_jsonl
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from conftest import PAIRS, write_jsonl
 from gpt_mini import data as D
 from gpt_mini import tokenizer as T
 from gpt_mini.errors import UserError
@@ -153,7 +153,8 @@ def test_encode_row_cuts_to_seq_len(tok):
 
 def test_collate_pads_to_longest_sample_not_seq_len(tok):
     samples = [D.encode_row(tok, r, seq_len=128) for r in
-               ({"prompt": "你好？", "completion": "你好。"}, {"prompt": "什么是注意力机制？", "completion": "注意力机制让模型关注关键位置。"},
+               ({"prompt": "你好？", "completion": "你好。"},
+                {"prompt": "什么是注意力机制？", "completion": "注意力机制让模型关注关键位置。"},
                 {"text": "短"})]
     lengths = [len(x) for x, _ in samples]
     x, y = D.collate(samples)
@@ -167,28 +168,36 @@ def test_collate_pads_to_longest_sample_not_seq_len(tok):
 
 
 def test_batches_pad_each_batch_to_its_own_longest(tok):
-    samples = [D.encode_row(tok, {"text": "字" * n}, seq_len=128) for n in (1, 3, 9, 2)]
+    samples = [D.encode_row(tok, {"text": "字" * n}, seq_len=128) for n in (4, 5, 6, 7)]
     b = D.Batches(samples, batch_size=2, seed=0)
-    seen = 0
-    for _ in range(4):
+    widths = []
+    for _ in range(4):  # two epochs of two batches
         x, y = b.next()
         assert x.shape[0] == 2
-        longest = max(int((row != T.PAD_ID).sum()) for row in x)
-        assert x.shape[1] == longest
-        seen += 1
-    assert seen == 4
+        assert x.shape[1] == max(int((row != T.PAD_ID).sum()) for row in x)
+        widths.append(x.shape[1])
+    assert min(widths) < max(len(s[0]) for s in samples)  # a batch of short rows is not padded to the longest row
 
 
-@pytest.mark.parametrize("bucket", [1, 2, 8])
-def test_batches_visit_every_sample_once_per_epoch(tok, bucket):
-    samples = [D.encode_row(tok, {"text": "字" * n}, seq_len=128) for n in range(1, 11)]
-    b = D.Batches(samples, batch_size=3, seed=1, bucket=bucket)
+@pytest.mark.parametrize("lengths", [range(1, 11), [3] * 9 + [30, 31]])
+def test_batches_visit_every_sample_once_per_epoch(tok, lengths):
+    samples = [D.encode_row(tok, {"text": "字" * n}, seq_len=128) for n in lengths]
+    b = D.Batches(samples, batch_size=3, seed=1)
     seen = []
     while len(seen) < len(samples):
         x, _ = b.next()
         assert 1 <= x.shape[0] <= 3
         seen += [int((row != T.PAD_ID).sum()) for row in x]
     assert sorted(seen) == sorted(len(xi) for xi, _ in samples)
+
+
+def test_long_samples_do_not_pad_batches_of_short_ones(tok):
+    """The two long rows (over 1.5x the median length) are batched together; short batches stay short."""
+    samples = [D.encode_row(tok, {"text": "字" * n}, seq_len=128) for n in [3] * 9 + [30, 31]]
+    b = D.Batches(samples, batch_size=3, seed=1)
+    widths = sorted(b.next()[0].shape[1] for _ in range(4))  # one epoch: 3 short batches and 1 long one
+    short_width = max(len(x) for x, _ in samples[:9])
+    assert widths[:3] == [short_width] * 3 and widths[3] > 2 * short_width
 
 
 # ---- prompt normalisation -----------------------------------------------------------------------------------

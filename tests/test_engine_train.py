@@ -1,20 +1,19 @@
 """The training loop: schedule, the end-to-end run, outputs, callbacks, NaN stop, pause/resume/stop, --resume."""
 
 import math
-import os
 import threading
 import time
 
 import pandas as pd
 import pytest
 import torch
-
 from conftest import PAIRS, run_module
+
 from gpt_mini import checkpoint as C
 from gpt_mini.generate import generate
 from gpt_mini.train import Trainer, lr_at
 
-EXPECTED_COLUMNS = ["step", "train_loss", "eval_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
+EXPECTED_COLUMNS = ["step", "train_loss", "eval_loss", "unseen_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
 SMALL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]  # even smaller than the e2e model
 
 
@@ -44,8 +43,50 @@ def test_end_to_end_tiny_model_answers_every_training_pair_exactly(trained_run):
         assert generate(trained_run.model, trained_run.tok, prompt).answer == answer
 
 
-def test_trainer_requests_all_cpu_threads(trained_run, one_torch_thread):
-    assert os.cpu_count() in one_torch_thread
+def test_trainer_sets_the_thread_count_it_is_given_and_only_then(project, tmp_path, one_torch_thread):
+    """The run sets torch's thread count only when the caller passes one (the CLI passes all cores)."""
+    before = len(one_torch_thread)
+    Trainer(project.cfg(*SMALL, "training.max_steps=2"), save_dir=tmp_path / "a", probe_questions=()).run()
+    assert len(one_torch_thread) == before
+    Trainer(project.cfg(*SMALL, "training.max_steps=2"), save_dir=tmp_path / "b", probe_questions=(), threads=3).run()
+    assert one_torch_thread[before:] == [3]
+
+
+def test_trainer_leaves_torch_global_random_state_alone(project, tmp_path):
+    """Unseeded chat sampling draws from torch's global generator: a training run must not reseed or advance it."""
+    state = torch.random.get_rng_state()
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=3"), save_dir=tmp_path, probe_questions=())
+    trainer.run()
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_same_seed_same_model(project, tmp_path):
+    a = Trainer(project.cfg(*SMALL), save_dir=tmp_path / "a", probe_questions=())
+    torch.manual_seed(123)  # the global generator does not matter
+    b = Trainer(project.cfg(*SMALL), save_dir=tmp_path / "b", probe_questions=())
+    c = Trainer(project.cfg(*SMALL, "training.seed=7"), save_dir=tmp_path / "c", probe_questions=())
+    wa, wb, wc = (t.model.tok_emb.weight for t in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_gradient_accumulation_equals_one_big_batch(project, tmp_path):
+    """batch_size 4 as 2 micro-batches of 2 makes the same update as one micro-batch of 4 (equal token counts,
+    so the mean of the micro-batch means is the mean over the batch)."""
+    torch.manual_seed(0)
+    x = torch.randint(4, 300, (4, 9))
+    y = torch.randint(4, 300, (4, 9))
+    results = []
+    for micro in (2, 4):
+        trainer = Trainer(project.cfg(*SMALL, "training.batch_size=4", f"training.micro_batch={micro}"),
+                          save_dir=tmp_path / str(micro), probe_questions=())
+        parts = iter([(x[i:i + micro], y[i:i + micro]) for i in range(0, 4, micro)])
+        trainer.batches.next = lambda parts=parts: next(parts)
+        loss = trainer.train_step()
+        results.append((loss, [p.detach().clone() for p in trainer.model.parameters()]))
+    (loss_a, params_a), (loss_b, params_b) = results
+    assert math.isclose(loss_a, loss_b, rel_tol=1e-5)
+    for pa, pb in zip(params_a, params_b):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6)
 
 
 def test_run_writes_all_outputs(trained_run):
@@ -64,6 +105,9 @@ def test_metrics_csv_readable_by_pandas_with_expected_columns(trained_run):
     assert list(df.columns) == EXPECTED_COLUMNS
     assert df["step"].tolist() == [50, 100, 150, 200]
     assert df.notna().all().all()
+    # held-out wordings of taught facts are learned; facts never taught are not
+    assert df["eval_loss"].iloc[-1] < df["eval_loss"].iloc[0]
+    assert df["unseen_loss"].iloc[-1] > 5 * df["eval_loss"].iloc[-1]
     assert (df["tokens_per_s"] > 0).all() and (df["elapsed_s"] > 0).all() and (df["eval_loss"] > 0).all()
     assert df["eta_s"].iloc[-1] == 0
     assert df["train_loss"].iloc[-1] < df["train_loss"].iloc[0] / 5
@@ -89,7 +133,8 @@ def test_nan_loss_stops_with_message_and_keeps_a_good_checkpoint(project, tmp_pa
     cfg = project.cfg(*SMALL, "training.lr=1000000.0", "training.grad_clip=0", "training.warmup_ratio=0",
                       "training.eval_interval=1", "training.max_steps=40")
     ends = []
-    trainer = Trainer(cfg, save_dir=tmp_path, probe_questions=(), callbacks={"on_end": [lambda t: ends.append(t.state)]})
+    trainer = Trainer(cfg, save_dir=tmp_path, probe_questions=(),
+                      callbacks={"on_end": [lambda t: ends.append(t.state)]})
     state = trainer.run()
     assert state == "failed" and trainer.state == "failed" and ends == ["failed"]
     assert "NaN" in trainer.message
@@ -221,6 +266,44 @@ def test_resume_continues_from_saved_step(project, tmp_path):
     assert second.run() == "finished" and second.step == 10
     assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [3, 6, 9, 10]
     assert C.read_checkpoint(tmp_path / "last.pt")["step"] == 10
+
+
+def test_pause_after_the_run_ended_does_not_change_its_state(project, tmp_path):
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=2"), save_dir=tmp_path, probe_questions=())
+    assert trainer.run() == "finished"
+    trainer.pause()
+    trainer.resume()
+    trainer.pause()
+    assert trainer.state == "finished" and trainer.status()["state"] == "finished"
+
+
+def test_status_elapsed_is_the_training_clock_of_metrics_csv(project, tmp_path):
+    """One number for one run: status()'s elapsed is the clock that metrics.csv's elapsed_s comes from
+    (evaluation, saving and probes are off it)."""
+    def slow_probe(trainer, row):
+        time.sleep(0.5)  # a slow log is not training time
+
+    trainer = Trainer(project.cfg(*SMALL, "training.max_steps=4", "training.eval_interval=2"), save_dir=tmp_path,
+                      probe_questions=(), callbacks={"on_log": [slow_probe]})
+    trainer.run()
+    s = trainer.status()
+    assert s["elapsed"] == pytest.approx(trainer.train_seconds, abs=0.01)
+    assert trainer.history[-1]["elapsed_s"] == pytest.approx(trainer.train_seconds, abs=0.01)
+    assert trainer.train_seconds < 0.5
+    assert [st for st, _ in trainer.curves()["losses"]] == [1, 2, 3, 4]
+
+
+def test_promote_copies_a_usable_run_and_refuses_one_that_is_not(trained_run, tmp_path):
+    from gpt_mini.train import promote
+
+    target = tmp_path / "checkpoints"
+    ok, report = promote(trained_run.save_dir, target)  # the real fixed questions: the tiny model does not know them
+    assert not ok and not report["fixed_ok"] and not target.exists()
+    ok, report = promote(trained_run.save_dir, target, fixed=dict(PAIRS[:2]))
+    assert ok, report
+    assert report["train_f1_ok"] >= 0.95 and report["val_f1_ok"] >= 0.8
+    for name in ("last.pt", "quantized.pt", "metrics.csv", "train_time.txt"):
+        assert (target / name).read_bytes() == (trained_run.save_dir / name).read_bytes(), name
 
 
 def test_resume_with_nothing_saved_is_user_error(project, tmp_path):

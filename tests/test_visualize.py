@@ -1,18 +1,14 @@
 """gpt_mini.visualize: the numbers behind the dashboard's pictures, checked against the model itself."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gpt_mini import tokenizer as T  # noqa: E402
-from gpt_mini import visualize as V  # noqa: E402
-from gpt_mini.generate import Settings  # noqa: E402
-from gpt_mini.model import GPT  # noqa: E402
+from gpt_mini import tokenizer as T
+from gpt_mini import visualize as V
+from gpt_mini.generate import Settings
+from gpt_mini.model import GPT
 
 
 @pytest.fixture(scope="module")

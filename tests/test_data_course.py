@@ -1,0 +1,80 @@
+"""The committed course data measures what we want: many wordings per fact, held-out wordings (val) that are not
+in train, a development set apart from both, the unseen facts apart from all, and the fixed questions intact."""
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from gpt_mini.data import FIXED_QUESTIONS, REWORDED_PROBES, normalize_prompt, read_jsonl
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+FILLER = re.compile(r"[请问老师吗呢呀啊吧嘛哦啦~\s?？!！。.,，、:：;；…]")
+
+
+def key(question: str) -> str:
+    """A question without punctuation, spaces and politeness words: two wordings with the same key are the same."""
+    return FILLER.sub("", unicodedata.normalize("NFKC", question).lower())
+
+
+@pytest.fixture(scope="module")
+def train():
+    return read_jsonl(DATA / "train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def val():
+    return read_jsonl(DATA / "val.jsonl")
+
+
+def jsonl(name):
+    return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_many_facts_each_with_many_wordings(train):
+    wordings = Counter(r["completion"] for r in train if "history" not in r)
+    assert len(wordings) >= 510 + 30  # course facts plus the small talk about the model and the class
+    assert min(wordings.values()) >= 5
+
+
+def test_fixed_questions_keep_their_exact_reference_answers(train):
+    pairs = {normalize_prompt(r["prompt"]): r["completion"] for r in train}
+    for question, answer in FIXED_QUESTIONS.items():
+        assert pairs[normalize_prompt(question)] == answer
+
+
+def test_two_turn_rows(train):
+    two = [r for r in train if r.get("history")]
+    assert len(two) >= 100
+    assert all(r["history"][0][1] != r["completion"] for r in two)  # the latest question is a different fact
+
+
+def test_val_holds_new_wordings_of_taught_facts_and_no_near_duplicates(train, val):
+    taught = {r["completion"] for r in train}
+    train_keys = {key(r["prompt"]) for r in train}
+    assert len(val) >= 150
+    assert all(r["completion"] in taught for r in val)
+    assert not [r["prompt"] for r in val if key(r["prompt"]) in train_keys]
+    for probe in REWORDED_PROBES:  # the training tab's reworded probes are held out too
+        assert key(probe) not in train_keys and key(probe) in {key(r["prompt"]) for r in val}
+
+
+def test_development_set_is_apart_from_train_and_val(train, val):
+    dev_in, dev_out = jsonl("dev_in.jsonl"), jsonl("dev_out.jsonl")
+    seen = {key(r["prompt"]) for r in train + val}
+    taught = {r["completion"] for r in train}
+    assert len(dev_in) >= 60 and len(dev_out) >= 60
+    assert not [r["prompt"] for r in dev_in + dev_out if key(r["prompt"]) in seen]
+    assert all(r["completion"] in taught for r in dev_in)
+    kinds = Counter(r["kind"] for r in dev_out)
+    assert {"everyday", "unseen_fact", "english", "emoji", "gibberish", "long", "injection"} <= set(kinds)
+    assert any(len(r["prompt"]) >= 200 for r in dev_out if r["kind"] == "long")
+
+
+def test_unseen_facts_are_not_taught(train):
+    unseen = read_jsonl(DATA / "unseen_facts.jsonl")
+    taught = {r["completion"] for r in train}
+    assert len(unseen) >= 100 and not [r for r in unseen if r["completion"] in taught]

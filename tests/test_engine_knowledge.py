@@ -1,0 +1,178 @@
+"""Honest answers: the confidence score, the refusal decision, suggested questions, follow-up context, the fast
+greedy check used for promotion, and the CLI's --prompts_file / --no_refuse / --info."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import PAIRS, VAL_PAIRS, assert_one_line_user_error, pair_rows, run_module
+
+from gpt_mini import tokenizer as T
+from gpt_mini.data import encode_row, prompt_prefix
+from gpt_mini.errors import UserError
+from gpt_mini.generate import Result, Settings, fit_prompt, generate, sampling_stages
+from gpt_mini.knowledge import REFUSAL, Course, judge
+from gpt_mini.quality import char_f1, greedy_exact
+
+COURSE = Course([["什么是注意力机制？", "注意力机制是啥"], ["天空为什么是蓝色的？", "天为啥是蓝的"],
+                 ["水的化学式是什么？"], ["如何保持健康？", "怎么才能身体好"]])
+
+
+def result(answer: str, confidence: float) -> Result:
+    return Result(answer, [], [], [], "eos", 5, confidence)
+
+
+# ---- the decision ---------------------------------------------------------------------------------------------
+
+def test_refuses_below_the_threshold_with_the_fixed_line_and_closest_questions():
+    reply = judge(result("乱七八糟", 0.3), "注意力到底是什么意思", COURSE, threshold=0.8)
+    assert not reply.known and reply.text.startswith(REFUSAL)
+    assert reply.suggestions[0] == "什么是注意力机制？"  # the closest fact first, shown by its first wording
+    assert 1 <= len(reply.suggestions) <= 3 and all(q in reply.text for q in reply.suggestions)
+    assert reply.answer == "乱七八糟"  # the model's own answer is kept for the per-token view
+
+
+def test_answers_at_or_above_the_threshold_and_suggests_nothing():
+    reply = judge(result("注意力机制让模型关注关键位置。", 0.95), "注意力机制是啥", COURSE, threshold=0.8)
+    assert reply.known and reply.text == "注意力机制让模型关注关键位置。" and reply.suggestions == []
+    assert judge(result("x", 0.8), "q", COURSE, threshold=0.8).known
+
+
+def test_refusal_off_shows_the_raw_answer_and_still_reports_the_verdict():
+    reply = judge(result("乱七八糟", 0.3), "今天天气怎么样", COURSE, refuse=False, threshold=0.8)
+    assert reply.text == "乱七八糟" and not reply.known
+
+
+def test_an_empty_answer_is_never_known():
+    assert not judge(result("", 0.99), "q", COURSE).known
+
+
+@pytest.mark.parametrize("question, first", [("天空咋是蓝的呀", "天空为什么是蓝色的？"),
+                                             ("H2O 水的化学式", "水的化学式是什么？"),
+                                             ("怎样保持身体健康", "如何保持健康？")])
+def test_closest_questions_share_the_topic(question, first):
+    assert COURSE.closest(question)[0][0] == first
+
+
+def test_course_from_rows_groups_wordings_by_answer_in_file_order():
+    rows = [{"prompt": "A1", "completion": "a"}, {"prompt": "B1", "completion": "b"},
+            {"prompt": "A2", "completion": "a"},
+            {"prompt": "C", "completion": "c", "history": [["A1", "a"]]}, {"text": "plain"}]
+    assert Course.from_rows(rows).facts == [["A1", "A2"], ["B1"]]
+
+
+# ---- the score ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(temperature=0.9, top_k=5, seed=3),
+                                      Settings(repetition_penalty=1.3)])
+def test_confidence_is_exp_mean_log_probability_recomputed_without_cache(tiny_model, tok, settings):
+    r = generate(tiny_model, tok, "什么是注意力机制？", Settings(**{**settings.__dict__, "max_new_tokens": 12}))
+    ids, _ = fit_prompt(tok, "什么是注意力机制？", tiny_model.seq_len, 12)
+    chosen = r.token_ids + ([T.EOS_ID] if r.stopped_by == "eos" else [])
+    logps = []
+    with torch.no_grad():
+        for i, token in enumerate(chosen):
+            logits = tiny_model(torch.tensor([ids + chosen[:i]]))[0][0, -1]
+            raw = sampling_stages(logits, chosen[:i], i, settings)["raw"]
+            logps.append(float(torch.log_softmax(raw, -1)[token]))
+    assert r.confidence == pytest.approx(math.exp(sum(logps) / len(logps)), rel=1e-4)
+    assert 0 < r.confidence <= 1
+
+
+def test_trained_model_is_confident_on_what_it_learned(trained_run):
+    for prompt, answer in PAIRS:
+        r = generate(trained_run.model, trained_run.tok, prompt)
+        assert r.answer == answer and r.confidence > 0.9
+
+
+# ---- follow-up turns ------------------------------------------------------------------------------------------
+
+def test_history_is_in_the_context_in_the_seed_format(tok):
+    ids, _ = fit_prompt(tok, "水呢？", 128, 32, history=[("你好", "你好呀。")])
+    assert T.decode(tok, ids) == "用户:你好?\n助手:你好呀。\n用户:水呢?\n助手:"
+    assert prompt_prefix("水呢？", [("你好", "你好呀。")]) == "用户:你好?\n助手:你好呀。\n用户:水呢?\n助手:"
+
+
+def test_history_that_does_not_fit_is_dropped_before_the_question_is_cut(tok):
+    long_answer = "很长的回答。" * 30
+    ids, notices = fit_prompt(tok, "什么是注意力机制？", 64, 32, history=[("你好", long_answer)])
+    assert T.decode(tok, ids) == "用户:什么是注意力机制?\n助手:" and not notices
+
+
+def test_two_turn_row_trains_only_on_the_last_answer(tok):
+    row = {"prompt": "水的化学式是什么？", "completion": "H2O。", "history": [["你好", "你好呀。"]]}
+    x, y = encode_row(tok, row, 128)
+    answer = T.encode(tok, "H2O。") + [T.EOS_ID]
+    assert [int(t) for t in y if t != -100] == answer
+    assert T.decode(tok, x.tolist()).startswith("用户:你好?\n助手:你好呀。\n用户:")
+
+
+@pytest.mark.parametrize("history", ["你好", [["只有问题"]], [[1, 2]], [["", "回答"]]])
+def test_malformed_history_is_a_user_error(history):
+    from gpt_mini.data import check_row
+
+    with pytest.raises(UserError, match="history"):
+        check_row({"prompt": "q", "completion": "a", "history": history}, "第 1 行", "line 1")
+
+
+# ---- the fast greedy check ------------------------------------------------------------------------------------
+
+def test_greedy_exact_agrees_with_generating_every_answer(trained_run):
+    """The teacher-forced shortcut (one batched forward pass) gives the same verdict as greedy generation."""
+    rows = pair_rows(PAIRS + VAL_PAIRS) + [{"prompt": p, "completion": "一个错误的参考答案。"} for p, _ in PAIRS[:2]]
+    fast = greedy_exact(trained_run.model, trained_run.tok, rows)
+    slow = [generate(trained_run.model, trained_run.tok, r["prompt"]).answer == r["completion"] for r in rows]
+    assert fast == slow and any(fast) and not all(fast)
+
+
+def test_char_f1_on_hand_made_pairs():
+    assert char_f1("abc", "abc") == 1.0 and char_f1("", "abc") == 0.0 and char_f1("xyz", "abc") == 0.0
+    assert char_f1("ab", "abcd") == pytest.approx(2 * 1.0 * 0.5 / 1.5)  # precision 1, recall 0.5
+
+
+# ---- the CLI --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ckpt(trained_run):
+    return trained_run.save_dir / "last.pt"
+
+
+def test_prompts_file_prints_one_json_line_per_question(ckpt, tmp_path):
+    questions = [PAIRS[0][0], "今天天气怎么样呀，适合出去玩吗", "   ", "？"]
+    path = tmp_path / "q.txt"
+    path.write_text("\n".join(questions) + "\n", encoding="utf-8")
+    proc = run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [x["prompt"] for x in lines] == [PAIRS[0][0], questions[1], "？"]  # blank lines skipped
+    first = lines[0]
+    assert set(first) == {"prompt", "answer", "confidence", "known"}
+    assert first["known"] is True and first["answer"] == PAIRS[0][1]
+    assert lines[1]["known"] is (not lines[1]["answer"].startswith(REFUSAL))
+    assert "error" in lines[2]  # a question with nothing in it: its own line, the others still answered
+
+
+def test_no_refuse_prints_the_raw_answer(ckpt, tmp_path, trained_run):
+    question = "今天天气怎么样呀，适合出去玩吗"
+    raw = generate(trained_run.model, trained_run.tok, question)
+    path = tmp_path / "q.txt"
+    path.write_text(question, encoding="utf-8")
+    proc = run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", path, "--no_refuse")
+    assert json.loads(proc.stdout)["answer"] == raw.answer
+
+
+def test_prompts_file_missing_is_one_clear_line(ckpt, tmp_path):
+    assert_one_line_user_error(run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", tmp_path / "no.txt"),
+                               "no.txt")
+
+
+def test_info_prints_what_made_the_checkpoint(ckpt, trained_run):
+    proc = run_module("gpt_mini.infer", "--info", ckpt)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["step"] == 200 and info["tokenizer"] == T.fingerprint(trained_run.tok)
+    assert info["config"] == trained_run.cfg and info["torch"] == torch.__version__
+    assert info["precision"] in ("fp32", "bf16") and info["train_seconds"] > 0
+    assert set(info["data"]) == {"train_path", "val_path", "unseen_path"} and all(info["data"].values())
+    assert info["facts_known"] == len(PAIRS)
