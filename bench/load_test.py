@@ -1,4 +1,4 @@
-"""Classroom load test (bounded): python bench/load_test.py [--clients 30] [--questions 3] [--soak-seconds 0]
+"""Classroom load test (bounded): python -m bench.load_test [--clients 30] [--questions 3] [--soak-seconds 0]
                                                             [--client http|gradio_client]
 
 Starts `python dashboard.py` on a free localhost port (a separate process, so its memory can be read), starts a
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,18 +26,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gradio_client import Client
 
-from gradio_client import Client  # noqa: E402
-
-from gpt_mini.data import read_jsonl  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from gpt_mini.config import ROOT
+from gpt_mini.data import read_jsonl
+from ui.app import free_port, wait_until_up
 
 
 def rss_mb(pid: int) -> float:
@@ -51,15 +43,11 @@ def rss_mb(pid: int) -> float:
 def start_server(port: int):
     proc = subprocess.Popen([sys.executable, "dashboard.py", "--port", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "gradio_api/info", timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("dashboard did not start")
+    try:
+        return proc, wait_until_up(f"http://127.0.0.1:{port}/", timeout=60)
+    except RuntimeError:
+        proc.kill()
+        raise SystemExit("dashboard did not start") from None
 
 
 def cli_tokens_per_s(steps: int = 150) -> float:
@@ -202,7 +190,8 @@ def main():
                 rss.append(rss_mb(proc.pid))
                 print(f"  soak cycle {cycles} ({time.time() - end + args.soak_seconds:.0f} s): RSS {rss[-1]:.0f} MB",
                       flush=True)
-            result.update(soak_requests=soak_requests, soak_errors=soak_errors, soak_seconds=args.soak_seconds, soak_cycles=cycles, rss_start_mb=rss[0],
+            result.update(soak_requests=soak_requests, soak_errors=soak_errors, soak_seconds=args.soak_seconds,
+                          soak_cycles=cycles, rss_start_mb=rss[0],
                           rss_end_mb=rss[-1], rss_max_mb=max(rss))
             print(f"soak: {cycles} cycles, RSS {rss[0]:.0f} MB -> {rss[-1]:.0f} MB (max {max(rss):.0f})")
     finally:

@@ -1,6 +1,9 @@
 """build_app(): the gr.Blocks with its five tabs, the shared training run and the model cache."""
 
 import atexit
+import socket
+import time
+import urllib.request
 from pathlib import Path
 
 import gradio as gr
@@ -64,3 +67,32 @@ def launch_kwargs() -> dict:
     theme = gr.themes.Soft(font=[FONT.split(",")[0].strip('"'), "sans-serif"], font_mono=["monospace"])
     return {"theme": theme, "css": CSS, "max_threads": 80, "footer_links": ["api"],
             "state_session_capacity": SESSION_CAPACITY}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_local(demo: gr.Blocks, timeout: float = 60.0) -> str:
+    """Start the app on a free localhost port without blocking and return its URL once it answers
+    ("Running on local URL" is printed before the server is ready). Used by the tests."""
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **launch_kwargs())
+    return wait_until_up(url, timeout)
+
+
+def wait_until_up(url: str, timeout: float = 60.0) -> str:
+    """Poll the server's API description until it answers; the URL, or RuntimeError after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as r:
+                if r.status == 200:
+                    return url
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"server at {url} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)

@@ -6,7 +6,7 @@ from gpt_mini.errors import UserError
 from gpt_mini.visualize import attention_maps, causal_mask, qk_vs_offset, rope_frequencies, rope_rotation
 
 from .models import DEFAULT_KEY
-from .style import FONT, SEQUENTIAL, figure, intro
+from .style import FONT, SEQUENTIAL, error_line, figure, intro
 
 EXAMPLE = "注意力机制通过分配权重让模型关注关键位置。"
 MAX_TEXT = 300
@@ -35,7 +35,8 @@ def attention_figure(store, text: str, layer: int, head: int, checkpoint: str = 
     layer = max(0, min(int(layer), maps["n_layer"] - 1))
     head = max(0, min(int(head), maps["n_head"] - 1))
     z, labels = maps["weights"][layer][head], maps["tokens"]
-    fig = figure(f"第 {layer} 层 第 {head} 个头 / layer {layer}, head {head}（共 {maps['n_layer']} 层 × {maps['n_head']} 头）",
+    shape = f"（共 {maps['n_layer']} 层 × {maps['n_head']} 头）"
+    fig = figure(f"第 {layer} 层 第 {head} 个头 / layer {layer}, head {head}{shape}",
                  "键：被关注的词元 / key token", "查询：当前词元 / query token", height=560)
     fig.add_heatmap(z=z, x=labels, y=labels, colorscale=SEQUENTIAL, zmin=0, zmax=1,
                     colorbar=dict(title="注意力权重<br>weight"),
@@ -98,7 +99,7 @@ def build(store, cfg):
         try:
             return attention_figure(store, text, layer, head, checkpoint), ""
         except UserError as e:
-            return gr.skip(), f'<div class="error-line">⚠ {e}</div>'
+            return gr.skip(), error_line(str(e))
 
     gr.on([show.click, text.submit, layer.release, head.release, ckpt.input], attention, [text, layer, head, ckpt],
           [att_plot, err], api_name="attention", concurrency_limit=4, concurrency_id="model")

@@ -1,18 +1,21 @@
 """Tab 对话 Chat: streaming answers, sampling settings, checkpoint choice, and the per-token panel."""
 
 import html
+import json
 
 import gradio as gr
 import pandas as pd
 
+from gpt_mini.checkpoint import describe, summary_line
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings
+from gpt_mini.knowledge import course_of, judge
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
 from .models import DEFAULT_KEY
-from .style import figure, intro
+from .style import error_line, figure, intro
 
 MAX_PROMPT_CHARS = 1000
 CHAT_CONCURRENCY = 48  # handlers only wait on the batch server; it runs one forward pass for all of them
@@ -82,7 +85,7 @@ def stages_figure(store, last: dict, step: int):
     model, tok, _ = store.get(last["checkpoint"])
     s = make_settings(*last["settings"])
     step = max(0, min(int(step), max(0, len(last["ids"]))))
-    data = next_token_stages(model, tok, last["prompt"], last["ids"], step, s)
+    data = next_token_stages(model, tok, last["prompt"], last["ids"], step, s, history=last.get("history", ()))
     labels = [f"{lab}·{i}" if data["tokens"].count(lab) > 1 else lab for lab, i in zip(data["tokens"], data["ids"])]
     greedy = "（温度 0 = 贪心，四个阶段相同 / greedy: stages equal）" if s.temperature == 0 else ""
     fig = figure(f"第 {step} 步：下一个词元的分布 / step {step}: next-token distribution{greedy}",
@@ -94,10 +97,31 @@ def stages_figure(store, last: dict, step: int):
     return fig
 
 
+def confidence_badge(reply) -> str:
+    """The small 把握 badge: how sure the model was of the answer it wrote, and what the student sees."""
+    pct = round(100 * reply.confidence)
+    color, verdict = ("#1a7f37", "学过 known") if reply.known else ("#b35900", "没学过 not learned")
+    return (f'<span class="badge" style="background:{color}">把握 confidence {pct}%</span> '
+            f'<span class="en">{verdict}</span>')
+
+
+def shown_answer(reply) -> str:
+    return f"{as_text(reply.text) or '（空回答 / empty answer）'}\n（把握 {round(100 * reply.confidence)}%）"
+
+
+def checkpoint_info(store, key) -> str:
+    """A short line under the picker; hovering it shows everything the checkpoint records about its making."""
+    try:
+        ckpt = store.get(key)[2]
+    except UserError as e:
+        return error_line(str(e))
+    full = json.dumps({k: v for k, v in describe(ckpt).items() if k != "config"}, ensure_ascii=False, indent=1)
+    return (f'<div class="en" title="{html.escape(full, quote=True)}">ⓘ {html.escape(summary_line(ckpt))}</div>')
+
+
 def failure_line(e: Exception) -> str:
     """One visible line for the chat panel: a UserError as it is, anything else with its type."""
-    text = str(e) if isinstance(e, UserError) else f"生成出错 / generation failed: {type(e).__name__}: {e}"
-    return f'<div class="error-line">⚠ {html.escape(text)}</div>'
+    return error_line(str(e) if isinstance(e, UserError) else f"生成出错 / generation failed: {type(e).__name__}: {e}")
 
 
 def build(store, cfg, server: BatchServer):
@@ -107,6 +131,7 @@ def build(store, cfg, server: BatchServer):
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label="检查点 / checkpoint")
+            ckpt_info = gr.HTML(checkpoint_info(store, DEFAULT_KEY))
             temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="温度 / temperature（0 = 贪心解码 greedy）")
             top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k 采样 / top-k（0 = 关 off）")
             top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p（核）采样 / top-p（1 = 关 off）")
@@ -121,7 +146,11 @@ def build(store, cfg, server: BatchServer):
                 msg = gr.Textbox(placeholder="输入问题，回车发送 / type a question, Enter sends", show_label=False,
                                  max_length=MAX_PROMPT_CHARS, scale=5)
                 send = gr.Button("发送 / send", variant="primary", scale=1, min_width=100)
-            gr.Examples([[q] for q in FIXED_QUESTIONS], inputs=msg, label="固定问题 / the fixed questions")
+            with gr.Row():
+                refuse = gr.Checkbox(True, label="没把握时说“还没学过” / say \"not learned yet\" when unsure", scale=3)
+                badge = gr.HTML(scale=2)
+            suggest = gr.Dataset(components=[msg], samples=[[q] for q in FIXED_QUESTIONS], type="values",
+                                 label="试试这些问题（点一下就问）/ try these (click to ask)")
             err = gr.HTML()
     gr.Markdown("### 每个词元的候选 <span class='en'>per-token candidates (top-5)</span>")
     step = gr.Slider(0, 1, value=0, step=1, label="看第几步的分布（默认：最不确定的一步）/ which step (default: the "
@@ -130,48 +159,81 @@ def build(store, cfg, server: BatchServer):
     table = gr.Dataframe(label="每一步的前 5 个候选 / top-5 candidates per step", interactive=False,
                          max_height=380, wrap=True)
     last = gr.State({})
+    exchanges = gr.State([])  # this visitor's answered (question, answer) pairs: the follow-up context
     sampling = [temperature, top_k, top_p, rep, max_new, stops]
 
-    def chat(message, history, checkpoint, *sampling_values):
-        history = flatten_history(history)
+    def chat(message, history, earlier, checkpoint, use_refusal, *sampling_values):
+        history, skip = flatten_history(history), (gr.skip(),) * 7
         try:
             s = make_settings(*sampling_values)
             prompt, notices = cut_prompt(message)
-            model, tok, _ = store.get(checkpoint)
-            steps = server.stream(model, tok, prompt, s)
-            history += [{"role": "user", "content": as_text(prompt)}, {"role": "assistant", "content": ""}]
+            model, tok, ckpt = store.get(checkpoint)
+            context = list(earlier or [])[-1:]  # the previous exchange, kept if it fits in the context
+            steps = server.stream(model, tok, prompt, s, history=context)
+            history += [{"role": "user", "content": as_text(prompt)}, {"role": "assistant", "content": "…"}]
             for item in steps:
                 if isinstance(item, Result):
                     break
-                history[-1]["content"] = as_text(item[0])
-                yield history, "", "", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                if not use_refusal:  # with refusal on, the answer is shown once the model's confidence is known
+                    history[-1]["content"] = as_text(item[0])
+                    yield history, "", "", *skip
         except Exception as e:  # noqa: BLE001 - shown in the panel, never a traceback
-            yield history, message, failure_line(e), *(gr.skip(),) * 4
+            yield history, message, failure_line(e), *skip
             return
-        history[-1]["content"] = as_text(item.answer) or "（空回答 / empty answer）"
+        reply = judge(item, prompt, course_of(ckpt), refuse=bool(use_refusal))
+        history[-1]["content"] = shown_answer(reply)
         notes = " · ".join(item.notices + notices)
-        state = {"prompt": prompt, "ids": item.token_ids, "checkpoint": checkpoint, "settings": list(sampling_values)}
+        state = {"prompt": prompt, "ids": item.token_ids, "checkpoint": checkpoint, "settings": list(sampling_values),
+                 "history": context}
         pick = min(range(len(item.steps)), key=lambda i: item.steps[i]["prob"]) if item.steps else 0
+        earlier = (list(earlier or []) + [[prompt, item.answer]])[-4:] if reply.known else list(earlier or [])
+        suggestions = gr.Dataset(samples=[[q] for q in reply.suggestions]) if reply.suggestions else gr.skip()
         yield (history, "", html.escape(notes), steps_frame(tok, item.steps),  # chart: the least certain step
-               gr.Slider(0, max(1, len(item.steps) - 1), value=pick, step=1), stages_figure(store, state, pick), state)
+               gr.Slider(0, max(1, len(item.steps) - 1), value=pick, step=1), stages_figure(store, state, pick), state,
+               confidence_badge(reply), suggestions, earlier)
 
-    outputs = [bot, msg, err, table, step, chart, last]
-    gr.on([send.click, msg.submit], chat, [msg, bot, ckpt] + sampling, outputs, api_name="ui_chat",
+    inputs = [msg, bot, exchanges, ckpt, refuse] + sampling
+    outputs = [bot, msg, err, table, step, chart, last, badge, suggest, exchanges]
+    gr.on([send.click, msg.submit], chat, inputs, outputs, api_name="ui_chat",
           api_visibility="undocumented", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
+    suggest.click(lambda sample: sample[0], suggest, msg, api_name="ui_suggest", api_visibility="private").then(
+        chat, inputs, outputs, api_name="ui_chat_suggested", api_visibility="private",
+        concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
+    bot.clear(lambda: [], None, exchanges, api_name="ui_chat_clear", api_visibility="private")
+    ckpt.change(lambda key: checkpoint_info(store, key), ckpt, ckpt_info, api_name="ui_checkpoint_info",
+                api_visibility="private")
     step.release(lambda st, i: stages_figure(store, st, i), [last, step], chart, api_name="ui_stages",
                  api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
-    reset.click(lambda: (0.0, 0, 1.0, 1.0, 128, ""), None, sampling, api_name="ui_chat_reset", api_visibility="private")
+    reset.click(lambda: (0.0, 0, 1.0, 1.0, 128, "", True), None, sampling + [refuse], api_name="ui_chat_reset",
+                api_visibility="private")
 
-    def generate(prompt: str, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 repetition_penalty: float = 1.0, max_new_tokens: int = 128, stop_strings: str = "",
-                 checkpoint: str = DEFAULT_KEY) -> str:
-        """Answer one question; stop_strings are separated by '|' or new lines. Returns the answer text."""
+    def reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
+                 refuse):
         try:
             s = make_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings)
-            model, tok, _ = store.get(checkpoint or DEFAULT_KEY)
-            return server.answer(model, tok, cut_prompt(prompt)[0], s).answer
+            model, tok, ckpt = store.get(checkpoint or DEFAULT_KEY)
+            prompt = cut_prompt(prompt)[0]
+            return judge(server.answer(model, tok, prompt, s), prompt, course_of(ckpt), refuse=bool(refuse))
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
+    def generate(prompt: str, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                 repetition_penalty: float = 1.0, max_new_tokens: int = 128, stop_strings: str = "",
+                 checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> str:
+        """Answer one question; stop_strings are separated by '|' or new lines. Returns the answer text, or (with
+        refuse, the default) a line starting 这个问题我还没学过 when the model is not confident."""
+        return reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings,
+                        checkpoint, refuse).text
+
+    def ask(prompt: str, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+            repetition_penalty: float = 1.0, max_new_tokens: int = 128, stop_strings: str = "",
+            checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> dict:
+        """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer}."""
+        r = reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
+                     refuse)
+        return {"answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
+                "suggestions": r.suggestions, "raw_answer": r.answer}
+
     gr.api(generate, api_name="generate", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
+    gr.api(ask, api_name="ask", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     return ckpt

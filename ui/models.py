@@ -43,7 +43,8 @@ class ModelStore:
             return defaults[key]
         if key.startswith("run:") and key in (k for _, k in self.choices()):  # only listed runs, never a free path
             return self.runs_dir / key[4:] / "last.pt"
-        raise UserError(f"没有这个检查点：{key}（请从列表中选择）", f"no such checkpoint: {key} (pick one from the list)")
+        raise UserError(f"没有这个检查点：{key}（请从列表中选择）",
+                        f"no such checkpoint: {key} (pick one from the list)")
 
     def get(self, key: str = DEFAULT_KEY):
         """(model, tokenizer, checkpoint dict) for a listed key; loaded once, reloaded when the file changes."""

@@ -7,7 +7,7 @@ import gradio as gr
 
 from gpt_mini.visualize import measure_train_step, model_size
 
-from .style import big_numbers, figure, intro
+from .style import big_numbers, error_line, figure, intro
 from .torch_threads import with_all_cores
 
 PIPELINE = [  # (中文, English, where in gpt_mini)
@@ -18,7 +18,8 @@ PIPELINE = [  # (中文, English, where in gpt_mini)
     ("反向", "backward", "train.py · Trainer.run() → loss.backward()"),
     ("优化", "optimize", "train.py · AdamW, lr_at(), clip_grad_norm_"),
     ("保存", "save", "checkpoint.py · atomic_save(), make_checkpoint(), quantize_int8()"),
-    ("推理", "inference", "generate.py · Decoding, sampling_stages(); serving.py · BatchServer（全班一起答 / one batch for the class）"),
+    ("推理", "inference",
+     "generate.py · Decoding, sampling_stages(); serving.py · BatchServer（全班一起答 / one batch for the class）"),
 ]
 
 _measured: dict = {}
@@ -60,7 +61,7 @@ def calculate(cfg, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True
     n_layer, n_head, n_embd, seq_len, vocab = (int(v or 0) for v in (n_layer, n_head, n_embd, seq_len, vocab))
     if min(n_layer, n_head, n_embd, seq_len, vocab) <= 0 or n_embd % n_head:
         msg = "n_embd 必须能被 n_head 整除，且各项大于 0 / n_embd must be divisible by n_head; all sizes positive"
-        return f'<div class="error-line">{msg}</div>', "", figure()
+        return error_line(msg), "", figure()
     size = model_size(n_layer, n_head, n_embd, seq_len, vocab)
     base = measured_step(cfg) if measure or _measured else None
     per_100 = "测量中…"
@@ -79,13 +80,15 @@ def calculate(cfg, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True
                f"{_mb(size['int8_bytes'])}；训练时再加梯度 grads 4N 和 AdamW 两个动量 8N → {_mb(size['train_bytes'])}"
                f"（不含激活 / activations not included）\n\n"
                f"**计算量 / FLOPs per token**: 训练 ≈ 6N + 12·L·T·d = 6·{size['params']:,} + 12·{L}·{T}·{d} = "
-               f"{size['flops_train_per_token']:,}。一次乘加 = 2 FLOPs，前向每个参数 2 FLOPs（2N），反向约是前向的 2 倍（4N）；"
-               f"注意力的 q·kᵀ 和加权求和 v 每层每词元各 2·T·d，前向 4·L·T·d，训练 ×3 / forward 2N + 4LTd, training 3× that.\n\n"
+               f"{size['flops_train_per_token']:,}。一次乘加 = 2 FLOPs，前向每个参数 2 FLOPs（2N），"
+               "反向约是前向的 2 倍（4N）；注意力的 q·kᵀ 和加权求和 v 每层每词元各 2·T·d，前向 4·L·T·d，训练 ×3 / "
+               "forward 2N + 4LTd, training 3× that.\n\n"
                + (f"**时间 / time**: 在这台机器上实测默认配置一步 {base['seconds_per_step']:.3f} 秒"
                   f"（每步约 {base['tokens_per_step']:.0f} 个词元），按 FLOPs 比例估算 / measured one default step on "
                   f"this machine, scaled by FLOPs." if base else "**时间 / time**: 正在实测一步 / timing one step…"))
     fig = figure("参数都在哪里 / where the parameters are", "参数量 / parameters", "", height=300)
-    parts = [("词嵌入 = 输出层 embedding (V·d)", vocab * d), (f"注意力 attention ({L}×(4d²+4d))", L * (4 * d * d + 4 * d)),
+    parts = [("词嵌入 = 输出层 embedding (V·d)", vocab * d),
+             (f"注意力 attention ({L}×(4d²+4d))", L * (4 * d * d + 4 * d)),
              (f"前馈网络 MLP ({L}×(8d²+5d))", L * (8 * d * d + 5 * d)), (f"RMSNorm ({2 * L + 1}×d)", (2 * L + 1) * d)]
     fig.add_bar(x=[v for _, v in parts], y=[k for k, _ in parts], orientation="h", marker_color="#4c78a8",
                 text=[f"{v:,}" for _, v in parts], textposition="auto")

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 
 FONT = '"Noto Sans CJK SC", "Noto Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
 TRAIN_COLOR, EVAL_COLOR, LR_COLOR = "#1f77b4", "#d62728", "#7f7f7f"  # train loss, eval loss: same everywhere
+UNSEEN_COLOR = "#ff7f0e"  # loss on facts never taught
 TOKEN_PALETTE = ["#fde2a7", "#b8e0d2", "#f7c6c7", "#c9d7f8", "#e2d0f5", "#d4edbc", "#ffd6a5", "#cce3f0"]
 SEQUENTIAL = "Blues"
 
@@ -22,6 +23,7 @@ body, .gradio-container, .prose {{ font-family: {FONT}; }}
         vertical-align: top; line-height: 1.3; }}
 .tok small {{ display: block; font-size: 0.6em; color: #444; font-family: monospace; }}
 .error-line {{ color: #b00020; font-weight: 600; }}
+.badge {{ color: white; border-radius: 10px; padding: 2px 10px; font-size: 0.9em; font-weight: 600; }}
 .pipeline {{ display: flex; flex-wrap: wrap; align-items: stretch; gap: 4px; }}
 .pipeline .stage {{ background: #eef3fb; border: 1px solid #c9d7f8; border-radius: 8px; padding: 6px 8px;
                     min-width: 90px; }}

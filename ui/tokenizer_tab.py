@@ -1,4 +1,5 @@
-"""Tab 分词器 Tokenizer: coloured token spans, ids, counts, the 乱码 lesson, the vocabulary, rebuilding with another size."""
+"""Tab 分词器 Tokenizer: coloured token spans, ids, counts, the 乱码 lesson, the vocabulary, rebuilding with
+another size."""
 
 import html
 import threading
@@ -10,7 +11,7 @@ from gpt_mini import tokenizer as T
 from gpt_mini.build_tokenizer import build as build_tokenizer
 from gpt_mini.errors import UserError
 
-from .style import TOKEN_PALETTE, big_numbers, intro
+from .style import TOKEN_PALETTE, big_numbers, error_line, intro
 
 MAX_TEXT = 2000
 EXAMPLE = "什么是注意力机制? GPT 用 byte-level BPE 分词。"
@@ -80,7 +81,7 @@ def compare(tok, cfg, text: str, vocab_size):
     try:
         new = rebuilt_tokenizer(cfg, vocab_size)
     except UserError as e:
-        return pd.DataFrame(), f'<div class="error-line">{html.escape(str(e))}</div>'
+        return pd.DataFrame(), error_line(str(e))
     rows = []
     for label, t in ((f"当前分词器 / current (V={tok.get_vocab_size()})", tok),
                      (f"重建 / rebuilt (V={new.get_vocab_size()})", new)):
@@ -93,7 +94,8 @@ def compare(tok, cfg, text: str, vocab_size):
 def build(store, cfg):
     tok = store.tokenizer()
     first = view(tok, EXAMPLE)
-    gr.HTML(intro("输入任意文本，看它被切成哪些词元（每个词元一种颜色，下面是 id 和字节）；再看看忘了解码器会出现的乱码。",
+    gr.HTML(intro("输入任意文本，看它被切成哪些词元（每个词元一种颜色，下面是 id 和字节）；"
+                  "再看看忘了解码器会出现的乱码。",
                   "Type any text and see its tokens (one colour each, id and bytes below); then see the garbled "
                   "text you get without the ByteLevel decoder."))
     with gr.Row():

@@ -5,11 +5,11 @@ the browser polls status() and the bounded logs below. Control: start / pause / 
 
 import ctypes
 import gc
+import os
 import re
 import shutil
 import threading
 import time
-from collections import deque
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ HYPERPARAMETERS = {  # config name -> section of config.yaml
     "n_layer": "model", "n_head": "model", "n_embd": "model", "seq_len": "model", "dropout": "model",
     "causal": "model", "lr": "training", "warmup_ratio": "training", "max_steps": "training",
     "batch_size": "training", "micro_batch": "training", "weight_decay": "training", "grad_clip": "training",
-    "eval_interval": "training", "seed": "training",
+    "eval_interval": "training", "seed": "training", "precision": "training",
 }
 MAX_EXTRA_ROWS = 200
 MAX_KEPT_RUNS = 30  # a public Space must not fill its disk: older dashboard runs are removed, with a message
@@ -92,42 +92,41 @@ def check_extra_rows(rows) -> list[dict]:
 
 
 class TrainingRun:
-    """State of the single training run: thread, trainer, lock-protected bounded logs, status."""
+    """Owner of the one training thread. How the run stands lives in its Trainer (status(), curves()); this class
+    only starts the thread, passes control on, and keeps the last finished run's figures for display."""
 
-    def __init__(self, runs_dir, max_log: int = 5000, chat_busy=None):
+    def __init__(self, runs_dir, chat_busy=None):
         """chat_busy: a function that says whether students are waiting for answers (the run then yields)."""
         self.runs_dir, self.chat_busy = Path(runs_dir), chat_busy
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.trainer: Trainer | None = None
-        self.max_log = max_log
-        self._reset("idle", "")
-
-    def _reset(self, state: str, message: str):
-        self.state, self.message, self.name, self.save_dir, self.cfg = state, message, "", None, None
-        self.step, self.max_steps, self.tokens_seen, self.causal = 0, 0, 0, True
-        self.losses: deque = deque(maxlen=self.max_log)  # (step, train loss) every optimizer step
-        self.evals: deque = deque(maxlen=self.max_log)  # metrics rows at each eval
-        self.answers: deque = deque(maxlen=50)  # (step, {question: greedy answer})
-        self._pending: list[float] = []
-        self.t_start, self.t_end, self.paused_at, self.paused_total = None, None, None, 0.0
-        self._stop_requested, self._pause_requested, self._default_threads_reset = False, False, False
-        self.version = 0  # bumps whenever the curves change, so pollers re-draw only then
+        self.name, self.cfg, self.save_dir = "", None, None
+        self._stop_requested = self._pause_requested = False
+        self._preparing = ""  # message while data and model load (no Trainer yet)
+        self._final: dict = {"state": "idle", "step": 0, "max_steps": 0, "train_loss": None, "eval_loss": None,
+                             "unseen_loss": None, "elapsed": 0.0, "eta": 0.0, "tokens_per_s": 0.0, "message": "",
+                             "precision": "", "version": 0, "answers": {}}
+        self._final_curves: dict = {"losses": [], "evals": [], "answers": [], "version": 0}
+        self._epoch = 0  # bumps with every new run, so pollers re-draw
 
     # ---- control ----
     def start(self, cfg: dict, name: str = "", extra_rows=()) -> dict:
         with self.lock:
-            if self.state in ("running", "paused"):
+            if self._active():
                 return dict(self._status(), started=False, message=self._busy_message())
             removed = prune_runs(self.runs_dir, MAX_KEPT_RUNS - 1)
             name = sanitize_name(name)
             save_dir, n = self.runs_dir / name, 2
             while save_dir.exists():
                 save_dir, n = self.runs_dir / f"{name}_{n}", n + 1
-            self._reset("running", "正在准备数据和模型 / preparing data and model")
-            self.name, self.save_dir, self.cfg = save_dir.name, save_dir, cfg
-            self.max_steps, self.causal = cfg["training"]["max_steps"], cfg["model"]["causal"]
-            self.t_start = time.time()
+            self.name, self.save_dir, self.cfg, self.trainer = save_dir.name, save_dir, cfg, None
+            self._stop_requested = self._pause_requested = False
+            self._preparing = "正在准备数据和模型 / preparing data and model"
+            self._final = dict(self._final, state="running", step=0, max_steps=cfg["training"]["max_steps"],
+                               train_loss=None, eval_loss=None, unseen_loss=None, elapsed=0.0, eta=0.0, answers={})
+            self._final_curves = {"losses": [], "evals": [], "answers": [], "version": 0}
+            self._epoch += 1
             self.thread = threading.Thread(target=self._run, args=(cfg, list(extra_rows), save_dir),
                                            daemon=True, name="gpt-mini-training")
             self.thread.start()
@@ -138,24 +137,22 @@ class TrainingRun:
 
     def pause(self) -> dict:
         with self.lock:
-            if self.state == "running":
-                self.state, self.paused_at, self._pause_requested = "paused", time.time(), True
+            if self._active():
+                self._pause_requested = True
                 if self.trainer:
                     self.trainer.pause()
             return self._status()
 
     def resume(self) -> dict:
         with self.lock:
-            if self.state == "paused":
-                self.paused_total += time.time() - self.paused_at
-                self.state, self.paused_at, self._pause_requested = "running", None, False
-                if self.trainer:
-                    self.trainer.resume()
+            self._pause_requested = False
+            if self.trainer:
+                self.trainer.resume()
             return self._status()
 
     def stop(self, wait: float = 2.0) -> dict:
         with self.lock:
-            thread = self.thread if self.state in ("running", "paused") else None
+            thread = self.thread if self._active() else None
             self._stop_requested = True
             if self.trainer:
                 self.trainer.stop()
@@ -169,99 +166,64 @@ class TrainingRun:
     # ---- the thread ----
     def _run(self, cfg, extra_rows, save_dir):
         try:
-            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_log": [self._on_log], "on_step": [self._on_step]},
-                              save_dir=save_dir, keep_resume=False)  # the dashboard has no resume button
+            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_step": [self._on_step]}, save_dir=save_dir,
+                              keep_resume=False, threads=os.cpu_count() or 1)  # the dashboard has no resume button
         except UserError as e:
-            return self._finish("failed", str(e))
+            return self._finish(None, "failed", str(e))
         except Exception as e:  # noqa: BLE001 - shown as state failed with the reason
-            return self._finish("failed", f"训练出错 / training failed: {type(e).__name__}: {e}")
-        hook = trainer.model.register_forward_hook(self._on_forward)
+            return self._finish(None, "failed", f"训练出错 / training failed: {type(e).__name__}: {e}")
         with self.lock:
-            self.trainer = trainer
-            now = time.time()  # the clock starts with training, not with loading the data
-            self.t_start, self.paused_total, self.paused_at = now, 0.0, (now if self.paused_at else None)
+            self.trainer, self._preparing = trainer, ""
+            trainer.message = f"精度 / precision: {trainer.precision} · {trainer.precision_reason}"
             if self._pause_requested:
                 trainer.pause()
             if self._stop_requested:
                 trainer.stop()
-            if self.state == "running":
-                self.message = ""
         try:
             state = trainer.run()
         except Exception as e:  # noqa: BLE001
             state, trainer.message = "failed", f"训练出错 / training failed: {type(e).__name__}: {e}"
-        hook.remove()
         done = {"finished": f"训练完成，已保存到 runs/{self.name} / finished, saved to runs/{self.name}",
                 "stopped": f"训练已停止，已保存到 runs/{self.name} / stopped, saved to runs/{self.name}"}
-        self._finish(state, trainer.message or done.get(state, ""))
+        message = trainer.message if state == "failed" else done.get(state, "")
+        self._finish(trainer, state, message)
         del trainer
         release_free_memory()
 
-    def _finish(self, state: str, message: str):
+    def _finish(self, trainer, state: str, message: str):
+        """Keep the finished run's figures and let the Trainer (model, optimizer, data) go."""
         with self.lock:
-            if self.trainer:
-                self.step, self.tokens_seen = self.trainer.step, self.trainer.tokens_seen
-            if self.paused_at:
-                self.paused_total += time.time() - self.paused_at
-                self.paused_at = None
-            self.state, self.message, self.t_end, self.trainer = state, message, time.time(), None
-            self.version += 1
-
-    def _on_forward(self, module, inputs, output):
-        """Forward hook on the model: collects the training loss of every micro-batch (eval and probes skipped)."""
-        if not module.training or output[1] is None:
-            return
-        self._pending.append(float(output[1].detach()))
-        t = self.cfg["training"]
-        if len(self._pending) >= t["batch_size"] // t["micro_batch"]:
-            with self.lock:
-                step = (self.trainer.step if self.trainer else self.step) + 1
-                self.losses.append((step, sum(self._pending) / len(self._pending)))
-                self.version += 1
-            self._pending = []
+            if trainer is not None:
+                self._final, self._final_curves = trainer.status(), trainer.curves()
+            self._final.update(state=state, message=message, eta=0.0)
+            self.trainer, self._preparing = None, ""
+            self._epoch += 1
 
     def _on_step(self, trainer):
         """Two cores cannot train at full speed and answer a class at once: while questions are waiting, rest a
         little after each step. Training keeps stepping, only slower."""
-        if not self._default_threads_reset:  # Trainer.run claimed all cores; threads started later keep one
+        if trainer.step == trainer.first_step + 1:  # run() claimed all cores; threads started later keep one
             reset_default_for_new_threads()
-            self._default_threads_reset = True
         rest_until = time.time() + YIELD_SECONDS
         while self.chat_busy and self.chat_busy() and time.time() < rest_until and not self._stop_requested:
             time.sleep(0.01)
 
-    def _on_log(self, trainer, row):
-        with self.lock:
-            self.evals.append({k: v for k, v in row.items() if k != "answers"})
-            self.answers.append((row["step"], dict(row.get("answers", {}))))
-            self.version += 1
-
     # ---- reading ----
-    def _elapsed(self) -> float:
-        if self.t_start is None:
-            return 0.0
-        end = self.t_end or self.paused_at or time.time()
-        return max(0.0, end - self.t_start - self.paused_total)
+    def _active(self) -> bool:
+        return self.thread is not None and self.thread.is_alive() and self._final["state"] in ("running", "paused")
 
     def _status(self) -> dict:
-        step = self.trainer.step if self.trainer else self.step
-        tokens = self.trainer.tokens_seen if self.trainer else self.tokens_seen
-        elapsed = self._elapsed()
-        eta = elapsed / step * (self.max_steps - step) if step and self.state in ("running", "paused") else 0.0
-        last_eval = self.evals[-1] if self.evals else {}
-        return {"state": self.state, "step": step, "max_steps": self.max_steps,
-                "train_loss": self.losses[-1][1] if self.losses else None,
-                "eval_loss": last_eval.get("eval_loss"), "elapsed": round(elapsed, 2), "eta": round(eta, 1),
-                "tokens_per_s": round(last_eval.get("tokens_per_s") or (tokens / elapsed if elapsed > 0 else 0.0), 1),
-                "message": self._message(),
-                "name": self.name, "causal": self.causal, "version": self.version,
-                "answers": dict(self.answers[-1][1]) if self.answers else {}}
-
-    def _message(self) -> str:
-        if self.state == "running" and self.chat_busy and self.chat_busy():
+        s = self.trainer.status() if self.trainer else dict(self._final)
+        if self._preparing:
+            s["message"] = self._preparing
+        if self._pause_requested and s["state"] == "running" and not self.trainer:
+            s["state"] = "paused"
+        if s["state"] == "running" and self.chat_busy and self.chat_busy():
             resting = "正在先回答同学的提问，训练暂时放慢 / answering questions first, training slowed"
-            return f"{self.message} · {resting}" if self.message else resting
-        return self.message
+            s["message"] = f"{s['message']} · {resting}" if s["message"] else resting
+        s.update(name=self.name, causal=self.cfg["model"]["causal"] if self.cfg else True,
+                 version=(self._epoch, s["version"]))
+        return s
 
     def _busy_message(self) -> str:
         s = self._status()
@@ -275,5 +237,6 @@ class TrainingRun:
     def curves(self) -> dict:
         """Copies of the logs for plotting: per-step losses, eval rows, answers at each eval."""
         with self.lock:
-            return {"losses": list(self.losses), "evals": list(self.evals), "answers": list(self.answers),
-                    "version": self.version, "name": self.name, "cfg": self.cfg}
+            c = self.trainer.curves() if self.trainer else dict(self._final_curves)
+            c.update(version=(self._epoch, c["version"]), name=self.name, cfg=self.cfg)
+            return c

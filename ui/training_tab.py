@@ -11,13 +11,23 @@ import pandas as pd
 from plotly.subplots import make_subplots
 
 from gpt_mini.config import ROOT
-from gpt_mini.data import FIXED_QUESTIONS
+from gpt_mini.data import PROBE_QUESTIONS
 from gpt_mini.errors import UserError
 from gpt_mini.train import lr_at
 from gpt_mini.visualize import model_size
 
-from .style import (EVAL_COLOR, FONT, LR_COLOR, TITLE_AND_LEGEND, TRAIN_COLOR, big_numbers, error_line, fmt_seconds,
-                    intro)
+from .style import (
+    EVAL_COLOR,
+    FONT,
+    LR_COLOR,
+    TITLE_AND_LEGEND,
+    TRAIN_COLOR,
+    UNSEEN_COLOR,
+    big_numbers,
+    error_line,
+    fmt_seconds,
+    intro,
+)
 from .training_run import HYPERPARAMETERS, check_extra_rows, make_config
 
 STATE_NAMES = {"idle": "空闲 idle", "running": "训练中 running", "paused": "已暂停 paused",
@@ -29,7 +39,8 @@ CAUSAL_NOTE = ("**演示：去掉因果掩码。** 训练时每个位置都能�
                "That is why the mask exists.</span>")
 INT_FIELDS = {"n_layer", "n_head", "n_embd", "seq_len", "max_steps", "batch_size", "micro_batch", "eval_interval",
               "seed"}
-FIELDS = [k for k in HYPERPARAMETERS if k != "causal"]
+FIELDS = [k for k in HYPERPARAMETERS if k not in ("causal", "precision")] + ["precision"]
+UNSEEN_NAME = "新知识：小模型学不会 / unseen facts: a small model cannot learn them"
 MAX_POINTS = 600
 _chart_cache: dict = {}
 _chart_lock = threading.Lock()
@@ -78,7 +89,12 @@ def chart(run, runs_dir: Path, overlay=()):
                         line=dict(color=TRAIN_COLOR, width=2))
     if curves["evals"]:
         fig.add_scatter(x=[r["step"] for r in curves["evals"]], y=[r["eval_loss"] for r in curves["evals"]],
-                        name="验证损失 eval loss", mode="lines+markers", line=dict(color=EVAL_COLOR, width=3))
+                        name="验证损失（学过的知识、新问法）/ eval loss (taught facts, new wordings)",
+                        mode="lines+markers", line=dict(color=EVAL_COLOR, width=3))
+        unseen = [r for r in curves["evals"] if r.get("unseen_loss") not in (None, "")]
+        if unseen:
+            fig.add_scatter(x=[r["step"] for r in unseen], y=[r["unseen_loss"] for r in unseen], name=UNSEEN_NAME,
+                            mode="lines+markers", line=dict(color=UNSEEN_COLOR, width=2, dash="dot"))
     if losses and curves["cfg"]:
         t = curves["cfg"]["training"]
         steps = [s for s, _ in losses]
@@ -103,13 +119,21 @@ def status_html(s: dict) -> str:
                         (f"{s['step']}/{s['max_steps']}", "步数 / steps"),
                         (fmt_seconds(s["elapsed"]), "已用时间 / elapsed"), (fmt_seconds(s["eta"]), "预计剩余 / ETA"),
                         (f"{s['tokens_per_s']:.0f}", "每秒词元数 / tokens/s"),
-                        (loss(s["train_loss"]), "训练损失 / train loss"), (loss(s["eval_loss"]), "验证损失 / eval loss")])
+                        (loss(s["train_loss"]), "训练损失 / train loss"),
+                        (loss(s["eval_loss"]), "验证损失 / eval loss"),
+                        (loss(s.get("unseen_loss")), "新知识损失 / unseen-facts loss")])
+
+
+def probe_columns() -> list[str]:
+    """Q1, Q2 as taught, then the same two questions the way a student types them (never in the training data)."""
+    return [f"Q{i % 2 + 1}{'' if i < 2 else ' 新问法 reworded'}: {q}" for i, q in enumerate(PROBE_QUESTIONS)]
 
 
 def answers_frame(run) -> pd.DataFrame:
-    rows = [{"步 step": step, **{f"Q{i + 1}: {q}": a.get(q) or "（空 / empty）" for i, q in enumerate(FIXED_QUESTIONS)}}
+    columns = probe_columns()
+    rows = [{"步 step": step, **{c: a.get(q) or "（空 / empty）" for c, q in zip(columns, PROBE_QUESTIONS)}}
             for step, a in reversed(run.curves()["answers"])]
-    return pd.DataFrame(rows, columns=["步 step"] + [f"Q{i + 1}: {q}" for i, q in enumerate(FIXED_QUESTIONS)])
+    return pd.DataFrame(rows, columns=["步 step"] + columns)
 
 
 def params_html(tok, n_layer, n_head, n_embd, seq_len) -> str:
@@ -124,9 +148,10 @@ def params_html(tok, n_layer, n_head, n_embd, seq_len) -> str:
 def build(run, store, cfg, config_path, runs_dir: Path):
     m, t = cfg["model"], cfg["training"]
     defaults = {**m, **t}
-    gr.HTML(intro("设置超参数并开始训练：曲线每秒更新，每次评估时模型会回答两个固定问题，看它一点点学会。",
+    gr.HTML(intro("设置超参数并开始训练：曲线每秒更新，每次评估时模型回答两个固定问题和它们的新问法，看它从背答案到听懂问题。",
                   "Set the hyperparameters and start training: the curves update every second, and at each "
-                  "evaluation the model answers the two fixed questions so you can watch it learn."))
+                  "evaluation the model answers the two fixed questions, as taught and reworded, so you can watch "
+                  "it go from memorising to understanding."))
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             inputs = {}
@@ -153,6 +178,8 @@ def build(run, store, cfg, config_path, runs_dir: Path):
                 causal_demo = gr.Checkbox(False, label="演示：去掉因果掩码 / demo: remove the causal mask")
                 causal_note = gr.Markdown(CAUSAL_NOTE, visible=False)
             with gr.Accordion("训练 / training", open=True):
+                inputs["precision"] = gr.Radio(["auto", "fp32", "bf16"], value=defaults["precision"],
+                                               label="精度 precision（auto：bf16 更快时才用 / bf16 only where faster）")
                 with gr.Row():
                     for k in ("lr", "warmup_ratio", "max_steps", "batch_size", "micro_batch", "weight_decay",
                               "grad_clip", "eval_interval", "seed"):
@@ -163,7 +190,8 @@ def build(run, store, cfg, config_path, runs_dir: Path):
             status = gr.HTML(status_html(run.status()), elem_id="train-status")
             message = gr.Markdown()
             plot = gr.Plot(chart(run, runs_dir), show_label=False)
-            answers = gr.Dataframe(answers_frame(run), label="每次评估时对固定问题的贪心回答 / greedy answers at each eval",
+            answers = gr.Dataframe(answers_frame(run), label="每次评估时的贪心回答：固定问题和它们的新问法 / greedy "
+                                   "answers at each eval: the fixed questions, as taught and reworded",
                                    interactive=False, wrap=True, max_height=260)
             with gr.Row():
                 overlay = gr.CheckboxGroup(list(run_metrics(runs_dir)), label="叠加以前的运行 / overlay earlier runs",
@@ -178,7 +206,6 @@ def build(run, store, cfg, config_path, runs_dir: Path):
                                      label="和课程数据一起训练 / trained together with the course data")
     fields = [inputs[k] for k in FIELDS]
     tok = store.tokenizer()
-    shape = [inputs[k] for k in ("n_layer", "n_head", "n_embd", "seq_len")]
 
     def check(*values):
         try:
@@ -250,7 +277,7 @@ def build(run, store, cfg, config_path, runs_dir: Path):
                     lr: float | None = None, warmup_ratio: float | None = None, max_steps: int | None = None,
                     batch_size: int | None = None, micro_batch: int | None = None, weight_decay: float | None = None,
                     grad_clip: float | None = None, eval_interval: int | None = None, seed: int | None = None,
-                    name: str = "", extra_rows: list | None = None) -> dict:
+                    precision: str | None = None, name: str = "", extra_rows: list | None = None) -> dict:
         """Start the shared training run; unset hyperparameters come from config.yaml. Returns the status."""
         given = locals()
         values = {k: given[k] for k in HYPERPARAMETERS}
