@@ -10,6 +10,7 @@ from .config import ROOT, add_config_args, load_config, resolve
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
 from .knowledge import course_of, judge
+from .train import pick_device
 
 
 def build_parser():
@@ -24,6 +25,8 @@ def build_parser():
     p.add_argument("--max_new_tokens", type=int, default=128)
     p.add_argument("--stop_strings", nargs="+", default=[], help="停止词，可多个 / stop strings")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda", "mps"],
+                   help="在哪里运行模型（auto：有 GPU 就用）/ where the model runs (auto: a GPU if there is one)")
     p.add_argument("--show_label", action="store_true", help="输出前加“助手: ” / prefix the answer with '助手: '")
     p.add_argument("--no_refuse", action="store_true",
                    help="把握不足时也输出模型的原始回答 / show the raw answer even when the model is not confident")
@@ -58,7 +61,7 @@ def main(argv=None):
     tok = None
     if args.config or args.overrides:  # an explicit config names the tokenizer; otherwise the checkpoint's does
         tok = T.load_tokenizer(resolve(load_config(args.config, args.overrides)["tokenizer"]["path"]))
-    model, tok, ckpt = load_model(resolve(args.ckpt), tok)
+    model, tok, ckpt = load_model(resolve(args.ckpt), tok, str(pick_device(args.device)))
     course, history = course_of(ckpt), []
 
     def reply(question: str, context=()):
