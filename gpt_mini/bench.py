@@ -5,6 +5,7 @@ Numbers are medians of repeated measurements taken in one run. --quick skips the
 
 import copy
 import json
+import math
 import os
 import platform
 import statistics
@@ -90,25 +91,30 @@ def train_throughput(cfg: dict, precision: str, steps: int = 8, windows: int = 5
             "seconds_per_100_steps": 100 * statistics.median(step_s)}
 
 
-def time_to_usable(cfg: dict, precision: str, save_dir=None) -> dict:
-    """Train from scratch; after each log once the train loss is below 0.3, check off the clock whether the model
-    is usable (quality.usable: both fixed questions exact, >= 95% of training wordings and >= 80% of held-out
-    wordings answered with character-F1 >= 0.8). Seconds are the Trainer's own training clock."""
+def time_to_usable(cfg: dict, precision: str, every: int = 250, save_dir=None) -> dict:
+    """Train the default config from scratch; every `every` steps once the train loss is below 0.3, check off the
+    clock whether the model is usable (quality.usable: both fixed questions exact, >= 95% of training wordings and
+    >= 80% of held-out wordings with character-F1 >= 0.8). Also records the development set's in-course
+    rewordings (dev_in) at each check. Seconds are the Trainer's own training clock."""
     cfg = copy.deepcopy(cfg)
     cfg["training"]["precision"] = precision
+    cfg["training"]["eval_interval"] = math.gcd(cfg["training"]["eval_interval"], every)
     train_rows = read_jsonl(resolve(cfg["data"]["train_path"]))
     val_rows = read_jsonl(resolve(cfg["data"]["val_path"]))
+    dev_in = read_questions(ROOT / "data" / "dev_in.jsonl")
     found, checks = {}, []
 
     def check(trainer, row):
-        if found or row["train_loss"] > 0.3:
+        last_step = row["step"] == trainer.cfg["training"]["max_steps"]
+        if found or row["train_loss"] > 0.3 or (row["step"] % every and not last_step):
             return
         ok, report = usable(trainer.model, trainer.tok, train_rows, val_rows)
-        checks.append({"step": row["step"], "seconds": round(row["elapsed_s"], 1), **{
-            k: report[k] for k in ("fixed_ok", "train_f1_ok", "val_f1_ok", "val_exact")}})
+        dev = answer_report(trainer.model, trainer.tok, dev_in, fixed={})
+        checks.append({"step": row["step"], "seconds": round(row["elapsed_s"], 1), "dev_in_f1_ok": dev["f1_ok"],
+                       **{k: report[k] for k in ("fixed_ok", "train_f1_ok", "val_f1_ok", "val_exact")}})
         print(f"  [{precision}] step {row['step']}: {row['elapsed_s']:.1f}s train loss {row['train_loss']:.3f} -> "
-              f"train {report['train_f1_ok']:.1%}, val {report['val_f1_ok']:.1%}, fixed {report['fixed_ok']}",
-              file=sys.stderr, flush=True)
+              f"train {report['train_f1_ok']:.1%}, val {report['val_f1_ok']:.1%}, dev_in {dev['f1_ok']:.1%}, "
+              f"fixed {report['fixed_ok']}", file=sys.stderr, flush=True)
         if ok:
             found.update(step=row["step"], seconds=row["elapsed_s"], **report)
             trainer.stop()
@@ -124,7 +130,8 @@ def time_to_usable(cfg: dict, precision: str, save_dir=None) -> dict:
             "train_f1_ok": found.get("train_f1_ok"), "val_f1_ok": found.get("val_f1_ok"), "checks": checks,
             "first_eval_loss": first.get("eval_loss"), "final_train_loss": last.get("train_loss"),
             "final_eval_loss": last.get("eval_loss"), "final_unseen_loss": last.get("unseen_loss"),
-            "train_seconds": trainer.train_seconds, "wall_s_with_checks": time.perf_counter() - wall}
+            "steps_run": trainer.step, "train_seconds": trainer.train_seconds,
+            "wall_s_with_checks": time.perf_counter() - wall}
 
 
 def course_quality(ckpt_path: Path, cfg: dict) -> dict:
@@ -184,6 +191,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="跳过从零训练的可用时间 / skip time-to-usable")
     parser.add_argument("--json", action="store_true", help="输出 JSON / print JSON")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--ttu_precisions", default="fp32,bf16",
+                        help="可用时间测哪些精度（逗号分隔）/ precisions to time to usable, comma-separated")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -221,12 +230,12 @@ def main(argv=None):
         f"dev in-course (n={q['dev_in']}): answered right {q['in_answered_right']:.1%}, refused "
         f"{q['in_wrongly_refused']:.1%} | dev out-of-course (n={q['dev_out']}): refused {q['out_refused']:.1%}")
     if not args.quick:
-        for precision in ("fp32", "bf16"):
+        for precision in [p for p in args.ttu_precisions.split(",") if p]:
             log(f"time-to-usable ({precision}, training from scratch with the default config) ...")
             res[f"time_to_usable_{precision}"] = r = time_to_usable(cfg, precision)
             log(f"time-to-usable {precision}: {r['seconds']} s at step {r['step']} "
-                f"(whole run {r['train_seconds']:.0f} s; eval loss {r['first_eval_loss']:.2f} -> "
-                f"{r['final_eval_loss']:.2f})")
+                f"({r['steps_run']} steps in {r['train_seconds']:.0f} s; eval loss {r['first_eval_loss']:.2f} -> "
+                f"{r['final_eval_loss']:.2f}; checks {r['checks']})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, ensure_ascii=False, indent=2), encoding="utf-8")

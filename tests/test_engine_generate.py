@@ -11,6 +11,7 @@ from gpt_mini import tokenizer as T
 from gpt_mini.errors import UserError
 from gpt_mini.generate import (
     MIN_ANSWER_TOKENS,
+    Result,
     Settings,
     apply_repetition_penalty,
     clean_answer,
@@ -203,8 +204,9 @@ def test_seeded_sampling_is_reproducible(tiny_model, tok):
 def test_generate_steps_yields_growing_answers_then_result(tiny_model, tok):
     items = list(generate_steps(tiny_model, tok, "你好？", Settings(max_new_tokens=10)))
     *partials, result = items
-    assert result.answer is not None and isinstance(result.token_ids, list)
-    assert len(partials) <= 10
+    assert isinstance(result, Result) and len(partials) == len(result.token_ids) <= 10  # one item per token
+    if partials:
+        assert partials[-1][0] == result.answer
     assert all(isinstance(text, str) and "id" in info for text, info in partials)
 
 

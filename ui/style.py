@@ -4,6 +4,8 @@ import html
 
 import plotly.graph_objects as go
 
+from gpt_mini.train import fmt_time
+
 FONT = '"Noto Sans CJK SC", "Noto Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
 TRAIN_COLOR, EVAL_COLOR, LR_COLOR = "#1f77b4", "#d62728", "#7f7f7f"  # train loss, eval loss: same everywhere
 UNSEEN_COLOR = "#ff7f0e"  # loss on facts never taught
@@ -62,6 +64,4 @@ def figure(title: str = "", x: str = "", y: str = "", height: int = 420) -> go.F
     return fig
 
 
-def fmt_seconds(seconds: float) -> str:
-    seconds = int(seconds or 0)
-    return f"{seconds // 60}:{seconds % 60:02d}"
+fmt_seconds = fmt_time  # m:ss, the same as the CLI log
