@@ -22,7 +22,7 @@ from .config import ROOT, add_config_args, load_config, resolve
 from .data import read_jsonl
 from .errors import ArgumentParser, run_cli
 from .generate import Settings, generate, generate_steps
-from .knowledge import CONFIDENCE_THRESHOLD, course_of, read_questions
+from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, read_questions
 from .quality import answer_report, refusal_report, usable
 from .serving import BatchServer
 from .train import Trainer, pick_precision
@@ -139,8 +139,9 @@ def course_quality(ckpt_path: Path, cfg: dict) -> dict:
     model, tok, ckpt = load_model(ckpt_path)
     val = answer_report(model, tok, read_jsonl(resolve(cfg["data"]["val_path"])))
     dev = refusal_report(model, tok, course_of(ckpt), read_questions(ROOT / "data" / "dev_in.jsonl"),
-                         read_questions(ROOT / "data" / "dev_out.jsonl"), CONFIDENCE_THRESHOLD)
-    dev.pop("confidences")
+                         read_questions(ROOT / "data" / "dev_out.jsonl"), CONFIDENCE_THRESHOLD,
+                         SIMILARITY_THRESHOLD)
+    dev.pop("scores")
     return {"val_f1_ok": val["f1_ok"], "val_exact": val["exact"], "val_n": val["n"], **dev}
 
 
@@ -228,7 +229,7 @@ def main(argv=None):
     res["course_quality"] = q = course_quality(ckpts["fp32"], cfg)
     log(f"held-out wordings (val, n={q['val_n']}): F1>=0.8 {q['val_f1_ok']:.1%}, exact {q['val_exact']:.1%} | "
         f"dev in-course (n={q['dev_in']}): answered right {q['in_answered_right']:.1%}, refused "
-        f"{q['in_wrongly_refused']:.1%} | dev out-of-course (n={q['dev_out']}): refused {q['out_refused']:.1%}")
+        f"{q['in_refused']:.1%} | dev out-of-course (n={q['dev_out']}): refused {q['out_refused']:.1%}")
     if not args.quick:
         for precision in [p for p in args.ttu_precisions.split(",") if p]:
             log(f"time-to-usable ({precision}, training from scratch with the default config) ...")

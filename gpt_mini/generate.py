@@ -121,7 +121,9 @@ class Result:
     notices: list
     stopped_by: str  # eos | stop_string | max_new_tokens | context
     prompt_tokens: int
-    confidence: float = 0.0  # exp(mean log-probability of the answer's tokens, EOS included): 1 = certain
+    # The model's probability of the least likely token it wrote (EOS included, before temperature and filters):
+    # a learned answer is near 1 at every token; a guess has at least one unsure token.
+    confidence: float = 0.0
 
 
 def fit_prompt(tok, prompt: str, seq_len: int, reserve: int, history=()):
@@ -185,9 +187,9 @@ class Decoding:
         if stopped_by == "context":
             self.notices.append(f"已到达上下文长度 {self.seq_len} / reached the context length {self.seq_len}")
         answer, _ = clean_answer(T.decode(self.tok, self.answer_ids), self.s.stop_strings)
-        mean_logprob = sum(st["logprob"] for st in self.steps) / max(1, len(self.steps))
+        lowest = min((st["logprob"] for st in self.steps), default=float("-inf"))
         self.result = Result(answer, self.answer_ids, self.steps, self.notices, stopped_by, len(self.ids),
-                             math.exp(mean_logprob))
+                             math.exp(lowest))
 
 
 @torch.no_grad()

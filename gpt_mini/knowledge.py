@@ -1,11 +1,14 @@
 """Honest answers: decide whether the model knows a question, and suggest course questions it does know.
 
-The decision uses the model's own confidence in the answer it just wrote: exp(mean log-probability of the
-answer's tokens). An answer the model has learned comes out with probabilities near 1; an answer to something it
-never saw is a chain of guesses. The threshold is calibrated on data/dev_in.jsonl (course questions in new
-wordings) and data/dev_out.jsonl (questions outside the course): `python -m gpt_mini.knowledge`.
-Question similarity (shared characters and character pairs) only picks the suggested questions; it never supplies
-an answer.
+Two measured signals decide, both calibrated on data/dev_in.jsonl (course questions in new wordings) and
+data/dev_out.jsonl (questions outside the course) with `python -m gpt_mini.knowledge`:
+- confidence: the model's own probability of the least likely token of the answer it just wrote. A learned answer
+  comes out with every token near 1; a guess has at least one unsure token. (The mean over all tokens was tried
+  first: a long-trained model recites memorised answers so confidently that the mean hides the one uncertain
+  choice, and it refused only 49% of out-of-course questions.)
+- similarity: how much the question shares with the closest training question (characters and character pairs,
+  rare ones weighted up). A question about nothing in the course shares little with every training question.
+Similarity decides a refusal and picks the suggested questions; it never supplies an answer.
 """
 
 import json
@@ -16,7 +19,8 @@ from dataclasses import dataclass, field
 from .data import normalize_prompt
 
 REFUSAL = "这个问题我还没学过"
-CONFIDENCE_THRESHOLD = 0.80  # calibrated with `python -m gpt_mini.knowledge` (see README)
+CONFIDENCE_THRESHOLD = 0.80  # both calibrated with `python -m gpt_mini.knowledge` (see README)
+SIMILARITY_THRESHOLD = 0.35
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
 
@@ -54,6 +58,13 @@ class Course:
         nb = math.sqrt(sum((v * self._idf.get(k, 1.0)) ** 2 for k, v in b.items()))
         return dot / (na * nb) if na and nb else 0.0
 
+    def similarity(self, question: str) -> float:
+        """0..1: the question against its closest training question (1.0 when the course is unknown)."""
+        if not self.facts:
+            return 1.0
+        best = self.closest(question, 1)
+        return best[0][1] if best else 0.0
+
     def closest(self, question: str, k: int = MAX_SUGGESTIONS) -> list[tuple[str, float]]:
         """The k facts whose wordings are most like the question: (the fact's first wording, similarity 0..1)."""
         feats = _features(question)
@@ -70,6 +81,7 @@ class Reply:
     confidence: float
     known: bool
     suggestions: list = field(default_factory=list)
+    similarity: float = 1.0
 
 
 def refusal_line(suggestions) -> str:
@@ -79,12 +91,14 @@ def refusal_line(suggestions) -> str:
 
 
 def judge(result, question: str, course: Course | None, refuse: bool = True,
-          threshold: float = CONFIDENCE_THRESHOLD) -> Reply:
-    """Refuse (when `refuse`) if the model's confidence in its own answer is below the threshold."""
-    known = result.confidence >= threshold and bool(result.answer)
+          threshold: float = CONFIDENCE_THRESHOLD, min_similarity: float = SIMILARITY_THRESHOLD) -> Reply:
+    """Refuse (when `refuse`) if the model is unsure of its own answer or the question is like nothing it was
+    taught. Without a course (an old checkpoint) only the confidence decides."""
+    similarity = course.similarity(question) if course else 1.0
+    known = result.confidence >= threshold and similarity >= min_similarity and bool(result.answer)
     suggestions = [q for q, _ in course.closest(question)] if course and not known else []
     text = result.answer if known or not refuse else refusal_line(suggestions)
-    return Reply(text, result.answer, result.confidence, known, suggestions)
+    return Reply(text, result.answer, result.confidence, known, suggestions, similarity)
 
 
 def course_of(ckpt: dict) -> Course:
@@ -96,11 +110,11 @@ def course_of(ckpt: dict) -> Course:
 
 # ---- calibration: python -m gpt_mini.knowledge --------------------------------------------------------------
 
-def sweep(in_conf, out_conf, thresholds=None) -> list[dict]:
-    """For each threshold: share of in-course rewordings refused (wrongly) and of out-of-course ones refused."""
-    thresholds = thresholds or [round(0.05 * i, 2) for i in range(1, 20)]
-    return [{"threshold": t, "in_refused": sum(c < t for c in in_conf) / max(1, len(in_conf)),
-             "out_refused": sum(c < t for c in out_conf) / max(1, len(out_conf))} for t in thresholds]
+def sweep(items, confidences=None, similarities=(0.0, 0.3, 0.35, 0.4, 0.45)) -> list[dict]:
+    """items: (confidence, similarity) per question -> share refused at each pair of thresholds."""
+    confidences = confidences or [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    return [{"confidence": c, "similarity": s, "refused": sum(not (a >= c and b >= s) for a, b in items)
+             / max(1, len(items))} for c in confidences for s in similarities]
 
 
 def read_questions(path) -> list[dict]:
@@ -136,18 +150,19 @@ def main(argv=None):
     p.add_argument("--dev_in", default=str(ROOT / "data" / "dev_in.jsonl"))
     p.add_argument("--dev_out", default=str(ROOT / "data" / "dev_out.jsonl"))
     args = p.parse_args(argv)
-    model, tok, _ = load_model(args.ckpt)
-    report = refusal_report(model, tok, None, read_questions(args.dev_in), read_questions(args.dev_out),
-                            CONFIDENCE_THRESHOLD)
-    conf = report.pop("confidences")
-    right = [c for c, f in zip(conf["in"], conf["in_f1"]) if f >= 0.8]
-    wrong = [c for c, f in zip(conf["in"], conf["in_f1"]) if f < 0.8]
+    model, tok, ckpt = load_model(args.ckpt)
+    report = refusal_report(model, tok, course_of(ckpt), read_questions(args.dev_in), read_questions(args.dev_out),
+                            CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD)
+    scores = report.pop("scores")
     print(json.dumps(report, ensure_ascii=False))
-    print("threshold | in-course refused | right answers refused | wrong answers refused | out-of-course refused")
-    for row in sweep(conf["in"], conf["out"]):
-        t = row["threshold"]
-        print(f"{t:9.2f} | {row['in_refused']:17.1%} | {sum(c < t for c in right) / max(1, len(right)):21.1%} | "
-              f"{sum(c < t for c in wrong) / max(1, len(wrong)):21.1%} | {row['out_refused']:21.1%}")
+    right = [(c, s) for c, s, f in scores["in"] if f >= 0.8]
+    wrong = [(c, s) for c, s, f in scores["in"] if f < 0.8]
+    print("confidence >= | similarity >= | in-course refused | right answers refused | wrong answers refused | "
+          "out-of-course refused")
+    groups = [[(c, s) for c, s, _ in scores["in"]], right, wrong, scores["out"]]
+    for rows in zip(*(sweep(g) for g in groups)):
+        print(f"{rows[0]['confidence']:13.2f} | {rows[0]['similarity']:13.2f} | "
+              + " | ".join(f"{r['refused']:.1%}" for r in rows))
     return 0
 
 

@@ -88,25 +88,28 @@ def usable(model, tok, train_rows, val_rows, fixed: dict = FIXED_QUESTIONS) -> t
     return ok, report
 
 
-def refusal_report(model, tok, course, dev_in, dev_out, threshold: float) -> dict:
+def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_similarity: float) -> dict:
     """On the development set: in-course rewordings (dev_in, with answers) answered right (F1 >= 0.8 and not
     refused) and wrongly refused; out-of-course questions (dev_out) refused, overall and per kind."""
     from .knowledge import judge
 
     in_res, out_res = greedy_answers(model, tok, dev_in), greedy_answers(model, tok, dev_out)
     in_f1 = [char_f1(r.answer, row["completion"]) for r, row in zip(in_res, dev_in)]
-    in_known = [judge(r, row["prompt"], None, threshold=threshold).known for r, row in zip(in_res, dev_in)]
-    out_known = [judge(r, row["prompt"], None, threshold=threshold).known for r, row in zip(out_res, dev_out)]
+    in_rep = [judge(r, row["prompt"], course, threshold=threshold, min_similarity=min_similarity)
+              for r, row in zip(in_res, dev_in)]
+    out_rep = [judge(r, row["prompt"], course, threshold=threshold, min_similarity=min_similarity)
+               for r, row in zip(out_res, dev_out)]
     kinds: dict = {}
-    for row, known in zip(dev_out, out_known):
-        kinds.setdefault(row.get("kind", "other"), []).append(not known)
+    for row, rep in zip(dev_out, out_rep):
+        kinds.setdefault(row.get("kind", "other"), []).append(not rep.known)
     n_in, n_out = max(1, len(dev_in)), max(1, len(dev_out))
-    return {"threshold": threshold, "dev_in": len(dev_in), "dev_out": len(dev_out),
+    return {"threshold": threshold, "min_similarity": min_similarity, "dev_in": len(dev_in), "dev_out": len(dev_out),
             "in_f1_ok_raw": sum(f >= 0.8 for f in in_f1) / n_in,
-            "in_answered_right": sum(f >= 0.8 and k for f, k in zip(in_f1, in_known)) / n_in,
-            "in_wrongly_refused": sum(not k for k in in_known) / n_in,
-            "in_wrong_but_answered": sum(f < 0.8 and k for f, k in zip(in_f1, in_known)) / n_in,
-            "out_refused": sum(not k for k in out_known) / n_out,
+            "in_answered_right": sum(f >= 0.8 and r.known for f, r in zip(in_f1, in_rep)) / n_in,
+            "in_refused": sum(not r.known for r in in_rep) / n_in,
+            "in_right_but_refused": sum(f >= 0.8 and not r.known for f, r in zip(in_f1, in_rep)) / n_in,
+            "in_wrong_but_answered": sum(f < 0.8 and r.known for f, r in zip(in_f1, in_rep)) / n_in,
+            "out_refused": sum(not r.known for r in out_rep) / n_out,
             "out_refused_by_kind": {k: sum(v) / len(v) for k, v in sorted(kinds.items())},
-            "confidences": {"in": [r.confidence for r in in_res], "in_f1": in_f1,
-                            "out": [r.confidence for r in out_res]}}
+            "scores": {"in": [(r.confidence, r.similarity, f) for r, f in zip(in_rep, in_f1)],
+                       "out": [(r.confidence, r.similarity) for r in out_rep]}}

@@ -3,6 +3,7 @@ The CLI below and the dashboard both drive this same Trainer; there is no second
 
 import csv
 import hashlib
+import json
 import math
 import os
 import platform
@@ -22,7 +23,7 @@ from .data import FIXED_QUESTIONS, PROBE_QUESTIONS, Batches, collate, load_sampl
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
 from .knowledge import Course
-from .quality import usable
+from .quality import USABLE, usable
 
 MAX_LOSSES_KEPT = 20000  # per-step losses kept for the live chart
 METRIC_FIELDS = ["step", "train_loss", "eval_loss", "unseen_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
@@ -411,21 +412,41 @@ def provenance(cfg: dict, tok, precision: str) -> dict:
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def promote(save_dir: Path, target: Path = ROOT / "checkpoints", fixed: dict = FIXED_QUESTIONS) -> tuple[bool, dict]:
+def promote(save_dir: Path, target: Path = ROOT / "checkpoints", fixed: dict = FIXED_QUESTIONS,
+            force: bool = False) -> tuple[bool, dict]:
     """Copy a run's last.pt and quantized.pt to checkpoints/ (the default model) only if it is usable
-    (quality.usable: the fixed questions exact, training and held-out wordings answered)."""
+    (quality.usable: the fixed questions exact, training and held-out wordings answered), or with force=True
+    even if not. checkpoints/promotion.json records the check and whether it was forced."""
     model, tok, ckpt = load_model(save_dir / "last.pt")
     cfg = ckpt["config"]
     ok, report = usable(model, tok, read_jsonl(resolve(cfg["data"]["train_path"])),
                         read_jsonl(resolve(cfg["data"]["val_path"])), fixed)
-    if ok:
+    if ok or force:
         target.mkdir(parents=True, exist_ok=True)
         for name in ("last.pt", "quantized.pt", "metrics.csv", "train_time.txt"):
             if (save_dir / name).resolve() != (target / name).resolve():
                 tmp = target / f".{name}.tmp"
                 shutil.copyfile(save_dir / name, tmp)
                 os.replace(tmp, target / name)
+        record = {"run": save_dir.name, "usable": ok, "forced": force and not ok, "bar": USABLE, **report}
+        (target / "promotion.json").write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n",
+                                               encoding="utf-8")
     return ok, report
+
+
+def print_promotion(ok: bool, report: dict, force: bool) -> int:
+    for q, a in report["fixed_answers"].items():
+        print(f"  {q} -> {a}")
+    print(f"训练问法答对 / training wordings right: {report['train_f1_ok']:.1%} (≥95%) | "
+          f"新问法答对 / held-out wordings right: {report['val_f1_ok']:.1%} (≥80%)")
+    if ok:
+        print("已设为默认模型 / promoted to checkpoints/")
+    elif force:
+        print("未达标，但按 --force 设为默认模型（记录在 checkpoints/promotion.json）/ below the bar; promoted "
+              "anyway because of --force (recorded in checkpoints/promotion.json)")
+    else:
+        print("未达标，未设为默认模型 / below the bar; not promoted")
+    return 0 if ok or force else 1
 
 
 def fmt_time(seconds: float) -> str:
@@ -448,7 +469,16 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true", help="从 save.dir/last.pt 继续训练 / continue from last.pt")
     parser.add_argument("--promote", action="store_true",
                         help="训练完成且答对固定问题时设为默认模型 / make the run the default model if it passes")
+    parser.add_argument("--promote_dir", default=None, metavar="RUN_DIR",
+                        help="不训练，只检查并提升一个已有的训练 / promote an existing run without training")
+    parser.add_argument("--force", action="store_true",
+                        help="未达标也设为默认模型（会记录下来）/ promote even below the bar (recorded)")
     args = parser.parse_args(argv)
+    if args.promote_dir is not None:
+        run_dir = resolve(args.promote_dir)
+        if not (run_dir / "last.pt").is_file() or not (run_dir / "quantized.pt").is_file():
+            raise UserError(f"{run_dir} 里没有完成的训练", f"no finished run in {run_dir}")
+        return print_promotion(*promote(run_dir, force=args.force), args.force)
     cfg = load_config(args.config, args.overrides)
     rank, world, device, threads = distributed_setup(cfg)
     try:
@@ -496,14 +526,7 @@ def _train(cfg, args, rank: int, world: int, device, threads: int) -> int:
         if state != "finished":
             print("训练未完成，不设为默认模型 / run not finished; not promoted")
             return 1
-        ok, report = promote(trainer.save_dir)
-        for q, a in report["fixed_answers"].items():
-            print(f"  {q} -> {a}")
-        print(f"训练问法答对 / training wordings right: {report['train_f1_ok']:.1%} (≥95%) | "
-              f"新问法答对 / held-out wordings right: {report['val_f1_ok']:.1%} (≥80%)")
-        print("已设为默认模型 / promoted to checkpoints/" if ok else
-              "未达标，未设为默认模型 / below the bar; not promoted")
-        return 0 if ok else 1
+        return print_promotion(*promote(trainer.save_dir, force=args.force), args.force)
     return 0
 
 

@@ -36,7 +36,16 @@ def test_refuses_below_the_threshold_with_the_fixed_line_and_closest_questions()
 def test_answers_at_or_above_the_threshold_and_suggests_nothing():
     reply = judge(result("注意力机制让模型关注关键位置。", 0.95), "注意力机制是啥", COURSE, threshold=0.8)
     assert reply.known and reply.text == "注意力机制让模型关注关键位置。" and reply.suggestions == []
-    assert judge(result("x", 0.8), "q", COURSE, threshold=0.8).known
+    assert judge(result("x", 0.8), "天为啥是蓝的", COURSE, threshold=0.8).known
+
+
+def test_a_question_like_nothing_taught_is_refused_even_when_the_model_is_sure():
+    """An overtrained model recites some memorised answer with confidence; the question itself shares nothing
+    with the course, so the answer is not trusted."""
+    reply = judge(result("注意力机制让模型关注关键位置。", 0.99), "😂😂👍", COURSE, threshold=0.8, min_similarity=0.35)
+    assert not reply.known and reply.similarity < 0.35 and reply.text.startswith(REFUSAL)
+    assert COURSE.similarity("注意力机制是啥") == pytest.approx(1.0)
+    assert Course([]).similarity("anything") == 1.0  # an old checkpoint without a course: confidence alone
 
 
 def test_refusal_off_shows_the_raw_answer_and_still_reports_the_verdict():
@@ -66,7 +75,7 @@ def test_course_from_rows_groups_wordings_by_answer_in_file_order():
 
 @pytest.mark.parametrize("settings", [Settings(), Settings(temperature=0.9, top_k=5, seed=3),
                                       Settings(repetition_penalty=1.3)])
-def test_confidence_is_exp_mean_log_probability_recomputed_without_cache(tiny_model, tok, settings):
+def test_confidence_is_the_lowest_token_probability_recomputed_without_cache(tiny_model, tok, settings):
     r = generate(tiny_model, tok, "什么是注意力机制？", Settings(**{**settings.__dict__, "max_new_tokens": 12}))
     ids, _ = fit_prompt(tok, "什么是注意力机制？", tiny_model.seq_len, 12)
     chosen = r.token_ids + ([T.EOS_ID] if r.stopped_by == "eos" else [])
@@ -76,7 +85,7 @@ def test_confidence_is_exp_mean_log_probability_recomputed_without_cache(tiny_mo
             logits = tiny_model(torch.tensor([ids + chosen[:i]]))[0][0, -1]
             raw = sampling_stages(logits, chosen[:i], i, settings)["raw"]
             logps.append(float(torch.log_softmax(raw, -1)[token]))
-    assert r.confidence == pytest.approx(math.exp(sum(logps) / len(logps)), rel=1e-4)
+    assert r.confidence == pytest.approx(math.exp(min(logps)), rel=1e-4)
     assert 0 < r.confidence <= 1
 
 
