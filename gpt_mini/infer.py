@@ -9,7 +9,7 @@ from .checkpoint import describe, load_model, read_checkpoint
 from .config import ROOT, add_config_args, load_config, resolve
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
-from .knowledge import course_of, judge
+from .knowledge import course_of, reply_in_context
 from .train import pick_device
 
 
@@ -65,11 +65,11 @@ def main(argv=None):
     course, history = course_of(ckpt), []
 
     def reply(question: str, context=()):
-        result = generate(model, tok, question, settings, history=context)
-        return result, judge(result, question, course, refuse=not args.no_refuse)
+        return reply_in_context(lambda h: generate(model, tok, question, settings, history=h), question, context,
+                                course, refuse=not args.no_refuse)
 
     def answer(question: str):
-        result, r = reply(question, history[-1:])
+        result, r, _ = reply(question, history[-1:])
         for notice in result.notices:
             print(notice, file=sys.stderr)
         print(f"助手: {r.text}" if args.show_label else r.text, flush=True)
@@ -79,7 +79,7 @@ def main(argv=None):
     if args.prompts_file is not None:
         for question in read_prompts(args.prompts_file):
             try:
-                _, r = reply(question)
+                _, r, _ = reply(question)
                 line = {"prompt": question, "answer": r.text, "confidence": round(r.confidence, 4), "known": r.known}
             except UserError as e:
                 line = {"prompt": question, "error": str(e)}

@@ -97,7 +97,7 @@ def test_generate_int8_and_settings(server):
     answer = c.predict(Q2, checkpoint="default-int8", api_name="/generate")
     assert isinstance(answer, str) and answer
     sampled = c.predict(Q1, temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.2, max_new_tokens=16,
-                        stop_strings="。|,", api_name="/generate")
+                        stop_strings="。|,", refuse=False, api_name="/generate")  # raw output: stop strings apply
     assert isinstance(sampled, str)
     assert "。" not in sampled
 
@@ -219,7 +219,7 @@ def test_concurrent_clients_during_training_get_the_engines_answers(server):
         start.wait()
         for p in prompts[2 * i:2 * i + 2]:
             try:
-                got[p] = clients[i].predict(p, api_name="/generate")
+                got[p] = clients[i].predict(p, refuse=False, api_name="/generate")
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(repr(e))
 

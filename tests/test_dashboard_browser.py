@@ -20,7 +20,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 from gpt_mini.checkpoint import load_model  # noqa: E402
 from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
 from gpt_mini.generate import generate  # noqa: E402
-from gpt_mini.knowledge import REFUSAL, course_of, judge  # noqa: E402
+from gpt_mini.knowledge import REFUSAL, course_of, reply_in_context  # noqa: E402
 from ui.app import build_app, launch_local  # noqa: E402
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine: be patient, never sleep
@@ -91,35 +91,43 @@ def test_attention(page):
     shoot(page, "attention")
 
 
-def engine_reply(question: str):
-    """What the engine itself says to this question with the shipped model (greedy, refusal on)."""
+def engine_reply(question: str, earlier=()):
+    """What the engine itself says to this question with the shipped model (greedy, refusal on), after the
+    earlier exchanges the chat keeps (the previous one is in the context when it helps)."""
     model, tok, ckpt = load_model(ROOT / "checkpoints" / "last.pt")
-    return judge(generate(model, tok, question), question, course_of(ckpt))
+    return reply_in_context(lambda h: generate(model, tok, question, history=h), question, list(earlier)[-1:],
+                            course_of(ckpt))[1]
+
+
+def ask_in_chat(page, question: str):
+    """Send a question and wait for the new answer (not the placeholder) to appear; returns its locator."""
+    before = page.get_by_test_id("bot").count()
+    box = page.get_by_placeholder(re.compile("输入问题"))
+    box.fill(question)
+    box.press("Enter")
+    expect(page.get_by_test_id("bot")).to_have_count(before + 1, timeout=60_000)
+    answer = page.get_by_test_id("bot").last
+    expect(answer).to_contain_text("把握", timeout=60_000)  # the final answer carries its confidence
+    return answer
 
 
 def test_chat_answers_rewordings_and_refuses_what_it_has_not_learned(page):
     open_tab(page, "对话")
-    box = page.get_by_placeholder(re.compile("输入问题"))
-    box.fill(Q1)
-    box.press("Enter")
-    expect(page.get_by_test_id("bot").last).to_contain_text(FIXED_QUESTIONS[Q1], timeout=60_000)
+    expect(ask_in_chat(page, Q1)).to_contain_text(FIXED_QUESTIONS[Q1])
     expect(page.get_by_text(re.compile(r"第 \d+ 步")).first).to_be_visible()  # the next-token distribution chart
     expect(page.get_by_text("把握 confidence").first).to_be_visible()  # the confidence badge
-    reworded = engine_reply(REWORDED)
+    reworded = engine_reply(REWORDED, [(Q1, FIXED_QUESTIONS[Q1])])
     assert reworded.known and reworded.text == FIXED_QUESTIONS[Q1]  # the shipped model generalises to it
-    box.fill(REWORDED)
-    box.press("Enter")
-    expect(page.get_by_test_id("bot").last).to_contain_text(reworded.text, timeout=60_000)
-    refused = engine_reply(OUTSIDE)
+    expect(ask_in_chat(page, REWORDED)).to_contain_text(reworded.text)
+    refused = engine_reply(OUTSIDE, [(REWORDED, FIXED_QUESTIONS[Q1])])
     assert not refused.known and refused.text.startswith(REFUSAL) and refused.suggestions
-    box.fill(OUTSIDE)
-    box.press("Enter")
-    expect(page.get_by_test_id("bot").last).to_contain_text(REFUSAL, timeout=60_000)
+    expect(ask_in_chat(page, OUTSIDE)).to_contain_text(REFUSAL)
     suggestion = page.get_by_text(refused.suggestions[0], exact=True).last  # clickable suggested questions
     expect(suggestion).to_be_visible()
     shoot(page, "chat")
     suggestion.click()
     expect(page.get_by_test_id("user").last).to_contain_text(refused.suggestions[0].rstrip("？?"), timeout=60_000)
+    box = page.get_by_placeholder(re.compile("输入问题"))
     box.fill("<script>window.hacked=1</script><b>bold?</b>")
     box.press("Enter")
     expect(page.get_by_test_id("user").last).to_contain_text("<script>window.hacked=1</script>")

@@ -10,7 +10,7 @@ from gpt_mini.checkpoint import describe, summary_line
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings
-from gpt_mini.knowledge import course_of, judge
+from gpt_mini.knowledge import course_of, judge, reply_in_context
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
@@ -97,6 +97,12 @@ def stages_figure(store, last: dict, step: int):
     return fig
 
 
+def last_item(stream):
+    for item in stream:
+        pass
+    return item
+
+
 def confidence_badge(reply) -> str:
     """The small 把握 badge: how sure the model was of the answer it wrote, and what the student sees."""
     pct = round(100 * reply.confidence)
@@ -169,22 +175,26 @@ def build(store, cfg, server: BatchServer):
             prompt, notices = cut_prompt(message)
             model, tok, ckpt = store.get(checkpoint)
             context = list(earlier or [])[-1:]  # the previous exchange, kept if it fits in the context
-            steps = server.stream(model, tok, prompt, s, history=context)
             history += [{"role": "user", "content": as_text(prompt)}, {"role": "assistant", "content": "…"}]
-            for item in steps:
-                if isinstance(item, Result):
-                    break
-                if not use_refusal:  # with refusal on, the answer is shown once the model's confidence is known
+            if use_refusal:  # the answer is shown once the model's confidence is known
+                yield history, "", "", *skip
+                item, reply, used = reply_in_context(
+                    lambda h: last_item(server.stream(model, tok, prompt, s, history=h)), prompt, context,
+                    course_of(ckpt))
+            else:  # raw output, token by token
+                for item in server.stream(model, tok, prompt, s, history=context):
+                    if isinstance(item, Result):
+                        break
                     history[-1]["content"] = as_text(item[0])
                     yield history, "", "", *skip
+                reply, used = judge(item, prompt, course_of(ckpt), refuse=False), context
         except Exception as e:  # noqa: BLE001 - shown in the panel, never a traceback
             yield history, message, failure_line(e), *skip
             return
-        reply = judge(item, prompt, course_of(ckpt), refuse=bool(use_refusal))
         history[-1]["content"] = shown_answer(reply)
         notes = " · ".join(item.notices + notices)
         state = {"prompt": prompt, "ids": item.token_ids, "checkpoint": checkpoint, "settings": list(sampling_values),
-                 "history": context}
+                 "history": list(used)}
         pick = min(range(len(item.steps)), key=lambda i: item.steps[i]["prob"]) if item.steps else 0
         earlier = (list(earlier or []) + [[prompt, item.answer]])[-4:] if reply.known else list(earlier or [])
         suggestions = gr.Dataset(samples=[[q] for q in reply.suggestions]) if reply.suggestions else gr.skip()
