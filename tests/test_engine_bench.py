@@ -11,8 +11,8 @@ SMALL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]
 
 
 def test_matmul_peak_is_positive_in_both_precisions():
-    assert bench.matmul_peak(torch.float32, n=128, repeats=3) > 0
-    assert bench.matmul_peak(torch.bfloat16, n=128, repeats=3) > 0
+    assert bench.matmul_peak(torch.float32, m=64, k=32, n=64, repeats=3) > 0
+    assert bench.matmul_peak(torch.bfloat16, m=64, k=32, n=64, repeats=3) > 0
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
