@@ -78,8 +78,9 @@ class BatchServer:
         finally:
             req.cancelled = True  # the caller went away (closed tab): the worker drops the row
 
-    def answer(self, model, tok, prompt: str, s: Settings | None = None, history=()) -> Result:
-        for item in self.stream(model, tok, prompt, s, top_n=0, history=history):
+    def answer(self, model, tok, prompt: str, s: Settings | None = None, history=(), top_n: int = 0) -> Result:
+        """The finished Result only; top_n > 0 keeps each step's top candidates in it (the per-token view)."""
+        for item in self.stream(model, tok, prompt, s, top_n=top_n, history=history):
             pass
         return item
 
@@ -130,9 +131,9 @@ class BatchServer:
                 error = e if isinstance(e, UserError) else UserError(
                     f"生成出错，请再问一次：{type(e).__name__}",
                     f"generation failed, please ask again: {type(e).__name__}")
-                for req in self._taken:
-                    req.events.put(error)
-                self._taken, batch = [], _Batch()
+                for req in list(self._taken):
+                    self._finish(req, error)
+                batch = _Batch()
 
     def _advance(self, batch: "_Batch") -> bool:
         """One step: take newcomers, prefill them, run one batched forward pass for every row. False = stop."""
@@ -161,6 +162,12 @@ class BatchServer:
         gone = set(map(id, requests))
         self._taken = [r for r in self._taken if id(r) not in gone]
 
+    def _finish(self, req: _Request, last_event):
+        """The question's last event, sent only after it left _taken: a caller that has its answer (or its error)
+        never sees busy() still counting it."""
+        self._done([req])
+        req.events.put(last_event)
+
     def _prefill(self, req: _Request):
         """Run the newcomer's prompt alone; its one-row cache, or None if it already finished (or failed alone)."""
         model = req.model.eval()
@@ -168,28 +175,26 @@ class BatchServer:
         try:
             logits, _ = model(torch.tensor([req.decoding.ids], device=next(model.parameters()).device), cache=one)
         except Exception:  # noqa: BLE001 - only this question fails
-            req.events.put(UserError("生成出错，请再问一次", "generation failed, please ask again"))
-            self._done([req])
+            self._finish(req, UserError("生成出错，请再问一次", "generation failed, please ask again"))
             return None
         if self._emit(req, logits[0, -1]):
             return one
         self._done([req])
         return None
 
-    @staticmethod
-    def _emit(req: _Request, logits) -> bool:
+    def _emit(self, req: _Request, logits) -> bool:
         """Let the row pick its token and tell the caller; True while the row goes on. A row whose sampling
         fails gets the error and leaves; the other rows go on."""
         d = req.decoding
         try:
             progress = d.step(logits)
         except Exception:  # noqa: BLE001
-            req.events.put(UserError("生成出错，请再问一次", "generation failed, please ask again"))
+            self._finish(req, UserError("生成出错，请再问一次", "generation failed, please ask again"))
             return False
         if progress:
             req.events.put(progress)
         if d.result is not None:
-            req.events.put(d.result)
+            self._finish(req, d.result)
             return False
         return not req.cancelled
 
