@@ -149,7 +149,7 @@ class Trainer:
         self.clock = Stopwatch()
         if resume:
             self._load_resume_state()
-        self.first_step = self.step
+        self.first_step, self.first_elapsed = self.step, self.clock.elapsed()  # where this session began
         if t["micro_batch"] % world_size:
             raise UserError(f"micro_batch={t['micro_batch']} 应是进程数 {world_size} 的整数倍",
                             f"micro_batch={t['micro_batch']} must be a multiple of the {world_size} processes")
@@ -194,8 +194,7 @@ class Trainer:
             t = self.cfg["training"]
             last = self.history[-1] if self.history else {}
             elapsed = self.clock.elapsed()
-            done = self.step - self.first_step
-            eta = elapsed / done * (t["max_steps"] - self.step) if done and self.state in ("running", "paused") else 0.0
+            eta = self._eta(elapsed) if self.state in ("running", "paused") else 0.0
             rate = last.get("tokens_per_s") or (self.tokens_seen / elapsed if elapsed > 0 else 0.0)
             return {"state": self.state, "step": self.step, "max_steps": t["max_steps"],
                     "train_loss": self.losses[-1][1] if self.losses else None,
@@ -300,6 +299,11 @@ class Trainer:
             self.losses.append((self.step, loss))
             self.version += 1
 
+    def _eta(self, elapsed: float) -> float:
+        """Seconds left at this session's pace (a resumed run's earlier time is not this session's pace)."""
+        done = self.step - self.first_step
+        return (elapsed - self.first_elapsed) / done * (self.cfg["training"]["max_steps"] - self.step) if done else 0.0
+
     def _log_due(self) -> bool:
         t = self.cfg["training"]
         return self.step % t["eval_interval"] == 0 or self.step == t["max_steps"]
@@ -312,12 +316,11 @@ class Trainer:
         elapsed = self.clock.elapsed()
         previous = self.history[-1] if self.history else {"elapsed_s": 0.0, "tokens": 0}
         rate = (self.tokens_seen - previous.get("tokens", 0)) / max(1e-9, elapsed - previous["elapsed_s"])
-        done = max(1, self.step - self.first_step)
         row = {"step": self.step, "train_loss": sum(since) / max(1, len(since)),
                "eval_loss": self.evaluate(self.val_samples),
                "unseen_loss": self.evaluate(self.unseen_samples) if self.unseen_samples else "",
                "lr": lr_at(self.step - 1, t["max_steps"], t["lr"], t["warmup_ratio"]), "tokens_per_s": rate,
-               "elapsed_s": elapsed, "eta_s": elapsed / done * (t["max_steps"] - self.step), "tokens": self.tokens_seen}
+               "elapsed_s": elapsed, "eta_s": self._eta(elapsed), "tokens": self.tokens_seen}
         with self._lock:
             self.history.append(row)
             self.version += 1

@@ -264,8 +264,11 @@ def test_resume_continues_from_saved_step(project, tmp_path):
     assert len(second.optimizer.state) > 0  # AdamW moments restored too
     assert [r["step"] for r in second.history] == [3, 6]
     assert second.run() == "finished" and second.step == 10
-    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [3, 6, 9, 10]
+    df = pd.read_csv(tmp_path / "metrics.csv")
+    assert df["step"].tolist() == [3, 6, 9, 10]
     assert C.read_checkpoint(tmp_path / "last.pt")["step"] == 10
+    e6, e9 = df["elapsed_s"][1], df["elapsed_s"][2]
+    assert df["eta_s"][2] == pytest.approx((e9 - e6) / 3 * 1, rel=1e-6)  # this session's pace, not the first run's
 
 
 def test_pause_after_the_run_ended_does_not_change_its_state(project, tmp_path):
