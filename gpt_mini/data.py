@@ -42,8 +42,10 @@ def prompt_prefix(prompt: str, history=()) -> str:
     return f"{earlier}{USER}{normalize_prompt(prompt)}\n{ASSISTANT}"
 
 
-def read_jsonl(path) -> list[dict]:
-    """Read pairs {"prompt", "completion"} or plain lines {"text"}; errors name the file and the line."""
+def read_jsonl(path, check=None) -> list[dict]:
+    """Read pairs {"prompt", "completion"} or plain lines {"text"}; errors name the file and the line.
+    check(row, where_zh, where_en) -> row validates each line (default: check_row, the training format)."""
+    check = check or check_row
     path = Path(path)
     if not path.is_file():
         raise UserError(f"找不到数据文件 {path}", f"data file not found: {path}")
@@ -59,7 +61,7 @@ def read_jsonl(path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise UserError(f"{path} 第 {n} 行不是合法的 JSON", f"{path} line {n} is not valid JSON") from None
-        rows.append(check_row(row, f"{path} 第 {n} 行", f"{path} line {n}"))
+        rows.append(check(row, f"{path} 第 {n} 行", f"{path} line {n}"))
     if not rows:
         raise UserError(f"数据文件 {path} 是空的", f"data file {path} is empty")
     return rows

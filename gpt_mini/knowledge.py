@@ -16,7 +16,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .data import normalize_prompt
+from .data import normalize_prompt, read_jsonl
+from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
 CONFIDENCE_THRESHOLD = 0.80  # both calibrated with `python -m gpt_mini.knowledge` (see README)
@@ -36,10 +37,17 @@ class Course:
 
     def __init__(self, facts: list[list[str]]):
         self.facts = [list(f) for f in facts if f]
-        self._index = [[_features(q) for q in f] for f in self.facts]
-        df = Counter(k for f in self._index for feats in f for k in set(feats))
-        n = max(1, sum(len(f) for f in self._index))
+        index = [[_features(q) for q in f] for f in self.facts]
+        df = Counter(k for f in index for feats in f for k in set(feats))
+        n = max(1, sum(len(f) for f in index))
         self._idf = {k: math.log((1 + n) / (1 + v)) + 1 for k, v in df.items()}
+        # Each wording as a unit-length idf-weighted vector, computed once: a question is one pass of dot products.
+        self._vectors = [[self._unit(feats) for feats in f] for f in index]
+
+    def _unit(self, feats: Counter) -> dict:
+        weighted = {k: v * self._idf.get(k, 1.0) for k, v in feats.items()}
+        norm = math.sqrt(sum(w * w for w in weighted.values()))
+        return {k: w / norm for k, w in weighted.items()} if norm else {}
 
     @classmethod
     def from_rows(cls, rows) -> "Course":
@@ -52,25 +60,25 @@ class Course:
                     wordings.append(r["prompt"])
         return cls(list(by_answer.values()))
 
-    def _cosine(self, a: Counter, b: Counter) -> float:
-        dot = sum(a[k] * b[k] * self._idf.get(k, 1.0) ** 2 for k in a.keys() & b.keys())
-        na = math.sqrt(sum((v * self._idf.get(k, 1.0)) ** 2 for k, v in a.items()))
-        nb = math.sqrt(sum((v * self._idf.get(k, 1.0)) ** 2 for k, v in b.items()))
-        return dot / (na * nb) if na and nb else 0.0
-
     def similarity(self, question: str) -> float:
         """0..1: the question against its closest training question (1.0 when the course is unknown)."""
-        if not self.facts:
-            return 1.0
-        best = self.closest(question, 1)
-        return best[0][1] if best else 0.0
+        return similarity_of(self, self.closest(question, 1))
 
     def closest(self, question: str, k: int = MAX_SUGGESTIONS) -> list[tuple[str, float]]:
-        """The k facts whose wordings are most like the question: (the fact's first wording, similarity 0..1)."""
-        feats = _features(question)
-        scored = [(max(self._cosine(feats, f) for f in wordings), i) for i, wordings in enumerate(self._index)]
+        """The k facts whose wordings are most like the question (cosine of idf-weighted characters and
+        character pairs): (the fact's first wording, similarity 0..1), most similar first."""
+        q = self._unit(_features(question))
+        scored = [(max(sum(w * v.get(key, 0.0) for key, w in q.items()) for v in wordings), i)
+                  for i, wordings in enumerate(self._vectors)]
         scored.sort(reverse=True)
         return [(self.facts[i][0], round(sim, 3)) for sim, i in scored[:k] if sim > 0]
+
+
+def similarity_of(course: "Course", closest: list) -> float:
+    """The similarity of the closest fact in a closest() list (1.0 when the course is unknown)."""
+    if not course.facts:
+        return 1.0
+    return closest[0][1] if closest else 0.0
 
 
 @dataclass
@@ -94,9 +102,10 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
           threshold: float = CONFIDENCE_THRESHOLD, min_similarity: float = SIMILARITY_THRESHOLD) -> Reply:
     """Refuse (when `refuse`) if the model is unsure of its own answer or the question is like nothing it was
     taught. Without a course (an old checkpoint) only the confidence decides."""
-    similarity = course.similarity(question) if course else 1.0
+    closest = course.closest(question) if course else []
+    similarity = similarity_of(course, closest) if course else 1.0
     known = result.confidence >= threshold and similarity >= min_similarity and bool(result.answer)
-    suggestions = [q for q, _ in course.closest(question)] if course and not known else []
+    suggestions = [q for q, _ in closest] if not known else []
     text = result.answer if known or not refuse else refusal_line(suggestions)
     return Reply(text, result.answer, result.confidence, known, suggestions, similarity)
 
@@ -132,26 +141,15 @@ def sweep(items, confidences=None, similarities=(0.0, 0.3, 0.35, 0.4, 0.45)) -> 
              / max(1, len(items))} for c in confidences for s in similarities]
 
 
+def _has_prompt(row, where_zh: str, where_en: str) -> dict:
+    if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+        raise UserError(f"{where_zh} 需要字段 prompt", f"{where_en} needs a prompt field")
+    return row
+
+
 def read_questions(path) -> list[dict]:
     """JSON lines with at least a "prompt" (dev_out.jsonl has a "kind" instead of an answer)."""
-    from pathlib import Path
-
-    from .errors import UserError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"找不到文件 {path}", f"file not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path} 第 {n} 行不是合法的 JSON", f"{path} line {n} is not valid JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise UserError(f"{path} 第 {n} 行需要字段 prompt", f"{path} line {n} needs a prompt field")
-            rows.append(row)
-    return rows
+    return read_jsonl(path, check=_has_prompt)
 
 
 def main(argv=None):

@@ -97,12 +97,6 @@ def stages_figure(store, last: dict, step: int):
     return fig
 
 
-def last_item(stream):
-    for item in stream:
-        pass
-    return item
-
-
 def confidence_badge(reply) -> str:
     """The small 把握 badge: how sure the model was of the answer it wrote, and what the student sees."""
     pct = round(100 * reply.confidence)
@@ -179,7 +173,7 @@ def build(store, cfg, server: BatchServer):
             if use_refusal:  # the answer is shown once the model's confidence is known
                 yield history, "", "", *skip
                 item, reply, used = reply_in_context(
-                    lambda h: last_item(server.stream(model, tok, prompt, s, history=h)), prompt, context,
+                    lambda h: server.answer(model, tok, prompt, s, history=h, top_n=5), prompt, context,
                     course_of(ckpt))
             else:  # raw output, token by token
                 for item in server.stream(model, tok, prompt, s, history=context):
