@@ -485,7 +485,10 @@ def main(argv=None):
     cfg = load_config(args.config, args.overrides)
     rank, world, device, threads = distributed_setup(cfg)
     try:
-        return _train(cfg, args, rank, world, device, threads)
+        code = _train(cfg, args, rank, world, device, threads)
+        if world > 1:  # wait for rank 0's last eval and save: gloo aborts a rank that tears down alone
+            torch.distributed.barrier()
+        return code
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()
