@@ -1,0 +1,110 @@
+"""Static UI text in one language at a time: the zh-CN and en tables for gr.I18n, and t(key) to use them.
+
+The browser's language picks the table: zh-CN (and zh-TW, through the "zh" table) gets Chinese, everything
+else gets English, because Gradio's frontend falls back to "en" for a browser language it has no table for.
+Keep the words of /work/shared/UI.md's term table.
+
+What gr.I18n translates (checked in chromium with Gradio 6.31): labels, info, placeholders, button values, tab
+names, accordion labels, and gr.Markdown / gr.HTML values, where a value may hold HTML or Markdown around the
+key. Only the first key in one string is translated, so each string gets at most one t(...). Not translated:
+gr.Blocks(title=...) (the raw key would show in the browser tab), gr.Dataset samples and gr.Dataframe column
+names, and anything a handler returns (status lines, error lines, big numbers, plot titles); those stay as one
+bilingual line "中文 / English", as the project's error-message rule asks.
+"""
+
+import gradio as gr
+
+TEXT = {  # key: (中文, English)
+    # ---- app ----
+    "app.title": ("GPT_teacher 课堂面板 <span class='en'>一个 337 万参数的中文 GPT</span>",
+                  "GPT_teacher classroom dashboard <span class='en'>a 3.37M-parameter Chinese GPT</span>"),
+    "tab.overview": ("概览", "Overview"),
+    "tab.tokenizer": ("分词器", "Tokenizer"),
+    "tab.training": ("训练", "Training"),
+    "tab.attention": ("注意力与RoPE", "Attention & RoPE"),
+    "tab.chat": ("对话", "Chat"),
+    # ---- shared ----
+    "common.reset": ("恢复默认", "Reset"),
+    "common.checkpoint": ("检查点", "Checkpoint"),
+    # ---- overview ----
+    "overview.intro": ("一个 GPT 从文字到回答的八步，以及每一步在 gpt_mini 的哪个文件；"
+                       "改变模型大小，看参数量、内存和时间。",
+                       "The eight steps from text to answer and where each lives in gpt_mini; change the model size "
+                       "and see the parameter count, memory and time."),
+    "overview.model_loaded": ("已加载默认模型（参数量 · 词表大小 · 训练步数）：",
+                              "Default model loaded (parameter count · vocab size · steps):"),
+    "overview.model_not_loaded": ("默认模型无法加载：", "Default model not loaded:"),
+    "overview.calculator": ("模型大小计算器", "Model-size calculator"),
+    "overview.n_layer": ("层数 n_layer（L）", "Layers n_layer (L)"),
+    "overview.n_head": ("注意力头数 n_head", "Attention heads n_head"),
+    "overview.n_embd": ("隐藏维度 n_embd（d）", "Hidden size n_embd (d)"),
+    "overview.seq_len": ("上下文长度 seq_len（T）", "Context length seq_len (T)"),
+    "overview.vocab_size": ("词表大小 vocab_size（V）", "Vocab size vocab_size (V)"),
+    # ---- tokenizer ----
+    "tokenizer.intro": ("输入任意文本，看它被切成哪些词元（每个词元一种颜色，下面是 id 和字节）；"
+                        "再看看忘了解码器会出现的乱码。",
+                        "Type any text and see its tokens (one colour each, id and bytes below); then see the garbled "
+                        "text you get without the ByteLevel decoder."),
+    "tokenizer.text": ("输入文本", "Text"),
+    "tokenizer.tokenize": ("分词", "Tokenize"),
+    "tokenizer.tokens": ("词元", "Tokens"),
+    "tokenizer.ids": ("词元 id 列表", "Token ids"),
+    "tokenizer.round_trip": ("解码回来（往返）", "Decoded round trip"),
+    "tokenizer.garbled_heading": ("乱码的一课", "The garbled-text lesson"),
+    "tokenizer.without_decoder": ("不用字节级解码器（乱码）", "Without the ByteLevel decoder (garbled text)"),
+    "tokenizer.with_decoder": ("用解码器（正确）", "With the decoder (correct)"),
+    "tokenizer.rebuild_heading": ("换一个词表大小（只在内存中重建）",
+                                  "Rebuild with another vocab size (in memory only)"),
+    "tokenizer.vocab_size": ("词表大小", "Vocab size"),
+    "tokenizer.rebuild": ("重建并比较", "Rebuild and compare"),
+    "tokenizer.counts": ("同一段文本的词元数", "Token counts of the same text"),
+    "tokenizer.vocabulary": ("词表（可搜索）", "Vocabulary (searchable)"),
+    # ---- attention ----
+    "attention.intro": ("看模型在读一句话时每个词元在“看”哪些词元（只能看前面：因果掩码），"
+                        "再看 RoPE 怎样用旋转记住位置。",
+                        "See which earlier tokens each token attends to (the causal mask hides the future), and how "
+                        "RoPE encodes position by rotating pairs of numbers."),
+    "attention.text": ("输入一句话", "A sentence"),
+    "attention.layer": ("层", "Layer"),
+    "attention.head": ("注意力头", "Attention head"),
+    "attention.show": ("显示注意力", "Show attention"),
+    "attention.mask_tokens": ("掩码的词元数 n", "Tokens in the mask n"),
+    "attention.rope_heading": ("旋转位置编码 RoPE", "Rotary position embedding (RoPE)"),
+    "attention.head_dim": ("每个头的维度", "Head dim"),
+    "attention.freq_index": ("频率序号 i", "Frequency index i"),
+    "attention.positions": ("位置数", "Positions"),
+    "attention.draw_rope": ("画出 RoPE", "Draw RoPE"),
+    "attention.rope_explain": ("每对维度 (x, y) 在位置 p 旋转 p·θ_i 角度。q 和 k 都旋转后，q·k 只和它们的距离有关。",
+                               "Each pair (x, y) turns by p·θ_i at position p; after rotating both q and k, q·k only "
+                               "depends on their distance."),
+    # ---- chat ----
+    "chat.intro": ("向模型提问，看它一个词元一个词元地生成；调温度、Top-k、Top-p，看每一步的候选词和概率怎样变化。",
+                   "Ask the model a question and watch it generate token by token; change temperature, top-k and "
+                   "top-p and see how each step's candidates and probabilities change."),
+    "chat.temperature": ("温度（0 = 贪心解码）", "Temperature (0 = greedy decoding)"),
+    "chat.top_k": ("Top-k 采样（0 = 关）", "Top-k sampling (0 = off)"),
+    "chat.top_p": ("Top-p（核）采样（1 = 关）", "Top-p (nucleus) sampling (1 = off)"),
+    "chat.repetition_penalty": ("重复惩罚（1 = 关）", "Repetition penalty (1 = off)"),
+    "chat.max_new_tokens": ("最多生成词元数", "Max new tokens"),
+    "chat.stop_strings": ("停止词（用 | 分隔）", "Stop strings (separated by |)"),
+    "chat.chatbot": ("对话", "Chat"),
+    "chat.placeholder": ("输入问题，回车发送", "Type a question, Enter sends"),
+    "chat.send": ("发送", "Send"),
+    "chat.refuse": ("没把握时说“还没学过”", "Say \"not learned yet\" when unsure"),
+    "chat.suggestions": ("试试这些问题（点一下就问）", "Try these questions (click to ask)"),
+    "chat.candidates_heading": ("每个词元的候选（前 5 个）", "Per-token candidates (top-5)"),
+    "chat.step": ("看第几步的分布（默认：最不确定的一步）", "Which step to show (default: the least certain one)"),
+    "chat.candidates_table": ("每一步的前 5 个候选", "Top-5 candidates per step"),
+    # ---- training and compare tabs: added by the training-tab work ----
+}
+
+_ZH = {key: zh for key, (zh, _) in TEXT.items()}
+I18N = gr.I18n(**{"zh-CN": _ZH, "zh": dict(_ZH), "en": {key: en for key, (_, en) in TEXT.items()}})
+
+
+def t(key: str):
+    """The translatable text for `key` (a gr.I18n value). A key missing from TEXT raises KeyError when the app is
+    built, instead of showing the bare key in the browser."""
+    if key not in TEXT:
+        raise KeyError(f"no UI text for {key!r}: add it to TEXT in ui/i18n.py")
+    return I18N(key)
