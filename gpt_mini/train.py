@@ -27,6 +27,17 @@ from .quality import USABLE, usable
 
 MAX_LOSSES_KEPT = 20000  # per-step losses kept for the live chart
 METRIC_FIELDS = ["step", "train_loss", "eval_loss", "unseen_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
+ANSWER_FIELDS = ["step", "question", "answer"]
+SNAPSHOT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0)  # small int8 copies of the model along the run, to chat with later
+
+
+def snapshot_steps(max_steps: int) -> list[int]:
+    """The steps at which a run keeps an int8 snapshot: about 0%, 10%, 25%, 50% and 100% of max_steps."""
+    return sorted({round(f * max_steps) for f in SNAPSHOT_FRACTIONS})
+
+
+def snapshot_path(save_dir: Path, step: int) -> Path:
+    return Path(save_dir) / "snapshots" / f"step_{step:06d}.pt"
 
 
 def pick_device(name: str) -> torch.device:
@@ -217,6 +228,7 @@ class Trainer:
             torch.set_num_threads(self.threads)  # this thread only
         self._set("running" if self._running.is_set() else "paused", self.message)
         try:
+            self._snapshot_if_due()  # step 0: the untrained model
             while self.step < self.cfg["training"]["max_steps"] and not self._stop.is_set():
                 if self._wait_while_paused():
                     continue
@@ -227,6 +239,7 @@ class Trainer:
                 self._call("on_step")
                 if self.is_main and self._log_due():  # one process evaluates, logs and saves
                     self._log()
+                self._snapshot_if_due()
         except KeyboardInterrupt:
             self._stop.set()
         except Exception as e:  # noqa: BLE001 - shown as state "failed" with the reason; the last checkpoint stays
@@ -329,7 +342,17 @@ class Trainer:
         with self._lock:
             self.answers.append((self.step, answers))
             self.version += 1
+        self.write_answers()
         self._call("on_log", dict(row, answers=answers))
+
+    def _snapshot_if_due(self):
+        """Keep an int8 copy of the model at the snapshot steps (rank 0 only, off the training clock)."""
+        if not self.is_main or self.step not in snapshot_steps(self.cfg["training"]["max_steps"]):
+            return
+        path = snapshot_path(self.save_dir, self.step)
+        if not path.is_file():
+            self.clock.halt()
+            atomic_save(quantize_int8(self.checkpoint()), path)
 
     def _set(self, state: str, message: str = ""):
         with self._lock:
@@ -372,6 +395,15 @@ class Trainer:
             w.writeheader()
             w.writerows(self.history)
         os.replace(tmp, self.save_dir / "metrics.csv")
+
+    def write_answers(self):
+        """answers.csv: the probe questions' greedy answers at each evaluation (step, question, answer)."""
+        tmp = self.save_dir / ".answers.csv.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(ANSWER_FIELDS)
+            w.writerows((step, q, a) for step, answers in list(self.answers) for q, a in answers.items())
+        os.replace(tmp, self.save_dir / "answers.csv")
 
     def finish(self):
         """After the last step: int8 export and the training time."""

@@ -154,10 +154,13 @@ def next_token_stages(model, tok, prompt: str, answer_ids, step: int, s: Setting
 
 def measure_train_step(cfg: dict, repeats: int = 3) -> dict:
     """Time real training steps of cfg's model: Trainer.train_step itself (the loop users run, with its precision,
-    clipping and accumulation) on the course data. Returns seconds per step and the tokens in a step."""
+    clipping and accumulation) on the course data. Returns seconds per step, the tokens in a step, and the seconds
+    to build the Trainer (data, model) and for one evaluation (held-out losses and the probe answers)."""
     from .train import Trainer
 
-    trainer = Trainer(cfg, save_dir=None, probe_questions=(), keep_resume=False)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, save_dir=None, keep_resume=False)
+    setup = time.perf_counter() - t0
     times, tokens = [], 0
     for r in range(repeats + 1):  # the first step warms up and is not counted
         before, t0 = trainer.tokens_seen, time.perf_counter()
@@ -166,5 +169,9 @@ def measure_train_step(cfg: dict, repeats: int = 3) -> dict:
             times.append(time.perf_counter() - t0)
             tokens += trainer.tokens_seen - before
     sec = sorted(times)[len(times) // 2]
+    t0 = time.perf_counter()
+    trainer.evaluate(trainer.val_samples)
+    trainer.evaluate(trainer.unseen_samples)
+    trainer.probe()
     return {"seconds_per_step": sec, "tokens_per_step": tokens / repeats, "params": trainer.num_params(),
-            "precision": trainer.precision}
+            "precision": trainer.precision, "setup_seconds": setup, "seconds_per_eval": time.perf_counter() - t0}
