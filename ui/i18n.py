@@ -14,6 +14,8 @@ bilingual line "中文 / English", as the project's error-message rule asks.
 
 import gradio as gr
 
+from .hyperparameters import hyperparameter_text
+
 TEXT = {  # key: (中文, English)
     # ---- app ----
     "app.title": ("GPT_teacher 课堂面板 <span class='en'>一个 337 万参数的中文 GPT</span>",
@@ -95,8 +97,56 @@ TEXT = {  # key: (中文, English)
     "chat.candidates_heading": ("每个词元的候选（前 5 个）", "Per-token candidates (top-5)"),
     "chat.step": ("看第几步的分布（默认：最不确定的一步）", "Which step to show (default: the least certain one)"),
     "chat.candidates_table": ("每一步的前 5 个候选", "Top-5 candidates per step"),
-    # ---- training and compare tabs: added by the training-tab work ----
+    # ---- training ----
+    "train.intro": ("选一个预设或拖动滑块，开始训练：曲线每秒更新，每次评估时模型回答两个固定问题和它们的新问法，"
+                    "看它从背答案到听懂问题。",
+                    "Pick a preset or move the sliders and start training: the curves update every second, and at "
+                    "each evaluation the model answers the two fixed questions, as taught and reworded."),
+    "train.teacher": ("教师登录", "Teacher login"),
+    "train.teacher_note": ("这个课堂由老师控制训练：同学们可以实时观看、对话和做可视化。",
+                           "The teacher controls training in this classroom: students watch live, chat and "
+                           "visualise."),
+    "train.password": ("教师密码", "Teacher password"),
+    "train.preset": ("预设", "Presets"),
+    "train.minutes": ("训练 N 分钟（0 = 按步数）", "Train for N minutes (0 = use the steps)"),
+    "train.minutes_info": ("按这台机器实测的速度换算成步数，余弦退火正好在时间用完时结束",
+                           "converted to steps at this machine's measured speed; the cosine decay ends with it"),
+    "train.name": ("运行名（字母数字_-，留空用时间）", "Run name (letters, digits, _ -; empty = the time)"),
+    "train.start": ("开始", "Start"),
+    "train.pause": ("暂停", "Pause"),
+    "train.resume": ("继续", "Resume"),
+    "train.stop": ("停止", "Stop"),
+    "train.reset_form": ("恢复默认", "Reset"),
+    "train.clear": ("清空图表", "Clear the chart"),
+    "train.promote": ("设为默认模型", "Make it the default model"),
+    "train.section_model": ("模型", "Model"),
+    "train.section_training": ("训练", "Training"),
+    "train.lr_log": ("学习率（对数刻度 log₁₀）", "Learning rate (log₁₀ scale)"),
+    "train.answers": ("每次评估时的贪心回答：固定问题和它们的新问法",
+                      "Greedy answers at each eval: the fixed questions, as taught and reworded"),
+    "train.overlay": ("叠加以前的运行", "Overlay earlier runs"),
+    "train.refresh": ("刷新", "Refresh"),
+    "train.home": ("带回家：命令和 zip", "Take it home: command and zip"),
+    "train.home_run": ("选择一次训练", "Pick a run"),
+    "train.command": ("在自己电脑上重现这次训练的命令", "The command that trains this run on your own computer"),
+    "train.zip": ("打包下载 zip", "Download as zip"),
+    "train.upload": ("上传 zip，加入为一次训练", "Upload a zip as a run"),
+    "train.extra": ("加入你自己的问答", "Add your own question–answer pairs"),
+    "train.extra_label": ("和课程数据一起训练", "Trained together with the course data"),
+    # ---- compare ----
+    "tab.compare": ("对比", "Compare"),
+    "compare.intro": ("选两次训练（或同一次训练的不同步数），看损失曲线叠在一起、配置差在哪里，再问它们同一个问题。",
+                      "Pick two runs (or one run at two steps): overlaid loss curves, the differences in their "
+                      "configs, and one question answered by both."),
+    "compare.a": ("模型 A", "Model A"),
+    "compare.b": ("模型 B", "Model B"),
+    "compare.show": ("对比", "Compare"),
+    "compare.question": ("问两个模型同一个问题", "Ask both models one question"),
+    "compare.ask": ("一起回答", "Ask both"),
+    "compare.answer_a": ("A 的回答", "A's answer"),
+    "compare.answer_b": ("B 的回答", "B's answer"),
 }
+TEXT.update(hyperparameter_text())
 
 _ZH = {key: zh for key, (zh, _) in TEXT.items()}
 I18N = gr.I18n(**{"zh-CN": _ZH, "zh": dict(_ZH), "en": {key: en for key, (_, en) in TEXT.items()}})

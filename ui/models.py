@@ -11,6 +11,7 @@ from gpt_mini import tokenizer as T
 from gpt_mini.checkpoint import load_model
 from gpt_mini.config import ROOT, resolve
 from gpt_mini.errors import UserError
+from gpt_mini.train import snapshot_path
 
 DEFAULT_KEY = "default-fp32"
 CHECKPOINT_DIR = ROOT / "checkpoints"
@@ -25,24 +26,40 @@ class ModelStore:
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
-    def choices(self) -> list[tuple[str, str]]:
-        """(label, key) pairs for a dropdown: default fp32, default int8, then each saved run (newest first)."""
+    def run_dirs(self) -> list[Path]:
+        """Saved runs, newest first: a folder with last.pt (trained here) or quantized.pt (finished or uploaded)."""
+        if not self.runs_dir.is_dir():
+            return []
+        runs = [d for d in self.runs_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
+                and ((d / "last.pt").is_file() or (d / "quantized.pt").is_file())]
+        return sorted(runs, key=lambda d: d.stat().st_mtime, reverse=True)
+
+    def choices(self, snapshots: bool = True) -> list[tuple[str, str]]:
+        """(label, key) pairs for a dropdown: default fp32, default int8, then each saved run (newest first) and,
+        with snapshots, the run at each snapshot step ("run X at step S")."""
         out = []
         if (CHECKPOINT_DIR / "last.pt").is_file():
             out.append(("默认模型 fp32 / default fp32", DEFAULT_KEY))
         if (CHECKPOINT_DIR / "quantized.pt").is_file():
             out.append(("默认模型 int8 / default int8", "default-int8"))
-        runs = [p for p in self.runs_dir.glob("*/last.pt") if p.is_file()] if self.runs_dir.is_dir() else []
-        for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True):
-            out.append((f"训练 run: {p.parent.name}", f"run:{p.parent.name}"))
+        for d in self.run_dirs():
+            out.append((f"训练 run: {d.name}", f"run:{d.name}"))
+            if snapshots:
+                for p in sorted((d / "snapshots").glob("step_*.pt")):
+                    step = int(p.stem[5:])
+                    out.append((f"训练 run: {d.name} · 第 {step} 步 / step {step}", f"snap:{d.name}:{step}"))
         return out
 
     def path_of(self, key: str) -> Path:
         defaults = {DEFAULT_KEY: CHECKPOINT_DIR / "last.pt", "default-int8": CHECKPOINT_DIR / "quantized.pt"}
         if key in defaults:
             return defaults[key]
-        if key.startswith("run:") and key in (k for _, k in self.choices()):  # only listed runs, never a free path
-            return self.runs_dir / key[4:] / "last.pt"
+        if key in (k for _, k in self.choices()):  # only listed runs, never a free path
+            kind, name, *step = key.split(":")
+            if kind == "snap":
+                return snapshot_path(self.runs_dir / name, int(step[0]))
+            last = self.runs_dir / name / "last.pt"
+            return last if last.is_file() else self.runs_dir / name / "quantized.pt"
         raise UserError(f"没有这个检查点：{key}（请从列表中选择）",
                         f"no such checkpoint: {key} (pick one from the list)")
 

@@ -31,6 +31,9 @@ body, .gradio-container, .prose {{ font-family: {FONT}; }}
                     min-width: 90px; }}
 .pipeline .stage b {{ font-size: 1.2em; }}
 .pipeline .arrow {{ align-self: center; font-size: 1.4em; color: #889; }}
+table.compare {{ border-collapse: collapse; width: 100%; }}
+table.compare td, table.compare th {{ border-bottom: 1px solid #e3e6ef; padding: 3px 8px; text-align: left; }}
+table.compare tr.differs {{ background: #fff3bf; font-weight: 600; }}
 """
 
 

@@ -13,37 +13,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from gpt_mini.config import SCHEMA, load_config
 from gpt_mini.data import check_row
 from gpt_mini.errors import UserError
 from gpt_mini.train import Trainer
 
 from .torch_threads import reset_default_for_new_threads
 
-HYPERPARAMETERS = {  # config name -> section of config.yaml
-    "n_layer": "model", "n_head": "model", "n_embd": "model", "seq_len": "model", "dropout": "model",
-    "causal": "model", "lr": "training", "warmup_ratio": "training", "max_steps": "training",
-    "batch_size": "training", "micro_batch": "training", "weight_decay": "training", "grad_clip": "training",
-    "eval_interval": "training", "seed": "training", "precision": "training",
-}
 MAX_EXTRA_ROWS = 200
 MAX_KEPT_RUNS = 30  # a public Space must not fill its disk: older dashboard runs are removed, with a message
 YIELD_SECONDS = 0.5  # answers first: while questions wait, training rests up to this long after each step
-
-
-def make_config(config_path, values: dict) -> dict:
-    """config.yaml plus the given hyperparameters (None = keep the file's value), checked by the engine."""
-    updates: dict = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if name not in HYPERPARAMETERS:
-            raise UserError(f"未知超参数 {name}", f"unknown hyperparameter {name}")
-        section = HYPERPARAMETERS[name]
-        if SCHEMA[section][name] is int and isinstance(value, float) and value.is_integer():
-            value = int(value)  # number boxes send 4.0 for 4
-        updates.setdefault(section, {})[name] = value
-    return load_config(config_path, updates=updates)
 
 
 def sanitize_name(name: str) -> str:
@@ -95,9 +73,10 @@ class TrainingRun:
     """Owner of the one training thread. How the run stands lives in its Trainer (status(), curves()); this class
     only starts the thread, passes control on, and keeps the last finished run's figures for display."""
 
-    def __init__(self, runs_dir, chat_busy=None):
-        """chat_busy: a function that says whether students are waiting for answers (the run then yields)."""
-        self.runs_dir, self.chat_busy = Path(runs_dir), chat_busy
+    def __init__(self, runs_dir, chat_busy=None, pace=None):
+        """chat_busy: a function that says whether students are waiting for answers (the run then yields).
+        pace: limits.Pace, told how long each finished run took (better time estimates)."""
+        self.runs_dir, self.chat_busy, self.pace = Path(runs_dir), chat_busy, pace
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.trainer: Trainer | None = None
@@ -160,6 +139,18 @@ class TrainingRun:
             thread.join(wait)
         return self.status()
 
+    def reset(self) -> dict:
+        """Back to an empty chart (the saved run stays on disk); refused while a run is going."""
+        with self.lock:
+            if self._active():
+                return dict(self._status(), message=self._busy_message())
+            self.name, self.cfg = "", None
+            self._final = dict(self._final, state="idle", step=0, max_steps=0, train_loss=None, eval_loss=None,
+                               unseen_loss=None, elapsed=0.0, eta=0.0, tokens_per_s=0.0, message="", answers={})
+            self._final_curves = {"losses": [], "evals": [], "answers": [], "version": 0}
+            self._epoch += 1
+            return self._status()
+
     def shutdown(self):
         self.stop(wait=1.0)
 
@@ -195,6 +186,8 @@ class TrainingRun:
         with self.lock:
             if trainer is not None:
                 self._final, self._final_curves = trainer.status(), trainer.curves()
+                if self.pace and state in ("finished", "stopped"):
+                    self.pace.observe(trainer.cfg, trainer.step - trainer.first_step, trainer.train_seconds)
             self._final.update(state=state, message=message, eta=0.0)
             self.trainer, self._preparing = None, ""
             self._epoch += 1

@@ -1,7 +1,9 @@
-"""Tab 训练 Training: hyperparameters, start/pause/resume/stop, live curves, the fixed questions at each eval."""
+"""Tab 训练 Training: presets, a time budget and sliders generated from hyperparameters.HYPERPARAMETERS, teacher-only
+controls on a shared Space, live curves, the fixed questions at each eval, and taking a run home (command and zip)."""
 
 import html
-import shutil
+import inspect
+import math
 import tempfile
 import threading
 from pathlib import Path
@@ -10,12 +12,17 @@ import gradio as gr
 import pandas as pd
 from plotly.subplots import make_subplots
 
+from gpt_mini import run_archive
+from gpt_mini.checkpoint import read_checkpoint
 from gpt_mini.config import ROOT
 from gpt_mini.data import PROBE_QUESTIONS
 from gpt_mini.errors import UserError
-from gpt_mini.train import lr_at
+from gpt_mini.train import lr_at, promote
 from gpt_mini.visualize import model_size
 
+from .hyperparameters import HYPERPARAMETERS, PRESETS, api_signature, cli_command, defaults, make_config, preset_values
+from .i18n import t
+from .limits import LIMITS, check_limits, fmt_duration
 from .style import (
     EVAL_COLOR,
     FONT,
@@ -26,20 +33,12 @@ from .style import (
     big_numbers,
     error_line,
     fmt_seconds,
-    intro,
 )
-from .training_run import HYPERPARAMETERS, check_extra_rows, make_config
+from .training_run import check_extra_rows
 
 STATE_NAMES = {"idle": "空闲 idle", "running": "训练中 running", "paused": "已暂停 paused",
                "finished": "已完成 finished", "stopped": "已停止 stopped", "failed": "失败 failed"}
-CAUSAL_NOTE = ("**演示：去掉因果掩码。** 训练时每个位置都能“偷看”后面的答案词元，训练损失会很快掉到接近 0；"
-               "但生成时后面还没有词元可看，回答会变成乱七八糟的重复——这就是为什么需要因果掩码。<br>"
-               "<span class='en'>Without the mask every position can peek at the next token: the training loss "
-               "collapses toward 0, but at generation time there is no future to peek at, so the answers fail. "
-               "That is why the mask exists.</span>")
-INT_FIELDS = {"n_layer", "n_head", "n_embd", "seq_len", "max_steps", "batch_size", "micro_batch", "eval_interval",
-              "seed"}
-FIELDS = [k for k in HYPERPARAMETERS if k not in ("causal", "precision")] + ["precision"]
+NAMES = [h.name for h in HYPERPARAMETERS]
 UNSEEN_NAME = "新知识：小模型学不会 / unseen facts: a small model cannot learn them"
 MAX_POINTS = 600
 _chart_cache: dict = {}
@@ -47,7 +46,7 @@ _chart_lock = threading.Lock()
 
 
 def run_metrics(runs_dir: Path) -> dict:
-    """Earlier runs' curves to overlay: {label: metrics.csv path} (the default model's own curve first)."""
+    """Runs' curves to overlay or compare: {label: metrics.csv path} (the default model's own curve first)."""
     found = {}
     if (ROOT / "checkpoints" / "metrics.csv").is_file():
         found["默认模型 default"] = ROOT / "checkpoints" / "metrics.csv"
@@ -62,6 +61,26 @@ def _thin(points):
     return points[::k] if k > 1 else points
 
 
+def add_metrics_curves(fig, label: str, path: Path, dash: str, opacity: float = 0.5) -> bool:
+    """A saved run's train and eval loss from its metrics.csv; False if the file cannot be read."""
+    try:
+        df = pd.read_csv(path)
+    except Exception:  # noqa: BLE001 - a half-written or foreign file is skipped
+        return False
+    fig.add_scatter(x=df["step"], y=df["train_loss"], name=f"{label} 训练 train", opacity=opacity,
+                    line=dict(color=TRAIN_COLOR, dash=dash))
+    fig.add_scatter(x=df["step"], y=df["eval_loss"], name=f"{label} 验证 eval", opacity=opacity,
+                    line=dict(color=EVAL_COLOR, dash=dash), mode="lines+markers")
+    return True
+
+
+def style_loss_figure(fig, title: str):
+    fig.update_layout(height=440, template="plotly_white", font=dict(family=FONT, size=13), **TITLE_AND_LEGEND)
+    fig.update_layout(title_text=title, margin_r=70)
+    fig.update_xaxes(title_text="步 / steps")
+    fig.update_yaxes(title_text="损失（交叉熵）/ loss", secondary_y=False)
+
+
 def chart(run, runs_dir: Path, overlay=()):
     """Train loss (every step), eval loss (each eval), lr (second axis), plus dashed curves of earlier runs."""
     curves = run.curves()
@@ -72,17 +91,8 @@ def chart(run, runs_dir: Path, overlay=()):
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     files = run_metrics(runs_dir)
     for i, label in enumerate(overlay or ()):
-        if label not in files or label == curves["name"]:
-            continue
-        try:
-            df = pd.read_csv(files[label])
-        except Exception:  # noqa: BLE001 - a half-written or foreign file is skipped
-            continue
-        dash = ["dash", "dot", "dashdot", "longdash"][i % 4]
-        fig.add_scatter(x=df["step"], y=df["train_loss"], name=f"{label} 训练", opacity=0.5,
-                        line=dict(color=TRAIN_COLOR, dash=dash))
-        fig.add_scatter(x=df["step"], y=df["eval_loss"], name=f"{label} 验证", opacity=0.5,
-                        line=dict(color=EVAL_COLOR, dash=dash))
+        if label in files and label != curves["name"]:
+            add_metrics_curves(fig, label, files[label], ["dash", "dot", "dashdot", "longdash"][i % 4])
     losses = _thin(curves["losses"])
     if losses:
         fig.add_scatter(x=[s for s, _ in losses], y=[v for _, v in losses], name="训练损失 train loss",
@@ -96,15 +106,12 @@ def chart(run, runs_dir: Path, overlay=()):
             fig.add_scatter(x=[r["step"] for r in unseen], y=[r["unseen_loss"] for r in unseen], name=UNSEEN_NAME,
                             mode="lines+markers", line=dict(color=UNSEEN_COLOR, width=2, dash="dot"))
     if losses and curves["cfg"]:
-        t = curves["cfg"]["training"]
+        tr = curves["cfg"]["training"]
         steps = [s for s, _ in losses]
-        fig.add_scatter(x=steps, y=[lr_at(s - 1, t["max_steps"], t["lr"], t["warmup_ratio"]) for s in steps],
+        fig.add_scatter(x=steps, y=[lr_at(s - 1, tr["max_steps"], tr["lr"], tr["warmup_ratio"]) for s in steps],
                         name="学习率 lr", line=dict(color=LR_COLOR, dash="dot", width=1.5), secondary_y=True)
-    fig.update_layout(height=440, template="plotly_white", font=dict(family=FONT, size=13), **TITLE_AND_LEGEND)
-    fig.update_layout(title_text="损失曲线 / loss curves" if losses or overlay else
-                      "点“开始”后曲线会出现在这里 / press start to see the curves", margin_r=70)
-    fig.update_xaxes(title_text="步 / steps")
-    fig.update_yaxes(title_text="损失（交叉熵）/ loss", secondary_y=False)
+    style_loss_figure(fig, "损失曲线 / loss curves" if losses or overlay else
+                      "点“开始”后曲线会出现在这里 / press start to see the curves")
     fig.update_yaxes(title_text="学习率 / learning rate", secondary_y=True, showgrid=False, tickformat=".1e")
     with _chart_lock:
         if len(_chart_cache) > 16:
@@ -136,108 +143,202 @@ def answers_frame(run) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["步 step"] + columns)
 
 
-def params_html(tok, n_layer, n_head, n_embd, seq_len) -> str:
-    try:
-        size = model_size(int(n_layer), int(n_head), int(n_embd), int(seq_len), tok.get_vocab_size())
-    except (TypeError, ValueError, ZeroDivisionError):
-        return ""
-    return (big_numbers([(f"{size['params']:,}", "参数量 / parameters")])
-            + f"<div class='en'>{html.escape(size['formula'])}</div>")
+class RunPlanner:
+    """From form or API values to a checked config: preset, then the given values, then the time budget (which
+    sets max_steps, so the cosine schedule ends exactly where the budget does), then the Space's limits."""
+
+    def __init__(self, config_path, pace):
+        self.config_path, self.pace = config_path, pace
+
+    def plan(self, values: dict, minutes: float | None = 0, preset: str = "") -> tuple[dict, float]:
+        merged = {k: v for k, v in preset_values(self.base(), preset).items()} if preset else {}
+        merged.update({k: v for k, v in values.items() if v is not None})
+        minutes = merged.pop("minutes", 0) if minutes in (None, 0) else minutes
+        cfg = make_config(self.config_path, merged)
+        if minutes:
+            if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and 0 < minutes <= 60):
+                raise UserError("训练分钟数应在 0 到 60 之间", "minutes must be between 0 and 60")
+            steps = min(LIMITS.max_steps, self.pace.steps_for(cfg, minutes * 60))
+            cfg = make_config(self.config_path, dict(merged, max_steps=steps))
+        return cfg, check_limits(cfg, self.pace)
+
+    def base(self) -> dict:
+        return make_config(self.config_path, {})
+
+    def describe(self, values: dict, minutes: float) -> str:
+        """Parameter count, formula and the estimated time, or one line saying what to change."""
+        try:
+            cfg, seconds = self.plan(values, minutes)
+        except UserError as e:
+            return error_line(str(e))
+        m = cfg["model"]
+        size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
+        zh, en = fmt_duration(seconds).split(" / ")
+        return (big_numbers([(f"{size['params']:,}", "参数量 / parameters"),
+                             (f"{cfg['training']['max_steps']:,}", "步数 / steps"),
+                             (f"预计 {zh}", f"预计用时 / about {en}")])
+                + f"<div class='en'>{html.escape(size['formula'])}</div>")
 
 
-def build(run, store, cfg, config_path, runs_dir: Path):
-    m, t = cfg["model"], cfg["training"]
-    defaults = {**m, **t}
-    gr.HTML(intro("设置超参数并开始训练：曲线每秒更新，每次评估时模型回答两个固定问题和它们的新问法，看它从背答案到听懂问题。",
-                  "Set the hyperparameters and start training: the curves update every second, and at each "
-                  "evaluation the model answers the two fixed questions, as taught and reworded, so you can watch "
-                  "it go from memorising to understanding."))
+def hyperparameter_form(values: dict) -> dict:
+    """One control per hyperparameter, from the schema: sliders for numbers (the learning rate on a log10 slider
+    plus its exact value), a checkbox for the mask, a radio for the precision. Returns {name: component}; the
+    log slider is returned as '_lr_log'."""
+    inputs = {}
+    for section, title in (("model", "train.section_model"), ("training", "train.section_training")):
+        with gr.Accordion(t(title), open=section == "model"):
+            for h in (h for h in HYPERPARAMETERS if h.section == section):
+                label, info = t(f"hp.{h.name}"), t(f"hp.{h.name}.help")
+                if h.choices:
+                    inputs[h.name] = gr.Radio(list(h.choices), value=values[h.name], label=label, info=info)
+                elif h.kind is bool:
+                    inputs[h.name] = gr.Checkbox(values[h.name], label=label, info=info)
+                elif h.log:
+                    with gr.Group():
+                        inputs["_lr_log"] = gr.Slider(math.log10(h.minimum), math.log10(h.maximum), step=h.step,
+                                                      value=round(math.log10(values[h.name]), 2),
+                                                      label=t("train.lr_log"), info=info, elem_id="hp-lr-log")
+                        inputs[h.name] = gr.Number(values[h.name], label=label, minimum=h.minimum,
+                                                   maximum=h.maximum, elem_id="hp-lr")
+                else:
+                    inputs[h.name] = gr.Slider(h.minimum, h.maximum, step=h.step, value=values[h.name], label=label,
+                                               info=info, elem_id=f"hp-{h.name}")
+    return inputs
+
+
+def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir: Path):
+    base = defaults(cfg)
+    planner = RunPlanner(config_path, pace)
+    gr.Markdown(t("train.intro"))
     with gr.Row():
-        with gr.Column(scale=1, min_width=300):
-            inputs = {}
-            labels = {"n_layer": "层数 n_layer", "n_head": "注意力头数 n_head", "n_embd": "隐藏维度 n_embd",
-                      "seq_len": "上下文长度 seq_len", "dropout": "丢弃率 dropout", "lr": "学习率 lr",
-                      "warmup_ratio": "线性预热比例 warmup_ratio", "max_steps": "步数 max_steps",
-                      "batch_size": "批大小 batch_size", "micro_batch": "微批 micro_batch（梯度累积）",
-                      "weight_decay": "权重衰减 weight_decay", "grad_clip": "梯度裁剪 grad_clip",
-                      "eval_interval": "评估间隔 eval_interval", "seed": "随机种子 seed"}
-            name = gr.Textbox(label="运行名 / run name（字母数字_-，留空用时间）", max_length=40)
-            params = gr.HTML(params_html(store.tokenizer(), m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"]))
+        with gr.Column(scale=1, min_width=320):
+            with gr.Accordion(t("train.teacher"), open=True, visible=gate.enabled):
+                gr.Markdown(t("train.teacher_note"))
+                password = gr.Textbox(label=t("train.password"), type="password", max_length=200,
+                                      elem_id="teacher-password")
+            preset = gr.Radio([(f"{zh} / {en}", key) for key, (zh, en, _) in PRESETS.items()], value="lesson",
+                              label=t("train.preset"), elem_id="train-preset")
+            minutes = gr.Slider(0, LIMITS.max_seconds / 60, step=0.5, value=0, label=t("train.minutes"),
+                                info=t("train.minutes_info"), elem_id="train-minutes")
+            estimate = gr.HTML(elem_id="train-estimate")
+            name = gr.Textbox(label=t("train.name"), max_length=40)
             error = gr.HTML()
             with gr.Row():
-                start = gr.Button("开始 / start", variant="primary", min_width=80)
-                pause = gr.Button("暂停 / pause", min_width=80)
-                resume = gr.Button("继续 / resume", min_width=80)
-                stop = gr.Button("停止 / stop", variant="stop", min_width=80)
-            reset = gr.Button("恢复默认 / reset", elem_id="train-reset")
-            with gr.Accordion("模型 / model", open=True):
-                with gr.Row():
-                    for k in ("n_layer", "n_head", "n_embd", "seq_len", "dropout"):
-                        inputs[k] = gr.Number(defaults[k], label=labels[k], precision=0 if k in INT_FIELDS else None,
-                                              min_width=120, step=0.05 if k == "dropout" else 1)
-                causal_demo = gr.Checkbox(False, label="演示：去掉因果掩码 / demo: remove the causal mask")
-                causal_note = gr.Markdown(CAUSAL_NOTE, visible=False)
-            with gr.Accordion("训练 / training", open=True):
-                inputs["precision"] = gr.Radio(["auto", "fp32", "bf16"], value=defaults["precision"],
-                                               label="精度 precision（auto：bf16 更快时才用 / bf16 only where faster）")
-                with gr.Row():
-                    for k in ("lr", "warmup_ratio", "max_steps", "batch_size", "micro_batch", "weight_decay",
-                              "grad_clip", "eval_interval", "seed"):
-                        inputs[k] = gr.Number(defaults[k], label=labels[k], precision=0 if k in INT_FIELDS else None,
-                                              min_width=120, step=0.001 if k == "lr" else (0.01 if k in (
-                                                  "warmup_ratio", "weight_decay") else 1))
+                start = gr.Button(t("train.start"), variant="primary", min_width=80, elem_id="train-start")
+                pause = gr.Button(t("train.pause"), min_width=80, elem_id="train-pause")
+                resume = gr.Button(t("train.resume"), min_width=80, elem_id="train-resume")
+                stop = gr.Button(t("train.stop"), variant="stop", min_width=80, elem_id="train-stop")
+            with gr.Row():
+                reset_form = gr.Button(t("train.reset_form"), elem_id="train-reset", min_width=80)
+                clear = gr.Button(t("train.clear"), elem_id="train-clear", min_width=80)
+                make_default = gr.Button(t("train.promote"), elem_id="train-promote", min_width=80)
+            inputs = hyperparameter_form(base)
         with gr.Column(scale=3):
             status = gr.HTML(status_html(run.status()), elem_id="train-status")
-            message = gr.Markdown()
+            message = gr.Markdown(elem_id="train-message")
             plot = gr.Plot(chart(run, runs_dir), show_label=False)
-            answers = gr.Dataframe(answers_frame(run), label="每次评估时的贪心回答：固定问题和它们的新问法 / greedy "
-                                   "answers at each eval: the fixed questions, as taught and reworded",
-                                   interactive=False, wrap=True, max_height=260)
+            answers = gr.Dataframe(answers_frame(run), label=t("train.answers"), interactive=False, wrap=True,
+                                   max_height=260)
             with gr.Row():
-                overlay = gr.CheckboxGroup(list(run_metrics(runs_dir)), label="叠加以前的运行 / overlay earlier runs",
-                                           scale=4)
-                refresh = gr.Button("刷新 / refresh", scale=1, min_width=80)
-            with gr.Row():
-                download = gr.Button("下载指标 CSV / download metrics CSV", scale=1)
-                csv_file = gr.File(label="metrics.csv", scale=2, interactive=False, visible=False)
-            with gr.Accordion("加入你自己的问答 / add your own question–answer pairs", open=False):
+                overlay = gr.CheckboxGroup(list(run_metrics(runs_dir)), label=t("train.overlay"), scale=4)
+                refresh = gr.Button(t("train.refresh"), scale=1, min_width=80)
+            with gr.Accordion(t("train.home"), open=False):
+                home_run = gr.Dropdown([d.name for d in store.run_dirs()], label=t("train.home_run"),
+                                       elem_id="home-run")
+                command = gr.Code(label=t("train.command"), language="shell", interactive=False,
+                                  elem_id="home-command")
+                with gr.Row():
+                    pack = gr.Button(t("train.zip"), elem_id="home-zip")
+                    zip_file = gr.File(label="zip", interactive=False, elem_id="home-zip-file")
+                upload = gr.File(label=t("train.upload"), file_types=[".zip"], type="filepath",
+                                 elem_id="home-upload")
+                home_message = gr.HTML()
+            with gr.Accordion(t("train.extra"), open=False):
                 extra = gr.Dataframe(pd.DataFrame({"问题 prompt": [""] * 3, "回答 completion": [""] * 3}),
                                      interactive=True, row_count=3, column_count=2, wrap=True,
-                                     label="和课程数据一起训练 / trained together with the course data")
-    fields = [inputs[k] for k in FIELDS]
-    tok = store.tokenizer()
+                                     label=t("train.extra_label"))
+    fields = [inputs[k] for k in NAMES]
+    lr_log = inputs["_lr_log"]
 
-    def check(*values):
+    def form_values(values) -> dict:
+        return dict(zip(NAMES, values))
+
+    def describe(budget, *values):
+        return planner.describe(form_values(values), budget)
+
+    gr.on([f.change for f in fields] + [minutes.change], describe, [minutes] + fields, estimate,
+          api_name="ui_estimate", api_visibility="undocumented", trigger_mode="always_last",
+          concurrency_limit=None, show_progress="hidden")
+    lr_log.input(lambda x: float(f"{10 ** x:.3g}"), lr_log, inputs["lr"], api_name="ui_lr_from_log",
+                 api_visibility="private", show_progress="hidden")
+    inputs["lr"].input(lambda v: round(math.log10(v), 2) if v and v > 0 else gr.skip(), inputs["lr"], lr_log,
+                       api_name="ui_lr_to_log", api_visibility="private", show_progress="hidden")
+
+    def apply_preset(key):
+        values = preset_values(cfg, key)
+        return ([values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2), values["minutes"], ""])
+
+    preset.input(apply_preset, preset, fields + [lr_log, minutes, error], api_name="ui_apply_preset",
+                 api_visibility="private")
+    reset_form.click(lambda: apply_preset("lesson") + ["lesson"], None, fields + [lr_log, minutes, error, preset],
+                     api_name="ui_train_reset", api_visibility="private")
+
+    def guarded(fn, *args):
+        """Run a control action for the teacher; a refusal is one line, and nothing changes."""
+        *rest, secret = args
+        gate.check(secret)
+        return fn(*rest)
+
+    def start_run(values: dict, budget, preset_key, run_name, rows):
+        cfg_run, _ = planner.plan(values, budget, preset_key)
+        return run.start(cfg_run, run_name, check_extra_rows(rows))
+
+    def start_ui(secret, budget, *values):
+        *hyper, run_name, rows = values
+        rows = rows.values.tolist() if isinstance(rows, pd.DataFrame) else rows
         try:
-            make_config(config_path, dict(zip(FIELDS, values)))
-            return params_html(tok, *values[:4]), ""
-        except UserError as e:
-            return params_html(tok, *values[:4]), error_line(str(e))
-
-    gr.on([f.change for f in fields], check, fields, [params, error], api_name="ui_check_hyperparameters",
-          api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None, show_progress="hidden")
-    causal_demo.change(lambda on: gr.Markdown(visible=bool(on)), causal_demo, causal_note,
-                       api_name="ui_causal_note", api_visibility="private")
-
-    def start_ui(*values):
-        *hyper, demo, run_name, rows = values
-        try:
-            cfg_run = make_config(config_path, dict(zip(FIELDS, hyper), causal=not demo))
-            extra_rows = check_extra_rows(rows.values.tolist() if isinstance(rows, pd.DataFrame) else rows)
+            s = guarded(start_run, form_values(hyper), budget, "", run_name, rows, secret)
         except UserError as e:
             return error_line(str(e)), gr.skip()
-        s = run.start(cfg_run, run_name, extra_rows)
         return ("" if s["started"] else error_line(s["message"])), html.escape(s["message"])
 
-    start.click(start_ui, fields + [causal_demo, name, extra], [error, message], api_name="ui_train_start",
+    start.click(start_ui, [password, minutes] + fields + [name, extra], [error, message], api_name="ui_train_start",
                 api_visibility="undocumented", concurrency_limit=1)
-    for button, fn, api in ((pause, run.pause, "ui_train_pause"), (resume, run.resume, "ui_train_resume"),
-                            (stop, run.stop, "ui_train_stop")):
-        button.click(lambda fn=fn: status_html(fn()), None, status, api_name=api, api_visibility="undocumented",
-                     concurrency_limit=None)
-    reset.click(lambda: [defaults[k] for k in FIELDS] + [False, "", ""], None, fields + [causal_demo, name, error],
-                api_name="ui_train_reset", api_visibility="private")
 
+    def control_ui(fn):
+        def handler(secret):
+            try:
+                return status_html(guarded(fn, secret)), ""
+            except UserError as e:
+                return gr.skip(), error_line(str(e))
+        return handler
+
+    for button, fn, api in ((pause, run.pause, "ui_train_pause"), (resume, run.resume, "ui_train_resume"),
+                            (stop, run.stop, "ui_train_stop"), (clear, run.reset, "ui_train_clear")):
+        button.click(control_ui(fn), password, [status, error], api_name=api, api_visibility="undocumented",
+                     concurrency_limit=None)
+
+    def promote_run():
+        s = run.status()
+        if s["state"] not in ("finished", "stopped") or not s["name"]:
+            raise UserError("先完成一次训练，才能设为默认模型", "finish a run before making it the default model")
+        ok, report = promote(runs_dir / s["name"], target=promote_dir)
+        if not ok:
+            raise UserError(f"{s['name']} 还没达标，没有设为默认模型：{report}",
+                            f"{s['name']} is below the bar and was not made the default: {report}")
+        return {"promoted": s["name"], **report}
+
+    def promote_ui(secret):
+        try:
+            done = guarded(promote_run, secret)
+        except UserError as e:
+            return error_line(str(e))
+        return html.escape(f"已设为默认模型 / now the default model: {done['promoted']}")
+
+    make_default.click(promote_ui, password, error, api_name="ui_train_promote", api_visibility="undocumented",
+                       concurrency_limit=1)
+
+    # ---- watching ----
     def poll(seen: dict, chosen):
         s = run.status()
         changed = s["version"] != seen.get("version") or s["state"] != seen.get("state")
@@ -245,62 +346,114 @@ def build(run, store, cfg, config_path, runs_dir: Path):
         new_seen = {"version": s["version"], "state": s["state"]}
         return (status_html(s), html.escape(s["message"]), chart(run, runs_dir, chosen) if changed else gr.skip(),
                 answers_frame(run) if changed else gr.skip(),
-                gr.CheckboxGroup(choices=list(run_metrics(runs_dir))) if refresh_runs else gr.skip(), new_seen)
+                gr.CheckboxGroup(choices=list(run_metrics(runs_dir))) if refresh_runs else gr.skip(),
+                gr.Dropdown(choices=[d.name for d in store.run_dirs()]) if refresh_runs else gr.skip(), new_seen)
 
     seen = gr.State({})
     timer = gr.Timer(1.0, active=False)  # ticks only while this tab is shown (app.py): 40 idle tabs cost CPU
-    timer.tick(poll, [seen, overlay], [status, message, plot, answers, overlay, seen], api_name="ui_train_poll",
-               api_visibility="undocumented", concurrency_limit=None, show_progress="hidden")
+    timer.tick(poll, [seen, overlay], [status, message, plot, answers, overlay, home_run, seen],
+               api_name="ui_train_poll", api_visibility="undocumented", concurrency_limit=None,
+               show_progress="hidden")
     overlay.change(lambda chosen: chart(run, runs_dir, chosen), overlay, plot, api_name="ui_overlay",
                    api_visibility="undocumented", concurrency_limit=None)
-    refresh.click(lambda: gr.CheckboxGroup(choices=list(run_metrics(runs_dir))), None, overlay,
-                  api_name="ui_refresh_runs", api_visibility="undocumented")
 
-    download_dir = Path(tempfile.mkdtemp(prefix="gpt_mini_metrics_"))
+    def refresh_lists():
+        return gr.CheckboxGroup(choices=list(run_metrics(runs_dir))), gr.Dropdown(
+            choices=[d.name for d in store.run_dirs()])
 
-    def download_csv():
-        s = run.status()
-        files = run_metrics(runs_dir)
-        src = files.get(s["name"]) or next((p for k, p in files.items() if k != "默认模型 default"), None)
-        if src is None:
-            return gr.File(visible=False), error_line("还没有训练过的运行 / no run has been saved yet")
-        out = download_dir / f"{src.parent.name}_metrics.csv"  # one file per run name, overwritten: no growth
-        shutil.copyfile(src, out)
-        return gr.File(value=str(out), visible=True), ""
+    refresh.click(refresh_lists, None, [overlay, home_run], api_name="ui_refresh_runs", api_visibility="undocumented")
 
-    download.click(download_csv, None, [csv_file, error], api_name="ui_download_metrics",
-                   api_visibility="undocumented")
+    # ---- take it home ----
+    download_dir = Path(tempfile.mkdtemp(prefix="gpt_mini_zips_"))
+
+    def run_dir_of(run_name: str) -> Path:
+        if run_name not in [d.name for d in store.run_dirs()]:  # only listed runs, never a free path
+            raise UserError("请从列表中选择一次训练", "pick a run from the list")
+        return runs_dir / run_name
+
+    def run_command(run_name: str) -> str:
+        """The terminal command that trains this run again (what differs from config.yaml)."""
+        d = run_dir_of(run_name)
+        ckpt = read_checkpoint(d / "last.pt" if (d / "last.pt").is_file() else d / "quantized.pt")
+        return cli_command(ckpt["config"], planner.base(), f"checkpoints/runs/{run_name}")
+
+    def command_ui(run_name):
+        try:
+            return run_command(run_name), ""
+        except UserError as e:
+            return "", error_line(str(e))
+
+    home_run.change(command_ui, home_run, [command, home_message], api_name="ui_run_command",
+                    api_visibility="undocumented")
+
+    def pack_ui(run_name):
+        try:
+            return gr.File(str(run_archive.export_zip(run_dir_of(run_name), download_dir))), ""
+        except UserError as e:
+            return gr.skip(), error_line(str(e))
+
+    pack.click(pack_ui, home_run, [zip_file, home_message], api_name="ui_run_zip", api_visibility="undocumented")
+
+    def upload_ui(path):
+        if not path:
+            return gr.skip(), ""
+        try:
+            added = run_archive.import_zip(path, runs_dir, store.tokenizer())
+        except UserError as e:
+            return gr.skip(), error_line(str(e))
+        return gr.Dropdown(choices=[d.name for d in store.run_dirs()], value=added), html.escape(
+            f"已加入：{added} / added: {added}")
+
+    upload.upload(upload_ui, upload, [home_run, home_message], api_name="ui_run_upload",
+                  api_visibility="undocumented", concurrency_limit=1)
 
     # ---- the named API ----
-    def train_start(n_layer: int | None = None, n_head: int | None = None, n_embd: int | None = None,
-                    seq_len: int | None = None, dropout: float | None = None, causal: bool | None = None,
-                    lr: float | None = None, warmup_ratio: float | None = None, max_steps: int | None = None,
-                    batch_size: int | None = None, micro_batch: int | None = None, weight_decay: float | None = None,
-                    grad_clip: float | None = None, eval_interval: int | None = None, seed: int | None = None,
-                    precision: str | None = None, name: str = "", extra_rows: list | None = None) -> dict:
-        """Start the shared training run; unset hyperparameters come from config.yaml. Returns the status."""
-        given = locals()
-        values = {k: given[k] for k in HYPERPARAMETERS}
+    def train_start(*args) -> dict:
+        """Start the shared training run. Unset hyperparameters come from the preset, else config.yaml; minutes > 0
+        sizes max_steps to that time budget. Refused beyond the Space's limits, and without the teacher password
+        when the server has one."""
+        given = dict(zip(start_signature.parameters, args))
+        values = {k: given[k] for k in NAMES}
         try:
-            cfg_run = make_config(config_path, values)
-            return run.start(cfg_run, name, check_extra_rows(extra_rows))
+            return guarded(start_run, values, given["minutes"], given["preset"], given["name"],
+                           given["extra_rows"], given["teacher_password"])
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
+
+    extra_params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=a)
+                    for n, d, a in (("preset", "", str), ("minutes", 0.0, float), ("name", "", str),
+                                    ("extra_rows", None, list | None), ("teacher_password", "", str))]
+    start_signature, train_start.__annotations__ = api_signature(extra_params)
+    train_start.__signature__ = start_signature
+
+    def train_estimate(preset: str = "", minutes: float = 0.0) -> dict:
+        """What a preset (and time budget) would run: its config's hyperparameters and the estimated seconds."""
+        try:
+            cfg_run, seconds = planner.plan({}, minutes, preset)
+        except UserError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        return {"hyperparameters": {h.name: cfg_run[h.section][h.name] for h in HYPERPARAMETERS},
+                "estimated_seconds": round(seconds, 1)}
 
     def train_status() -> dict:
         """state (idle|running|paused|finished|stopped|failed), step, max_steps, losses, elapsed, message."""
         return run.status()
 
-    def train_pause() -> dict:
-        return run.pause()
-
-    def train_resume() -> dict:
-        return run.resume()
-
-    def train_stop() -> dict:
-        return run.stop()
+    def controlled(fn, api_name):
+        def endpoint(teacher_password: str = "") -> dict:
+            try:
+                return guarded(fn, teacher_password)
+            except UserError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+        endpoint.__name__ = api_name
+        return endpoint
 
     gr.api(train_start, api_name="train_start", concurrency_limit=1)
-    for fn in (train_status, train_pause, train_resume, train_stop):
-        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
-    return timer
+    gr.api(train_estimate, api_name="train_estimate", concurrency_limit=None)
+    gr.api(train_status, api_name="train_status", concurrency_limit=None)
+    for fn, api in ((run.pause, "train_pause"), (run.resume, "train_resume"), (run.stop, "train_stop"),
+                    (run.reset, "train_reset"), (promote_run, "train_promote")):
+        gr.api(controlled(fn, api), api_name=api, concurrency_limit=1 if api == "train_promote" else None)
+
+    gr.api(run_command, api_name="run_command", concurrency_limit=None)
+    return timer, estimate, describe, [minutes] + fields
