@@ -5,8 +5,9 @@ import gradio as gr
 from gpt_mini.errors import UserError
 from gpt_mini.visualize import attention_maps, causal_mask, qk_vs_offset, rope_frequencies, rope_rotation
 
+from .i18n import t
 from .models import DEFAULT_KEY
-from .style import FONT, SEQUENTIAL, error_line, figure, intro
+from .style import FONT, SEQUENTIAL, error_line, figure
 
 EXAMPLE = "注意力机制通过分配权重让模型关注关键位置。"
 MAX_TEXT = 300
@@ -79,18 +80,16 @@ def rope_figures(head_dim: int = 64, freq_index: int = 0, positions: int = 32):
 
 def build(store, cfg):
     m = cfg["model"]
-    gr.HTML(intro("看模型在读一句话时每个词元在“看”哪些词元（只能看前面：因果掩码），再看 RoPE 怎样用旋转记住位置。",
-                  "See which earlier tokens each token attends to (the causal mask hides the future), and how RoPE "
-                  "encodes position by rotating pairs of numbers."))
+    gr.Markdown(t("attention.intro"), elem_classes="tab-intro")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            text = gr.Textbox(label="输入一句话 / a sentence", value=EXAMPLE, lines=3, max_length=MAX_TEXT)
-            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label="检查点 / checkpoint")
-            layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label="层 / layer")
-            head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label="注意力头 / head")
-            show = gr.Button("显示注意力 / show attention", variant="primary")
+            text = gr.Textbox(label=t("attention.text"), value=EXAMPLE, lines=3, max_length=MAX_TEXT)
+            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"))
+            layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label=t("attention.layer"))
+            head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label=t("attention.head"))
+            show = gr.Button(t("attention.show"), variant="primary")
             err = gr.HTML()
-            n_mask = gr.Slider(2, 32, value=8, step=1, label="掩码的词元数 n / tokens in the mask")
+            n_mask = gr.Slider(2, 32, value=8, step=1, label=t("attention.mask_tokens"))
         with gr.Column(scale=3):
             att_plot = gr.Plot(show_label=False)
             mask_plot = gr.Plot(mask_figure(8), show_label=False)
@@ -105,16 +104,14 @@ def build(store, cfg):
           [att_plot, err], api_name="attention", concurrency_limit=4, concurrency_id="model")
     n_mask.release(mask_figure, n_mask, mask_plot, api_name="ui_mask", api_visibility="undocumented")
 
-    gr.Markdown("### 旋转位置编码 RoPE <span class='en'>rotary position embedding</span>")
+    gr.Markdown("### " + t("attention.rope_heading"))
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            head_dim = gr.Slider(2, 128, value=m["n_embd"] // m["n_head"], step=2, label="每个头的维度 / head dim")
-            freq = gr.Slider(0, 63, value=3, step=1, label="频率序号 i / frequency index")
-            positions = gr.Slider(4, 128, value=24, step=1, label="位置数 / positions")
-            rope_btn = gr.Button("画出 RoPE / draw RoPE")
-            gr.Markdown("每对维度 (x, y) 在位置 p 旋转 p·θ_i 角度。q 和 k 都旋转后，q·k 只和它们的距离有关。\n\n"
-                        "<span class='en'>Each pair turns by p·θ_i at position p; after rotating both q and k, "
-                        "q·k only depends on their distance.</span>")
+            head_dim = gr.Slider(2, 128, value=m["n_embd"] // m["n_head"], step=2, label=t("attention.head_dim"))
+            freq = gr.Slider(0, 63, value=3, step=1, label=t("attention.freq_index"))
+            positions = gr.Slider(4, 128, value=24, step=1, label=t("attention.positions"))
+            rope_btn = gr.Button(t("attention.draw_rope"))
+            gr.Markdown(t("attention.rope_explain"))
         with gr.Column(scale=3):
             rot_plot = gr.Plot(show_label=False)
             with gr.Row():

@@ -14,8 +14,9 @@ from gpt_mini.knowledge import course_of, judge, reply_in_context
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
+from .i18n import t
 from .models import DEFAULT_KEY
-from .style import error_line, figure, intro
+from .style import error_line, figure
 
 MAX_PROMPT_CHARS = 1000
 CHAT_CONCURRENCY = 48  # handlers only wait on the batch server; it runs one forward pass for all of them
@@ -125,38 +126,36 @@ def failure_line(e: Exception) -> str:
 
 
 def build(store, cfg, server: BatchServer):
-    gr.HTML(intro("向模型提问，看它一个词元一个词元地生成；调温度、Top-k、Top-p，看每一步的候选词和概率怎样变化。",
-                  "Ask the model a question and watch it generate token by token; change temperature, top-k and "
-                  "top-p and see how each step's candidates and probabilities change."))
+    gr.Markdown(t("chat.intro"), elem_classes="tab-intro")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label="检查点 / checkpoint")
-            ckpt_info = gr.HTML(checkpoint_info(store, DEFAULT_KEY))
-            temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="温度 / temperature（0 = 贪心解码 greedy）")
-            top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k 采样 / top-k（0 = 关 off）")
-            top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p（核）采样 / top-p（1 = 关 off）")
-            rep = gr.Slider(0.5, 2, value=1.0, step=0.05, label="重复惩罚 / repetition penalty（1 = 关 off）")
-            max_new = gr.Slider(1, 256, value=128, step=1, label="最多生成词元数 / max new tokens")
-            stops = gr.Textbox(label="停止词 / stop strings（用 | 分隔 / separated by |）", value="")
-            reset = gr.Button("恢复默认 / reset")
+            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"))
+            ckpt_info = gr.HTML(checkpoint_info(store, DEFAULT_KEY))  # a handler's output too: not translated
+            temperature = gr.Slider(0, 2, value=0.0, step=0.05, label=t("chat.temperature"))
+            top_k = gr.Slider(0, 100, value=0, step=1, label=t("chat.top_k"))
+            top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label=t("chat.top_p"))
+            rep = gr.Slider(0.5, 2, value=1.0, step=0.05, label=t("chat.repetition_penalty"))
+            max_new = gr.Slider(1, 256, value=128, step=1, label=t("chat.max_new_tokens"))
+            stops = gr.Textbox(label=t("chat.stop_strings"), value="")
+            reset = gr.Button(t("common.reset"))
         with gr.Column(scale=3):
-            bot = gr.Chatbot(label="对话 / chat", height=380, render_markdown=False, sanitize_html=True,
+            bot = gr.Chatbot(label=t("chat.chatbot"), height=380, render_markdown=False, sanitize_html=True,
                              feedback_options=None, buttons=["copy"])
             with gr.Row():
-                msg = gr.Textbox(placeholder="输入问题，回车发送 / type a question, Enter sends", show_label=False,
+                msg = gr.Textbox(placeholder=t("chat.placeholder"), show_label=False,
                                  max_length=MAX_PROMPT_CHARS, scale=5)
-                send = gr.Button("发送 / send", variant="primary", scale=1, min_width=100)
+                send = gr.Button(t("chat.send"), variant="primary", scale=1, min_width=100)
             with gr.Row():
-                refuse = gr.Checkbox(True, label="没把握时说“还没学过” / say \"not learned yet\" when unsure", scale=3)
+                refuse = gr.Checkbox(True, label=t("chat.refuse"), scale=3)
                 badge = gr.HTML(scale=2)
+            # the samples are questions to the model, in Chinese for every browser (gr.I18n leaves samples alone)
             suggest = gr.Dataset(components=[msg], samples=[[q] for q in FIXED_QUESTIONS], type="values",
-                                 label="试试这些问题（点一下就问）/ try these (click to ask)")
+                                 label=t("chat.suggestions"))
             err = gr.HTML()
-    gr.Markdown("### 每个词元的候选 <span class='en'>per-token candidates (top-5)</span>")
-    step = gr.Slider(0, 1, value=0, step=1, label="看第几步的分布（默认：最不确定的一步）/ which step (default: the "
-                     "least certain one)")
+    gr.Markdown("### " + t("chat.candidates_heading"))
+    step = gr.Slider(0, 1, value=0, step=1, label=t("chat.step"))
     chart = gr.Plot(show_label=False)
-    table = gr.Dataframe(label="每一步的前 5 个候选 / top-5 candidates per step", interactive=False,
+    table = gr.Dataframe(label=t("chat.candidates_table"), interactive=False,
                          max_height=380, wrap=True)
     last = gr.State({})
     exchanges = gr.State([])  # this visitor's answered (question, answer) pairs: the follow-up context

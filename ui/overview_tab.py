@@ -7,7 +7,8 @@ import gradio as gr
 
 from gpt_mini.visualize import measure_train_step, model_size
 
-from .style import big_numbers, error_line, figure, intro
+from .i18n import t
+from .style import big_numbers, error_line, figure
 from .torch_threads import with_all_cores
 
 PIPELINE = [  # (中文, English, where in gpt_mini)
@@ -97,28 +98,26 @@ def calculate(cfg, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True
 
 
 def build(store, cfg):
-    gr.HTML(intro("一个 GPT 从文字到回答的八步，以及每一步在 gpt_mini 的哪个文件；改变模型大小，看参数量、内存和时间。",
-                  "The eight steps from text to answer and where each lives in gpt_mini; change the model size "
-                  "and see parameters, memory and time."))
+    gr.Markdown(t("overview.intro"), elem_classes="tab-intro")
+    # Bilingual on purpose: gr.I18n translates only one key per string and the diagram has eight stage names.
     gr.HTML(pipeline_html())
     try:
         model, tok, ckpt = store.get()
-        loaded = (f"已加载默认模型 / default model loaded: {model.num_params():,} 参数 parameters · 词表 vocab "
-                  f"{tok.get_vocab_size()} · 训练步数 steps {ckpt.get('step')}")
+        loaded = t("overview.model_loaded") + f" {model.num_params():,} · {tok.get_vocab_size()} · {ckpt.get('step')}"
     except Exception as e:  # noqa: BLE001 - the page still opens and says why
-        loaded = f"默认模型无法加载 / default model not loaded: {e}"
-    gr.Markdown(html.escape(loaded))
+        loaded = t("overview.model_not_loaded") + " " + html.escape(str(e))
+    gr.Markdown(loaded)
     m = cfg["model"]
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
-            gr.Markdown("### 模型大小计算器 <span class='en'>model-size calculator</span>")
-            n_layer = gr.Slider(1, 24, value=m["n_layer"], step=1, label="层数 n_layer / layers L")
-            n_head = gr.Slider(1, 16, value=m["n_head"], step=1, label="注意力头数 n_head / heads")
-            n_embd = gr.Slider(32, 1024, value=m["n_embd"], step=32, label="隐藏维度 n_embd / hidden size d")
-            seq_len = gr.Slider(16, 1024, value=m["seq_len"], step=16, label="上下文长度 seq_len / context T")
+            gr.Markdown("### " + t("overview.calculator"))
+            n_layer = gr.Slider(1, 24, value=m["n_layer"], step=1, label=t("overview.n_layer"))
+            n_head = gr.Slider(1, 16, value=m["n_head"], step=1, label=t("overview.n_head"))
+            n_embd = gr.Slider(32, 1024, value=m["n_embd"], step=32, label=t("overview.n_embd"))
+            seq_len = gr.Slider(16, 1024, value=m["seq_len"], step=16, label=t("overview.seq_len"))
             vocab = gr.Slider(300, 50000, value=cfg["tokenizer"]["vocab_size"], step=1,
-                              label="词表大小 vocab / vocab size V")
-            reset = gr.Button("恢复默认 / reset")
+                              label=t("overview.vocab_size"))
+            reset = gr.Button(t("common.reset"))
         with gr.Column(scale=3):
             numbers = gr.HTML()
             chart = gr.Plot(show_label=False)

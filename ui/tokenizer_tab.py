@@ -11,7 +11,8 @@ from gpt_mini import tokenizer as T
 from gpt_mini.build_tokenizer import build as build_tokenizer
 from gpt_mini.errors import UserError
 
-from .style import TOKEN_PALETTE, big_numbers, error_line, intro
+from .i18n import t
+from .style import TOKEN_PALETTE, big_numbers, error_line
 
 MAX_TEXT = 2000
 EXAMPLE = "什么是注意力机制? GPT 用 byte-level BPE 分词。"
@@ -83,9 +84,9 @@ def compare(tok, cfg, text: str, vocab_size):
     except UserError as e:
         return pd.DataFrame(), error_line(str(e))
     rows = []
-    for label, t in ((f"当前分词器 / current (V={tok.get_vocab_size()})", tok),
-                     (f"重建 / rebuilt (V={new.get_vocab_size()})", new)):
-        d = tokenize_data(t, text)
+    for label, tokenizer in ((f"当前分词器 / current (V={tok.get_vocab_size()})", tok),
+                             (f"重建 / rebuilt (V={new.get_vocab_size()})", new)):
+        d = tokenize_data(tokenizer, text)
         rows.append({"分词器 tokenizer": label, "词元数 tokens": d["n_tokens"], "字符数 chars": d["chars"],
                      "字符/词元 chars per token": d["chars_per_token"]})
     return pd.DataFrame(rows), token_spans_html(tokenize_data(new, text)["tokens"])
@@ -94,43 +95,39 @@ def compare(tok, cfg, text: str, vocab_size):
 def build(store, cfg):
     tok = store.tokenizer()
     first = view(tok, EXAMPLE)
-    gr.HTML(intro("输入任意文本，看它被切成哪些词元（每个词元一种颜色，下面是 id 和字节）；"
-                  "再看看忘了解码器会出现的乱码。",
-                  "Type any text and see its tokens (one colour each, id and bytes below); then see the garbled "
-                  "text you get without the ByteLevel decoder."))
+    gr.Markdown(t("tokenizer.intro"), elem_classes="tab-intro")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            text = gr.Textbox(label="输入文本 / text", value=EXAMPLE, lines=4, max_length=MAX_TEXT)
-            go_btn = gr.Button("分词 / tokenize", variant="primary")
-            counts = gr.HTML(first[1])
+            text = gr.Textbox(label=t("tokenizer.text"), value=EXAMPLE, lines=4, max_length=MAX_TEXT)
+            go_btn = gr.Button(t("tokenizer.tokenize"), variant="primary")
+            counts = gr.HTML(first[1])  # a handler's output too: stays bilingual
         with gr.Column(scale=3):
-            spans = gr.HTML(first[0], label="词元 / tokens", elem_id="token-spans")
-            ids = gr.Textbox(label="词元 id 列表 / token ids", value=first[2], lines=2)
-            roundtrip = gr.Textbox(label="解码回来（往返）/ decoded round trip", value=first[3])
-    gr.Markdown("### 乱码的一课 <span class='en'>the garbled-text lesson</span>")
+            spans = gr.HTML(first[0], label=t("tokenizer.tokens"), elem_id="token-spans")
+            ids = gr.Textbox(label=t("tokenizer.ids"), value=first[2], lines=2)
+            roundtrip = gr.Textbox(label=t("tokenizer.round_trip"), value=first[3])
+    gr.Markdown("### " + t("tokenizer.garbled_heading"))
     with gr.Row():
-        garbled = gr.Textbox(label="不用字节级解码器（乱码）/ without the ByteLevel decoder", value=first[4], lines=2)
-        fixed = gr.Textbox(label="用解码器（正确）/ with the decoder", value=first[5], lines=2)
+        garbled = gr.Textbox(label=t("tokenizer.without_decoder"), value=first[4], lines=2)
+        fixed = gr.Textbox(label=t("tokenizer.with_decoder"), value=first[5], lines=2)
     outputs = [spans, counts, ids, roundtrip, garbled, fixed]
     for event in (go_btn.click, text.submit):
         event(lambda s: view(store.tokenizer(), s), text, outputs, api_name="ui_tokenize",
               api_visibility="undocumented", concurrency_limit=None)
 
-    gr.Markdown("### 换一个词表大小 <span class='en'>rebuild with another vocab size (in memory only)</span>")
+    gr.Markdown("### " + t("tokenizer.rebuild_heading"))
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            vocab = gr.Slider(300, 4000, value=500, step=50,
-                              label="词表大小 / vocab size")
-            rebuild_btn = gr.Button("重建并比较 / rebuild and compare")
+            vocab = gr.Slider(300, 4000, value=500, step=50, label=t("tokenizer.vocab_size"))
+            rebuild_btn = gr.Button(t("tokenizer.rebuild"))
         with gr.Column(scale=3):
             first_table, first_spans = compare(tok, cfg, EXAMPLE, 500)
-            table = gr.Dataframe(first_table, label="同一段文本的词元数 / token counts of the same text",
-                                 interactive=False)
+            # gr.I18n does not translate Dataframe column names: they stay bilingual, here and in the vocabulary
+            table = gr.Dataframe(first_table, label=t("tokenizer.counts"), interactive=False)
             new_spans = gr.HTML(first_spans)
     rebuild_btn.click(lambda s, v: compare(store.tokenizer(), cfg, s, v), [text, vocab], [table, new_spans],
                       api_name="ui_rebuild_tokenizer", api_visibility="undocumented", concurrency_limit=1)
 
-    with gr.Accordion("词表（可搜索）/ vocabulary (searchable)", open=False):
+    with gr.Accordion(t("tokenizer.vocabulary"), open=False):
         gr.Dataframe(vocab_frame(tok), interactive=False, show_search="search", max_height=400)
 
     def tokenize(text: str) -> dict:
