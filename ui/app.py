@@ -2,6 +2,7 @@
 
 import atexit
 import socket
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -11,10 +12,12 @@ import gradio as gr
 from gpt_mini.config import ROOT, load_config
 from gpt_mini.serving import BatchServer
 
-from . import attention_tab, chat_tab, overview_tab, tokenizer_tab, training_tab
+from . import attention_tab, chat_tab, compare_tab, overview_tab, tokenizer_tab, training_tab
 from .i18n import I18N, t
-from .models import ModelStore
+from .limits import Pace
+from .models import CHECKPOINT_DIR, ModelStore
 from .style import CSS, FONT
+from .teacher import TeacherGate
 from .torch_threads import one_thread_by_default
 from .training_run import TrainingRun
 
@@ -22,14 +25,19 @@ QUEUE_MAX_SIZE = 64
 SESSION_CAPACITY = 256  # Gradio keeps ~0.3 MB per browser session (default: 10,000 of them); a class needs ~100
 
 
-def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
-    """config_path: config.yaml to start from; runs_dir: where dashboard runs are saved (default checkpoints/runs)."""
+def build_app(config_path=None, runs_dir=None, teacher_password: str | None = None, promote_dir=None) -> gr.Blocks:
+    """config_path: config.yaml to start from; runs_dir: where dashboard runs are saved (default checkpoints/runs);
+    teacher_password: None reads TEACHER_PASSWORD, '' means no teacher mode; promote_dir: where "make it the
+    default model" copies a run (default checkpoints/)."""
     one_thread_by_default()  # only a training run uses all cores (see torch_threads.py)
     cfg = load_config(config_path)
     runs_dir = Path(runs_dir) if runs_dir else ROOT / "checkpoints" / "runs"
     store = ModelStore(runs_dir, cfg)
     server = BatchServer()  # one worker answers all chat questions together
-    run = TrainingRun(runs_dir, chat_busy=server.busy)
+    pace = Pace(cfg)
+    threading.Thread(target=pace.measure, name="measure-pace", daemon=True).start()  # ready before the first plan
+    gate = TeacherGate(teacher_password)
+    run = TrainingRun(runs_dir, chat_busy=server.busy, pace=pace)
     atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
     # The browser-tab title stays bilingual: gr.I18n does not translate Blocks(title=...) (the raw key shows).
     with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as demo:
@@ -40,26 +48,32 @@ def build_app(config_path=None, runs_dir=None) -> gr.Blocks:
             with gr.Tab(t("tab.tokenizer"), id="tokenizer") as tokenizer:
                 tokenizer_tab.build(store, cfg)
             with gr.Tab(t("tab.training"), id="training") as training:
-                training_poll = training_tab.build(run, store, cfg, config_path, runs_dir)
+                training_poll, estimate, describe, form = training_tab.build(
+                    run, store, cfg, config_path, runs_dir, pace, gate, Path(promote_dir or CHECKPOINT_DIR))
             with gr.Tab(t("tab.attention"), id="attention") as attention:
                 attention_load, attention_out, attention_ckpt = attention_tab.build(store, cfg)
             with gr.Tab(t("tab.chat"), id="chat") as chat:
                 chat_ckpt = chat_tab.build(store, cfg, server)
+            with gr.Tab(t("tab.compare"), id="compare") as compare:
+                compare_a, compare_b = compare_tab.build(store, server)
         demo.load(overview_fast, None, overview_out, api_name="ui_overview_load", api_visibility="private").then(
             overview_measured, overview_in, overview_out, api_name="ui_overview_measure", api_visibility="private",
             show_progress="minimal")
         demo.load(attention_load, None, attention_out, api_name="ui_attention_load", api_visibility="private")
+        demo.load(describe, form, estimate, api_name="ui_estimate_load", api_visibility="private")
         # Only a browser that shows the training tab polls the run every second.
         training.select(lambda: gr.Timer(active=True), None, training_poll, api_name="ui_training_shown",
                         api_visibility="private")
-        for tab in (overview, tokenizer, attention, chat):
+        for tab in (overview, tokenizer, attention, chat, compare):
             tab.select(lambda: gr.Timer(active=False), None, training_poll, api_name=f"ui_training_hidden_{tab.id}",
                        api_visibility="private")
-        for tab, dropdown in ((attention, attention_ckpt), (chat, chat_ckpt)):
+        for tab, dropdown in ((attention, attention_ckpt), (chat, chat_ckpt), (compare, compare_a),
+                              (compare, compare_b)):
             tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
-                       api_name=f"ui_refresh_{tab.id}", api_visibility="private")
+                       api_name=f"ui_refresh_{tab.id}_{dropdown.elem_id or 'ckpt'}", api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)
     demo.training_run, demo.model_store, demo.batch_server = run, store, server  # for tests and shutdown
+    demo.pace, demo.teacher_gate = pace, gate
     return demo
 
 
