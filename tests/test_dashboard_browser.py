@@ -41,7 +41,8 @@ def page(tmp_path_factory):
     url = launch_local(demo)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})  # the Chinese UI
+        pg = context.new_page()
         pg.set_default_timeout(30_000)
         pg.goto(url)
         yield pg
@@ -70,22 +71,22 @@ def test_overview(page):
 
 def test_tokenizer(page):
     open_tab(page, "分词器")
-    box = page.get_by_label("输入文本 / text")
+    box = page.get_by_label("输入文本")
     box.fill("什么是注意力机制? <b>不是粗体</b>")
-    page.get_by_role("button", name="分词 / tokenize").click()
+    page.get_by_role("button", name="分词", exact=True).click()
     spans = page.locator("#token-spans .tokens")
     expect(spans).to_contain_text("粗")
     expect(spans).to_contain_text("<")  # escaped, shown as text
     expect(spans.locator("b")).to_have_count(0)  # not markup
-    expect(page.get_by_label("解码回来（往返）/ decoded round trip")).to_have_value("什么是注意力机制? <b>不是粗体</b>")
-    page.get_by_role("button", name="重建并比较 / rebuild and compare").click()
+    expect(page.get_by_label("解码回来（往返）")).to_have_value("什么是注意力机制? <b>不是粗体</b>")
+    page.get_by_role("button", name="重建并比较").click()
     expect(page.get_by_text("重建 / rebuilt (V=500)").first).to_be_visible()
     shoot(page, "tokenizer")
 
 
 def test_attention(page):
     open_tab(page, "注意力与RoPE")
-    page.get_by_role("button", name="显示注意力 / show attention").click()
+    page.get_by_role("button", name="显示注意力").click()
     expect(page.locator(".js-plotly-plot:visible")).to_have_count(5, timeout=30_000)
     expect(page.get_by_text("第 0 层 第 0 个头").first).to_be_visible()
     shoot(page, "attention")
@@ -162,7 +163,7 @@ def test_training_updates_chart_and_status(page):
     expect(page.get_by_label("注意力头数 n_head", exact=True)).to_have_value("4")
     expect(page.get_by_text("不能被 n_head=3 整除")).to_have_count(0)
     open_tab(page, "对话")  # the finished run is now a checkpoint choice in chat
-    page.get_by_label("检查点 / checkpoint").last.click()
+    page.get_by_label("检查点", exact=True).last.click()
     expect(page.get_by_role("option", name="训练 run: browser_test")).to_be_visible()
 
 

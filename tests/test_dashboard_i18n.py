@@ -1,0 +1,139 @@
+"""One language at a time: every t(...) key has Chinese and English text, and a browser gets the UI in its own
+language (zh-CN: Chinese, en-US: English), checked in Debian's chromium."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from ui.i18n import I18N, TEXT, t
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def keys_used() -> dict[str, str]:
+    """Every literal key passed to t(...) in ui/*.py -> the file it is in."""
+    used = {}
+    for path in sorted((ROOT / "ui").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "t"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                used[node.args[0].value] = path.name
+    return used
+
+
+def test_every_key_used_has_both_languages():
+    used = keys_used()
+    assert len(used) > 40 and "tab.overview" in used and "chat.send" in used
+    tables = I18N.translations_dict
+    assert set(tables) >= {"zh-CN", "zh", "en"}
+    for key, where in used.items():
+        assert key in TEXT, f"{where}: t({key!r}) has no text in ui/i18n.py"
+        assert tables["zh-CN"][key].strip() and tables["zh"][key] == tables["zh-CN"][key], key
+        assert tables["en"][key].strip(), key
+    for key, (zh, en) in TEXT.items():
+        assert CJK.search(zh) and not CJK.search(en), f"{key}: Chinese first, English second"
+
+
+def test_unknown_key_fails_when_the_app_is_built():
+    with pytest.raises(KeyError, match="no.such.key"):
+        t("no.such.key")
+
+
+# ---- in a real browser ----
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium (/usr/bin/chromium) is not installed")
+    from ui.app import build_app, launch_local
+
+    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"))
+    try:
+        yield launch_local(demo)
+    finally:
+        demo.training_run.shutdown()
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium (/usr/bin/chromium) is not installed")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)  # a shared 2-core machine
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, locale: str):
+    context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    return context, page
+
+
+def no_raw_keys(page):
+    body = page.locator("body").inner_text()
+    assert "__i18n__" not in body
+    assert not [key for key in TEXT if key in body]  # a key with no text would show as itself
+
+
+def test_english_browser_gets_english(browser, app_url):
+    from playwright.sync_api import expect
+
+    context, page = open_page(browser, app_url, "en-US")
+    try:
+        for name in ("Overview", "Tokenizer", "Training", "Attention & RoPE", "Chat"):
+            expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
+        tabs = page.get_by_role("tablist").first.inner_text()
+        assert not CJK.search(tabs), tabs
+        expect(page.get_by_text("Model-size calculator")).to_be_visible()
+        expect(page.get_by_label("Attention heads n_head").first).to_be_visible()
+        expect(page.get_by_role("button", name="Reset", exact=True)).to_be_visible()
+        expect(page.get_by_text("模型大小计算器")).to_have_count(0)
+        no_raw_keys(page)
+
+        page.get_by_role("tab", name="Tokenizer", exact=True).click()
+        expect(page.get_by_role("button", name="Tokenize", exact=True)).to_be_visible()
+        expect(page.get_by_label("Decoded round trip")).to_be_visible()
+
+        page.get_by_role("tab", name="Chat", exact=True).click()
+        expect(page.get_by_role("button", name="Send", exact=True)).to_be_visible()
+        expect(page.get_by_placeholder("Type a question, Enter sends")).to_be_visible()
+        expect(page.get_by_label("Temperature (0 = greedy decoding)").first).to_be_visible()
+        expect(page.get_by_role("button", name="发送")).to_have_count(0)
+        no_raw_keys(page)
+    finally:
+        context.close()
+
+
+def test_chinese_browser_gets_chinese(browser, app_url):
+    from playwright.sync_api import expect
+
+    context, page = open_page(browser, app_url, "zh-CN")
+    try:
+        for name in ("概览", "分词器", "训练", "注意力与RoPE", "对话"):
+            expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
+        expect(page.get_by_text("模型大小计算器")).to_be_visible()
+        expect(page.get_by_role("button", name="恢复默认", exact=True)).to_be_visible()
+        expect(page.get_by_text("Model-size calculator")).to_have_count(0)
+        no_raw_keys(page)
+
+        page.get_by_role("tab", name="对话", exact=True).click()
+        expect(page.get_by_role("button", name="发送", exact=True)).to_be_visible()
+        expect(page.get_by_placeholder("输入问题，回车发送")).to_be_visible()
+        expect(page.get_by_label("温度（0 = 贪心解码）").first).to_be_visible()
+        expect(page.get_by_role("button", name="Send")).to_have_count(0)
+        no_raw_keys(page)
+    finally:
+        context.close()
