@@ -373,7 +373,12 @@ class Trainer:
 
     def probe(self) -> dict:
         """Greedy answers to the probe questions, so the class can watch the model learn."""
-        return {q: generate(self.model, self.tok, q, Settings(max_new_tokens=96)).answer for q in self.probe_questions}
+        answers = {}
+        for q in self.probe_questions:
+            if self._stop.is_set():  # stop answers within one question, not four
+                break
+            answers[q] = generate(self.model, self.tok, q, Settings(max_new_tokens=96)).answer
+        return answers
 
     def checkpoint(self) -> dict:
         prov = dict(self.provenance, train_seconds=round(self.clock.elapsed(), 1), steps=self.step)

@@ -16,7 +16,8 @@ from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.generate import generate
 from gpt_mini.knowledge import CONFIDENCE_THRESHOLD, REFUSAL
 from ui.app import build_app, launch_local
-from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, make_config, prune_runs, sanitize_name
+from ui.hyperparameters import make_config
+from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, prune_runs, sanitize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 Q1, Q2 = list(FIXED_QUESTIONS)
@@ -209,7 +210,8 @@ def test_concurrent_clients_during_training_get_the_engines_answers(server):
     prompts = [r["prompt"] for r in rows[:16]]
     model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
     expected = {p: generate(model, tok, p).answer for p in prompts}
-    c.predict(max_steps=100000, eval_interval=1000, name="concurrent", api_name="/train_start")
+    c.predict(n_layer=2, n_embd=128, max_steps=5000, eval_interval=1000, name="concurrent",
+              api_name="/train_start")
     step_before = wait_status(c, lambda s: s["step"] >= 1)["step"]
     clients = [Client(server["url"], verbose=False) for _ in range(8)]
     got, errors, start = {}, [], threading.Barrier(8)

@@ -2,7 +2,6 @@
 
 import atexit
 import socket
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -34,10 +33,9 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
     runs_dir = Path(runs_dir) if runs_dir else ROOT / "checkpoints" / "runs"
     store = ModelStore(runs_dir, cfg)
     server = BatchServer()  # one worker answers all chat questions together
-    pace = Pace(cfg)
-    threading.Thread(target=pace.measure, name="measure-pace", daemon=True).start()  # ready before the first plan
+    pace = Pace(cfg)  # measured when first needed: the first estimate takes a few seconds
     gate = TeacherGate(teacher_password)
-    run = TrainingRun(runs_dir, chat_busy=server.busy, pace=pace)
+    run = TrainingRun(runs_dir, chat_busy=server.busy)
     atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
     # The browser-tab title stays bilingual: gr.I18n does not translate Blocks(title=...) (the raw key shows).
     with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as demo:

@@ -35,26 +35,26 @@ class Hyper:
 
     def check(self, value):
         """Type from the schema, range from the slider: one line that says what to change."""
+        zh, en = f"{self.zh} {self.name}", f"{self.en} ({self.name})"
         if self.choices:
             if value not in self.choices:
-                raise UserError(f"{self.zh} 只能是 {'/'.join(self.choices)}", f"{self.en} must be one of "
-                                f"{'/'.join(self.choices)}")
+                shown = "/".join(self.choices)
+                raise UserError(f"{zh} 只能是 {shown}", f"{en} must be one of {shown}")
             return value
         if self.kind is bool:
             if not isinstance(value, bool):
-                raise UserError(f"{self.zh} 应为 true/false", f"{self.en} must be true or false")
+                raise UserError(f"{zh} 应为 true/false", f"{en} must be true or false")
             return value
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise UserError(f"{self.zh} 应为数字，收到 {value!r}",
-                            f"{self.en} must be a number, got {value!r}") from None
+            raise UserError(f"{zh} 应为数字，收到 {value!r}", f"{en} must be a number, got {value!r}") from None
         if not math.isfinite(number) or not self.minimum <= number <= self.maximum:
-            raise UserError(f"{self.zh} 应在 {self.minimum:g} 到 {self.maximum:g} 之间，收到 {value}",
-                            f"{self.en} must be between {self.minimum:g} and {self.maximum:g}, got {value}")
+            raise UserError(f"{zh} 应在 {self.minimum:g} 到 {self.maximum:g} 之间，收到 {value}",
+                            f"{en} must be between {self.minimum:g} and {self.maximum:g}, got {value}")
         if self.kind is int:
             if not number.is_integer():
-                raise UserError(f"{self.zh} 应为整数，收到 {value}", f"{self.en} must be a whole number, got {value}")
+                raise UserError(f"{zh} 应为整数，收到 {value}", f"{en} must be a whole number, got {value}")
             return int(number)
         return number
 
@@ -85,7 +85,7 @@ HYPERPARAMETERS = [
     Hyper("grad_clip", "training", "梯度裁剪", "gradient clipping", "梯度范数的上限；0 = 不裁剪",
           "the largest gradient norm; 0 = off", 0, 5, 0.1),
     Hyper("eval_interval", "training", "评估间隔", "eval interval", "每隔多少步算一次验证损失并回答固定问题",
-          "steps between evaluations", 5, 5000, 5),
+          "steps between evaluations", 1, 5000),
     Hyper("seed", "training", "随机种子", "seed", "同样的种子得到同样的训练", "the same seed gives the same run",
           0, 9999),
     Hyper("precision", "training", "精度", "precision", "auto：bf16 更快时才用", "auto: bf16 only where faster",

@@ -2,7 +2,7 @@
 
 A free Space has 2 vCPU and 16 GB for the whole class. The bounds hold with or without the teacher password; the
 command-line trainer has none (it runs on the user's own machine). The time estimate comes from real training
-steps timed on this machine (visualize.measure_train_step), scaled by FLOPs, and is corrected by every finished run.
+steps timed on this machine (visualize.measure_train_step) for two model sizes, interpolated by FLOPs.
 """
 
 import math
@@ -22,7 +22,7 @@ class Limits:
     max_seq_len: int = 512
     max_steps: int = 20_000
     max_batch_size: int = 64
-    max_seconds: float = 20 * 60  # a run must end well inside a 45-minute lesson
+    max_seconds: float = 30 * 60  # a run must end inside a 45-minute lesson (the lesson model takes ~10 min)
 
 
 LIMITS = Limits()
@@ -43,52 +43,61 @@ def work_per_step(cfg: dict) -> float:
 
 
 class Pace:
-    """Seconds per unit of work on this machine, per precision: measured once (a few real Trainer steps of the
-    default config, in a short-lived thread with every core), then replaced by what finished runs took."""
+    """How long training takes on this machine, per precision: real Trainer steps of two models are timed once (the
+    default config and a small one, in a short-lived thread with every core), and a straight line through them,
+    seconds = fixed cost + cost per unit of work, gives any other config's time. The fixed part matters: a small
+    model's step is mostly overhead, not FLOPs."""
 
     def __init__(self, base_cfg: dict):
         self.base_cfg = base_cfg
-        self._measured: dict = {}  # precision -> {"step": s per work unit, "eval": s per eval per work unit, ...}
+        self._fits: dict = {}  # precision -> {"step": (fixed, per work), "eval": (fixed, per work), "setup": s}
         self._lock = threading.Lock()
+
+    def _variant(self, precision: str, small: bool) -> dict:
+        cfg = {k: dict(v) for k, v in self.base_cfg.items()}
+        cfg["training"]["precision"] = precision
+        if small:
+            cfg["model"].update(n_layer=1, n_embd=64, n_head=2)
+        return cfg
 
     def measure(self, precision: str = "auto") -> dict:
         chosen = self.resolve(precision)
         with self._lock:
-            if chosen not in self._measured:
-                cfg = {**self.base_cfg, "training": {**self.base_cfg["training"], "precision": chosen}}
-                m = with_all_cores(measure_train_step, cfg)
-                work = work_per_step(cfg)
-                self._measured[chosen] = {"step": m["seconds_per_step"] / work, "eval": m["seconds_per_eval"] / work,
-                                          "setup": m["setup_seconds"], "base_step": m["seconds_per_step"]}
-            return dict(self._measured[chosen])
+            if chosen not in self._fits:
+                points = []
+                for small in (False, True):
+                    cfg = self._variant(chosen, small)
+                    points.append((work_per_step(cfg), with_all_cores(measure_train_step, cfg)))
+                (w1, m1), (w2, m2) = points
+                fit = {}
+                for part, key in (("step", "seconds_per_step"), ("eval", "seconds_per_eval")):
+                    per_work = max(0.0, (m1[key] - m2[key]) / (w1 - w2))
+                    fit[part] = (max(0.0, m2[key] - per_work * w2), per_work)
+                fit["setup"] = m1["setup_seconds"]
+                self._fits[chosen] = fit
+            return dict(self._fits[chosen])
 
     def resolve(self, precision: str) -> str:
         """auto -> the precision a run on this machine would pick (bf16 only where it is faster)."""
         return pick_precision(precision, pick_device(self.base_cfg["training"]["device"]))[0]
 
-    def observe(self, cfg: dict, steps_done: int, train_seconds: float):
-        """A finished run's own pace replaces the estimate for its precision (runs of 20 steps or more)."""
-        if steps_done < 20 or train_seconds <= 0:
-            return
-        chosen = self.resolve(cfg["training"]["precision"])
-        with self._lock:
-            if chosen in self._measured:
-                self._measured[chosen]["step"] = train_seconds / steps_done / work_per_step(cfg)
-
     def seconds(self, cfg: dict, steps: int | None = None) -> float:
         """Estimated wall time of a run: setup, the steps, and an evaluation every eval_interval steps."""
         t = cfg["training"]
         steps = t["max_steps"] if steps is None else steps
-        p, work = self.measure(t["precision"]), work_per_step(cfg)
+        fit, work = self.measure(t["precision"]), work_per_step(cfg)
         evals = steps // t["eval_interval"] + (steps % t["eval_interval"] != 0)
-        return p["setup"] + steps * p["step"] * work + evals * p["eval"] * work
+        line = lambda part: fit[part][0] + fit[part][1] * work  # noqa: E731
+        return fit["setup"] + steps * line("step") + evals * line("eval")
 
     def steps_for(self, cfg: dict, seconds: float) -> int:
         """The most steps that fit in `seconds` (evaluations included), at least 1."""
         t = cfg["training"]
-        p, work = self.measure(t["precision"]), work_per_step(cfg)
-        per_step = p["step"] * work + p["eval"] * work / t["eval_interval"]
-        return max(1, math.floor((seconds - p["setup"]) / per_step))
+        per_step = (self.seconds(cfg, t["eval_interval"]) - self.seconds(cfg, 0)) / t["eval_interval"]
+        steps = max(1, math.floor((seconds - self.seconds(cfg, 0)) / per_step))
+        while steps > 1 and self.seconds(cfg, steps) > seconds:  # the last evaluation may not fit
+            steps -= 1
+        return steps
 
 
 def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:

@@ -73,10 +73,9 @@ class TrainingRun:
     """Owner of the one training thread. How the run stands lives in its Trainer (status(), curves()); this class
     only starts the thread, passes control on, and keeps the last finished run's figures for display."""
 
-    def __init__(self, runs_dir, chat_busy=None, pace=None):
-        """chat_busy: a function that says whether students are waiting for answers (the run then yields).
-        pace: limits.Pace, told how long each finished run took (better time estimates)."""
-        self.runs_dir, self.chat_busy, self.pace = Path(runs_dir), chat_busy, pace
+    def __init__(self, runs_dir, chat_busy=None):
+        """chat_busy: a function that says whether students are waiting for answers (the run then yields)."""
+        self.runs_dir, self.chat_busy = Path(runs_dir), chat_busy
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.trainer: Trainer | None = None
@@ -186,8 +185,6 @@ class TrainingRun:
         with self.lock:
             if trainer is not None:
                 self._final, self._final_curves = trainer.status(), trainer.curves()
-                if self.pace and state in ("finished", "stopped"):
-                    self.pace.observe(trainer.cfg, trainer.step - trainer.first_step, trainer.train_seconds)
             self._final.update(state=state, message=message, eta=0.0)
             self.trainer, self._preparing = None, ""
             self._epoch += 1

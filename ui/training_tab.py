@@ -220,7 +220,8 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                               label=t("train.preset"), elem_id="train-preset")
             minutes = gr.Slider(0, LIMITS.max_seconds / 60, step=0.5, value=0, label=t("train.minutes"),
                                 info=t("train.minutes_info"), elem_id="train-minutes")
-            estimate = gr.HTML(elem_id="train-estimate")
+            estimate = gr.HTML("预计用时：正在测量这台机器的速度… / measuring this machine's speed…",
+                               elem_id="train-estimate")
             name = gr.Textbox(label=t("train.name"), max_length=40)
             error = gr.HTML()
             with gr.Row():

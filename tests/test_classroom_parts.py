@@ -1,0 +1,172 @@
+"""The parts behind the classroom features, without a server: the hyperparameter schema, the teacher gate, the
+limits and time estimate, and the zip archive's checks on untrusted uploads."""
+
+import inspect
+import zipfile
+
+import pytest
+import yaml
+
+from gpt_mini import run_archive
+from gpt_mini.config import SCHEMA, load_config, parse_override
+from gpt_mini.errors import UserError
+from ui.hyperparameters import (
+    BY_NAME,
+    HYPERPARAMETERS,
+    PRESETS,
+    api_signature,
+    cli_command,
+    defaults,
+    make_config,
+    preset_values,
+)
+from ui.i18n import TEXT
+from ui.limits import LIMITS, Limits, Pace, check_limits, fmt_duration
+from ui.teacher import ENV_NAME, TeacherGate
+
+
+def test_every_hyperparameter_is_a_config_key_with_its_default_inside_its_range():
+    cfg = load_config()
+    for h in HYPERPARAMETERS:
+        assert h.name in SCHEMA[h.section]
+        value = cfg[h.section][h.name]
+        assert h.check(value) == value  # config.yaml's value is a valid slider position
+        assert f"hp.{h.name}" in TEXT and f"hp.{h.name}.help" in TEXT  # label and help in both languages
+    assert BY_NAME["seq_len"].maximum == LIMITS.max_seq_len and BY_NAME["max_steps"].maximum == LIMITS.max_steps
+
+
+def test_range_and_type_checks_name_the_hyperparameter():
+    for name, bad in (("lr", -1.0), ("lr", float("nan")), ("n_layer", 2.5), ("n_layer", "many"), ("causal", "yes"),
+                      ("precision", "fp8"), ("seq_len", LIMITS.max_seq_len + 1)):
+        with pytest.raises(UserError, match=name):
+            make_config(None, {name: bad})
+    assert make_config(None, {"n_layer": 2.0})["model"]["n_layer"] == 2  # a slider's 2.0 is the integer 2
+    assert make_config(None, {"max_steps": 10**6}, check_ranges=False)["training"]["max_steps"] == 10**6
+
+
+def test_api_signature_lists_every_hyperparameter_with_its_type():
+    extra = [inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="", annotation=str)]
+    sig, annotations = api_signature(extra)
+    assert list(sig.parameters) == [h.name for h in HYPERPARAMETERS] + ["name"]
+    assert annotations["lr"] == (float | None) and annotations["n_layer"] == (int | None)
+    assert all(sig.parameters[h.name].default is None for h in HYPERPARAMETERS)
+
+
+def test_presets_are_valid_configs():
+    cfg = load_config()
+    assert preset_values(cfg, "lesson") == {**defaults(cfg), "minutes": 0}
+    for key in PRESETS:
+        values = preset_values(cfg, key)
+        values.pop("minutes")
+        make_config(None, values)
+    assert preset_values(cfg, "no_causal")["causal"] is False
+    with pytest.raises(UserError, match="preset"):
+        preset_values(cfg, "nope")
+
+
+def test_the_cli_command_reproduces_the_run_config():
+    base = load_config()
+    run = make_config(None, {"n_layer": 2, "lr": 0.001, "causal": False, "max_steps": 300})
+    command = cli_command(run, base, "checkpoints/runs/x")
+    assert "n_embd" not in command  # only what differs from config.yaml
+    overrides = command.split("--set ")[1:]
+    again = load_config(overrides=[o.strip() for o in overrides])
+    assert again["model"] == run["model"] and again["training"] == run["training"]
+    assert parse_override(overrides[-1].strip()) == ("save", "dir", "checkpoints/runs/x")
+
+
+def test_teacher_gate(monkeypatch):
+    gate = TeacherGate("s3cret")
+    assert gate.enabled and "s3cret" not in repr(gate)
+    gate.check("s3cret")
+    for given in ("", None, "S3CRET", "s3cret "):
+        with pytest.raises(UserError):
+            gate.check(given)
+    TeacherGate("").check(None)  # no teacher mode: everything open
+    monkeypatch.setenv(ENV_NAME, "from-env")
+    assert TeacherGate().enabled
+    with pytest.raises(UserError, match="wrong"):
+        TeacherGate().check("other")
+    monkeypatch.delenv(ENV_NAME)
+    assert not TeacherGate().enabled
+
+
+class FixedPace(Pace):
+    """A pace with known numbers (no timing): 0.1 s per step + 0 per work, 1 s per evaluation, 2 s setup."""
+
+    def measure(self, precision="auto"):
+        return {"step": (0.1, 0.0), "eval": (1.0, 0.0), "setup": 2.0}
+
+
+def test_time_estimate_and_budget_with_a_known_pace():
+    pace = FixedPace(load_config())
+    cfg = make_config(None, {"max_steps": 100, "eval_interval": 50})
+    assert pace.seconds(cfg) == pytest.approx(2 + 100 * 0.1 + 2 * 1.0)
+    steps = pace.steps_for(cfg, 60)
+    assert pace.seconds(cfg, steps) <= 60 < pace.seconds(cfg, steps + 1)
+    assert fmt_duration(130) == "2 分 10 秒 / 2 min 10 s"
+
+
+def test_limits_refuse_with_one_line():
+    pace = FixedPace(load_config())
+    assert check_limits(make_config(None, {"max_steps": 100}), pace) > 0
+    small = Limits(max_params=1000, max_seconds=5)
+    with pytest.raises(UserError, match="parameters"):
+        check_limits(make_config(None, {}), pace, small)
+    with pytest.raises(UserError, match="minute"):
+        check_limits(make_config(None, {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_steps": 1000}), pace,
+                     Limits(max_seconds=5))
+
+
+def _zip(path, members: dict):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, project, tok):
+    """A real finished run (the engine's Trainer, 4 steps) packed as a zip."""
+    from gpt_mini.train import Trainer
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    cfg = load_config(project.config_path, ["training.max_steps=4", "training.eval_interval=2"])
+    Trainer(cfg, save_dir=run_dir, keep_resume=False).run()
+    return run_archive.export_zip(run_dir, tmp_path_factory.mktemp("zips")), run_dir
+
+
+def test_zip_round_trip_keeps_the_run(packed, tok, tmp_path):
+    path, run_dir = packed
+    name = run_archive.import_zip(path, tmp_path, tok)
+    assert name == "tiny"
+    for member in ("config.yaml", "metrics.csv", "quantized.pt", "answers.csv"):
+        assert (tmp_path / name / member).read_bytes() == (
+            (run_dir / member).read_bytes() if member != "config.yaml" else zipfile.ZipFile(path).read(member))
+    assert run_archive.import_zip(path, tmp_path, tok) == "tiny_2"  # never overwrites
+
+
+def test_untrusted_zips_are_refused_without_a_trace(packed, tok, tmp_path):
+    path, _ = packed
+    good = {n: zipfile.ZipFile(path).read(n) for n in zipfile.ZipFile(path).namelist()}
+    config = yaml.safe_load(good["config.yaml"])
+    bad_model = yaml.safe_dump({**config, "model": {**config["model"], "n_layer": config["model"]["n_layer"] + 1}})
+    cases = {
+        "traversal": {**good, "../config.yaml": b"x"},
+        "absolute": {"/etc/passwd": b"x"},
+        "missing": {k: v for k, v in good.items() if k != "quantized.pt"},
+        "not_yaml": {**good, "config.yaml": b"model: [unclosed"},
+        "bad_config": {**good, "config.yaml": b"model: {n_layer: two}"},
+        "other_model": {**good, "config.yaml": bad_model.encode()},
+        "garbage_ckpt": {**good, "quantized.pt": b"not a checkpoint"},
+        "bad_metrics": {**good, "metrics.csv": b"step,loss\n1,2\n"},
+        "bomb": {**good, "metrics.csv": b"0" * (run_archive.MAX_MEMBER_BYTES["metrics.csv"] + 1)},
+    }
+    out = tmp_path / "runs"
+    for label, members in cases.items():
+        with pytest.raises(UserError) as info:
+            run_archive.import_zip(_zip(tmp_path / f"{label}.zip", members), out, tok)
+        assert "不能用" in info.value.zh and "cannot be used" in info.value.en, label
+    (tmp_path / "plain.zip").write_bytes(b"just text")
+    with pytest.raises(UserError, match="zip"):
+        run_archive.import_zip(tmp_path / "plain.zip", out, tok)
+    assert not out.exists() or not any(out.iterdir())  # nothing half-unpacked
