@@ -26,7 +26,7 @@ Q1, Q2 = list(FIXED_QUESTIONS)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
-    demo = build_app(runs_dir=runs_dir)
+    demo = build_app(runs_dir=runs_dir, teacher_password="")  # a laptop: every control open
     url = launch_local(demo)
     client = Client(url, verbose=False)
     yield {"demo": demo, "client": client, "runs_dir": runs_dir, "url": url}

@@ -36,7 +36,7 @@ SERVER: dict = {}
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"))
+    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"), teacher_password="")  # a laptop: no teacher mode
     SERVER["demo"] = demo
     url = launch_local(demo)
     with sync_playwright() as p:
@@ -135,36 +135,49 @@ def test_chat_answers_rewordings_and_refuses_what_it_has_not_learned(page):
     assert page.evaluate("window.hacked === undefined")
 
 
+def set_slider(page, name: str, value):
+    box = page.locator(f"#hp-{name} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
 def test_training_updates_chart_and_status(page):
     open_tab(page, "训练")
-    page.get_by_label("步数 max_steps").fill("30")
-    page.get_by_label("评估间隔 eval_interval").fill("10")
+    expect(page.get_by_text("教师登录")).to_have_count(0)  # a laptop: no teacher mode, every control open
+    set_slider(page, "max_steps", 30)
+    set_slider(page, "eval_interval", 10)
+    expect(page.locator("#train-estimate")).to_contain_text("30")
     page.get_by_label(re.compile("运行名")).fill("browser_test")
-    page.get_by_role("button", name="开始 / start").click()
+    page.locator("#train-start").click()
     status = page.locator("#train-status")
     expect(status).to_contain_text("训练中 running")
     expect(status).to_contain_text(re.compile(r"[1-9]\d*/30"), timeout=60_000)
     expect(page.get_by_text("训练损失 train loss").first).to_be_visible()  # legend of the live chart
     expect(page.get_by_text("验证损失（学过的知识、新问法）").first).to_be_visible(timeout=60_000)
     expect(page.get_by_text("新知识：小模型学不会").first).to_be_visible()
-    shoot(page, "training")
-    page.get_by_role("button", name="停止 / stop").click()
+    page.locator("#train-stop").click()
     expect(status).to_contain_text(re.compile("已停止 stopped|已完成 finished"), timeout=10_000)
     expect(page.get_by_label("browser_test")).to_be_visible()  # the saved run can be overlaid
     page.get_by_label("默认模型 default").check()  # overlay the default model's curves (checkpoints/metrics.csv)
     expect(page.get_by_text("默认模型 default 验证").first).to_be_visible()
-    page.get_by_role("button", name="下载指标 CSV / download metrics CSV").click()
-    expect(page.locator("body")).to_contain_text("browser_test_metrics")
-    page.get_by_label("演示：去掉因果掩码 / demo: remove the causal mask").check()
-    expect(page.get_by_text("演示：去掉因果掩码。").first).to_be_visible()
-    page.get_by_label("注意力头数 n_head", exact=True).fill("3")
+    # take it home: the command and the zip of the saved run
+    page.get_by_text("带回家：命令和 zip").click()
+    page.locator("#home-run input").click()
+    page.get_by_role("option", name="browser_test").click()
+    expect(page.locator("#home-command")).to_contain_text("--set training.max_steps=30")
+    page.locator("#home-zip").click()
+    expect(page.locator("#home-zip-file")).to_contain_text(re.compile(r"browser_test\s*\.zip"))
+    page.get_by_label(re.compile("因果掩码 causal")).uncheck()
+    set_slider(page, "n_head", 3)
     expect(page.get_by_text("不能被 n_head=3 整除").first).to_be_visible()  # error next to the controls
     page.locator("#train-reset").click()
-    expect(page.get_by_label("注意力头数 n_head", exact=True)).to_have_value("4")
+    expect(page.locator("#hp-n_head input[type=number]")).to_have_value("4")
+    expect(page.get_by_label(re.compile("因果掩码 causal"))).to_be_checked()
     expect(page.get_by_text("不能被 n_head=3 整除")).to_have_count(0)
-    open_tab(page, "对话")  # the finished run is now a checkpoint choice in chat
+    open_tab(page, "对话")  # the finished run and its snapshots are now checkpoint choices in chat
     page.get_by_label("检查点", exact=True).last.click()
-    expect(page.get_by_role("option", name="训练 run: browser_test")).to_be_visible()
+    expect(page.get_by_role("option", name="训练 run: browser_test", exact=True)).to_be_visible()
+    expect(page.get_by_role("option", name=re.compile(r"browser_test · 第 3 步"))).to_be_visible()
 
 
 def test_only_a_shown_training_tab_polls_the_run(page):

@@ -53,7 +53,7 @@ def app_url(tmp_path_factory):
         pytest.skip("Debian chromium (/usr/bin/chromium) is not installed")
     from ui.app import build_app, launch_local
 
-    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"))
+    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"), teacher_password="")  # a laptop: no teacher mode
     try:
         yield launch_local(demo)
     finally:

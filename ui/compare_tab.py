@@ -20,9 +20,10 @@ from .models import CHECKPOINT_DIR, DEFAULT_KEY
 from .style import error_line
 from .training_tab import add_metrics_curves, style_loss_figure
 
-FIGURES = [("step", "步数 / steps"), ("params", "参数量 / parameters"), ("train_loss", "训练损失 / train loss"),
-           ("eval_loss", "验证损失 / eval loss"), ("unseen_loss", "新知识损失 / unseen-facts loss"),
-           ("train_seconds", "训练时间（秒）/ training time (s)"), ("precision", "训练精度 / precision")]
+FIGURES = [("step", "训练到第几步 / trained steps"), ("params", "参数量 / parameters"),
+           ("train_loss", "训练损失 / train loss"), ("eval_loss", "验证损失 / eval loss"),
+           ("unseen_loss", "新知识损失 / unseen-facts loss"),
+           ("train_seconds", "训练时间（秒）/ training time (s)"), ("precision_used", "实际训练精度 / precision used")]
 
 
 def metrics_path(store, key: str) -> Path | None:
@@ -45,7 +46,7 @@ def summary(store, key: str) -> dict:
                                                  d["vocab_size"])["params"],
                train_loss=metrics.get("train_loss"), eval_loss=metrics.get("eval_loss"),
                unseen_loss=metrics.get("unseen_loss"), train_seconds=d.get("train_seconds"),
-               precision=d.get("precision") or cfg["training"].get("precision"))
+               precision_used=d.get("precision") or cfg["training"].get("precision"))
     return out
 
 

@@ -186,7 +186,7 @@ def hyperparameter_form(values: dict) -> dict:
     log slider is returned as '_lr_log'."""
     inputs = {}
     for section, title in (("model", "train.section_model"), ("training", "train.section_training")):
-        with gr.Accordion(t(title), open=section == "model"):
+        with gr.Accordion(t(title), open=True):
             for h in (h for h in HYPERPARAMETERS if h.section == section):
                 label, info = t(f"hp.{h.name}"), t(f"hp.{h.name}.help")
                 if h.choices:
