@@ -168,11 +168,13 @@ def test_training_updates_chart_and_status(page):
     page.locator("#home-zip").click()
     expect(page.locator("#home-zip-file")).to_contain_text(re.compile(r"browser_test\s*\.zip"))
     page.get_by_label(re.compile("因果掩码 causal")).uncheck()
+    expect(page.locator("#causal-note")).to_contain_text("偷看")
     set_slider(page, "n_head", 3)
     expect(page.get_by_text("不能被 n_head=3 整除").first).to_be_visible()  # error next to the controls
     page.locator("#train-reset").click()
     expect(page.locator("#hp-n_head input[type=number]")).to_have_value("4")
     expect(page.get_by_label(re.compile("因果掩码 causal"))).to_be_checked()
+    expect(page.locator("#causal-note")).to_be_hidden()
     expect(page.get_by_text("不能被 n_head=3 整除")).to_have_count(0)
     open_tab(page, "对话")  # the finished run and its snapshots are now checkpoint choices in chat
     page.get_by_label("检查点", exact=True).last.click()

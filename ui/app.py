@@ -42,7 +42,7 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
         gr.HTML("<h2 style='margin:4px 0'>" + t("app.title") + "</h2>")
         with gr.Tabs():
             with gr.Tab(t("tab.overview"), id="overview") as overview:
-                overview_fast, overview_measured, overview_in, overview_out = overview_tab.build(store, cfg)
+                overview_fast, overview_measured, overview_in, overview_out = overview_tab.build(store, cfg, pace)
             with gr.Tab(t("tab.tokenizer"), id="tokenizer") as tokenizer:
                 tokenizer_tab.build(store, cfg)
             with gr.Tab(t("tab.training"), id="training") as training:

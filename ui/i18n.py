@@ -121,6 +121,11 @@ TEXT = {  # key: (中文, English)
     "train.promote": ("设为默认模型", "Make it the default model"),
     "train.section_model": ("模型", "Model"),
     "train.section_training": ("训练", "Training"),
+    "train.causal_note": ("**去掉因果掩码时：** 训练时每个位置都能“偷看”后面的答案词元，训练损失很快掉到接近 0；"
+                          "但生成时后面还没有词元可看，回答会变成乱七八糟的重复。这就是为什么需要因果掩码。",
+                          "**Without the causal mask** every position can peek at the next token: the training loss "
+                          "collapses toward 0, but at generation time there is no future to peek at, so the answers "
+                          "fail. That is why the mask exists."),
     "train.lr_log": ("学习率（对数刻度 log₁₀）", "Learning rate (log₁₀ scale)"),
     "train.answers": ("每次评估时的贪心回答：固定问题和它们的新问法",
                       "Greedy answers at each eval: the fixed questions, as taught and reworded"),

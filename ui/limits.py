@@ -73,9 +73,18 @@ class Pace:
                 for part, key in (("step", "seconds_per_step"), ("eval", "seconds_per_eval")):
                     per_work = max(0.0, (m1[key] - m2[key]) / (w1 - w2))
                     fit[part] = (max(0.0, m2[key] - per_work * w2), per_work)
-                fit["setup"] = m1["setup_seconds"]
+                fit["setup"], fit["base"] = m1["setup_seconds"], m1
                 self._fits[chosen] = fit
             return dict(self._fits[chosen])
+
+    def ready(self, precision: str = "auto") -> bool:
+        """Whether measure() would answer at once."""
+        return self.resolve(precision) in self._fits
+
+    def step_seconds(self, cfg: dict) -> float:
+        """Seconds for one optimizer step of cfg (no evaluation)."""
+        fit = self.measure(cfg["training"]["precision"])
+        return fit["step"][0] + fit["step"][1] * work_per_step(cfg)
 
     def resolve(self, precision: str) -> str:
         """auto -> the precision a run on this machine would pick (bf16 only where it is faster)."""
@@ -87,8 +96,7 @@ class Pace:
         steps = t["max_steps"] if steps is None else steps
         fit, work = self.measure(t["precision"]), work_per_step(cfg)
         evals = steps // t["eval_interval"] + (steps % t["eval_interval"] != 0)
-        line = lambda part: fit[part][0] + fit[part][1] * work  # noqa: E731
-        return fit["setup"] + steps * line("step") + evals * line("eval")
+        return fit["setup"] + steps * self.step_seconds(cfg) + evals * (fit["eval"][0] + fit["eval"][1] * work)
 
     def steps_for(self, cfg: dict, seconds: float) -> int:
         """The most steps that fit in `seconds` (evaluations included), at least 1."""

@@ -1,15 +1,13 @@
 """Tab 概览 Overview: the pipeline and where each step lives in gpt_mini; the model-size calculator."""
 
 import html
-import threading
 
 import gradio as gr
 
-from gpt_mini.visualize import measure_train_step, model_size
+from gpt_mini.visualize import model_size
 
 from .i18n import t
 from .style import big_numbers, error_line, figure
-from .torch_threads import with_all_cores
 
 PIPELINE = [  # (中文, English, where in gpt_mini)
     ("分词", "tokenize", "tokenizer.py · encode(), train_tokenizer()"),
@@ -23,10 +21,6 @@ PIPELINE = [  # (中文, English, where in gpt_mini)
      "generate.py · Decoding, sampling_stages(); serving.py · BatchServer（全班一起答 / one batch for the class）"),
 ]
 
-_measured: dict = {}
-_measure_lock = threading.Lock()
-
-
 def pipeline_html() -> str:
     parts = []
     for i, (zh, en, where) in enumerate(PIPELINE):
@@ -37,17 +31,6 @@ def pipeline_html() -> str:
     return '<div class="pipeline">' + "".join(parts) + "</div>"
 
 
-def measured_step(cfg) -> dict:
-    """One real training step of the default config on this machine: timed once, then cached."""
-    with _measure_lock:
-        if not _measured:
-            _measured.update(with_all_cores(measure_train_step, cfg))  # real speed, no team left behind
-            m = cfg["model"]
-            size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
-            _measured["flops"] = size["flops_train_per_token"]
-        return dict(_measured)
-
-
 def _mb(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:.1f} MB"
 
@@ -56,18 +39,20 @@ def _flops(n: float) -> str:
     return f"{n / 1e6:.1f} M" if n < 1e9 else f"{n / 1e9:.2f} G"
 
 
-def calculate(cfg, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True):
+def calculate(cfg, pace, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True):
     """Model-size calculator: numbers, formula, a bar chart of where the parameters are.
-    measure=False answers at once and leaves the time out until one step has been measured."""
+    measure=False answers at once and leaves the time out until the training pace has been measured."""
     n_layer, n_head, n_embd, seq_len, vocab = (int(v or 0) for v in (n_layer, n_head, n_embd, seq_len, vocab))
     if min(n_layer, n_head, n_embd, seq_len, vocab) <= 0 or n_embd % n_head:
         msg = "n_embd 必须能被 n_head 整除，且各项大于 0 / n_embd must be divisible by n_head; all sizes positive"
         return error_line(msg), "", figure()
     size = model_size(n_layer, n_head, n_embd, seq_len, vocab)
-    base = measured_step(cfg) if measure or _measured else None
+    base = pace.measure()["base"] if measure or pace.ready() else None
     per_100 = "测量中…"
     if base:
-        per_100 = f"{base['seconds_per_step'] * size['flops_train_per_token'] / base['flops'] * 100:.0f} 秒"
+        sized = {**cfg, "model": {**cfg["model"], "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
+                                  "seq_len": seq_len}, "tokenizer": {**cfg["tokenizer"], "vocab_size": vocab}}
+        per_100 = f"{pace.step_seconds(sized) * 100:.0f} 秒"
     numbers = big_numbers([
         (f"{size['params']:,}", "参数量 / parameters"),
         (_mb(size["weights_bytes"]), "权重 fp32 / weights"),
@@ -85,8 +70,10 @@ def calculate(cfg, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True
                "反向约是前向的 2 倍（4N）；注意力的 q·kᵀ 和加权求和 v 每层每词元各 2·T·d，前向 4·L·T·d，训练 ×3 / "
                "forward 2N + 4LTd, training 3× that.\n\n"
                + (f"**时间 / time**: 在这台机器上实测默认配置一步 {base['seconds_per_step']:.3f} 秒"
-                  f"（每步约 {base['tokens_per_step']:.0f} 个词元），按 FLOPs 比例估算 / measured one default step on "
-                  f"this machine, scaled by FLOPs." if base else "**时间 / time**: 正在实测一步 / timing one step…"))
+                  f"（每步约 {base['tokens_per_step']:.0f} 个词元），再实测一个小模型，按 FLOPs 在两者之间估算"
+                  f"（小模型的一步主要是固定开销）/ measured a default step and a small model's step on this "
+                  f"machine, other sizes by FLOPs between them." if base else
+                  "**时间 / time**: 正在实测一步 / timing one step…"))
     fig = figure("参数都在哪里 / where the parameters are", "参数量 / parameters", "", height=300)
     parts = [("词嵌入 = 输出层 embedding (V·d)", vocab * d),
              (f"注意力 attention ({L}×(4d²+4d))", L * (4 * d * d + 4 * d)),
@@ -97,7 +84,7 @@ def calculate(cfg, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True
     return numbers, explain, fig
 
 
-def build(store, cfg):
+def build(store, cfg, pace):
     gr.Markdown(t("overview.intro"), elem_classes="tab-intro")
     # Bilingual on purpose: gr.I18n translates only one key per string and the diagram has eight stage names.
     gr.HTML(pipeline_html())
@@ -123,11 +110,11 @@ def build(store, cfg):
             chart = gr.Plot(show_label=False)
             formula = gr.Markdown()
     inputs = [n_layer, n_head, n_embd, seq_len, vocab]
-    gr.on([c.change for c in inputs], lambda *v: calculate(cfg, *v), inputs, [numbers, formula, chart],
+    gr.on([c.change for c in inputs], lambda *v: calculate(cfg, pace, *v), inputs, [numbers, formula, chart],
           api_name="ui_model_size", api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None)
     reset.click(lambda: (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"]),
                 None, inputs, api_name="ui_model_size_reset", api_visibility="private")
     defaults = (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
     # page load: numbers at once, then (first visitor only) time one real step and fill in the estimate
-    return (lambda: calculate(cfg, *defaults, measure=False), lambda *v: calculate(cfg, *v),
+    return (lambda: calculate(cfg, pace, *defaults, measure=False), lambda *v: calculate(cfg, pace, *v),
             inputs, [numbers, formula, chart])

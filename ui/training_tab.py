@@ -234,6 +234,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                 clear = gr.Button(t("train.clear"), elem_id="train-clear", min_width=80)
                 make_default = gr.Button(t("train.promote"), elem_id="train-promote", min_width=80)
             inputs = hyperparameter_form(base)
+            causal_note = gr.Markdown(t("train.causal_note"), visible=not base["causal"], elem_id="causal-note")
         with gr.Column(scale=3):
             status = gr.HTML(status_html(run.status()), elem_id="train-status")
             message = gr.Markdown(elem_id="train-message")
@@ -274,6 +275,9 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                  api_visibility="private", show_progress="hidden")
     inputs["lr"].input(lambda v: round(math.log10(v), 2) if v and v > 0 else gr.skip(), inputs["lr"], lr_log,
                        api_name="ui_lr_to_log", api_visibility="private", show_progress="hidden")
+
+    inputs["causal"].change(lambda on: gr.Markdown(visible=not on), inputs["causal"], causal_note,
+                            api_name="ui_causal_note", api_visibility="private", show_progress="hidden")
 
     def apply_preset(key):
         values = preset_values(cfg, key)
