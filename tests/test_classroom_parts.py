@@ -170,3 +170,20 @@ def test_untrusted_zips_are_refused_without_a_trace(packed, tok, tmp_path):
     with pytest.raises(UserError, match="zip"):
         run_archive.import_zip(tmp_path / "plain.zip", out, tok)
     assert not out.exists() or not any(out.iterdir())  # nothing half-unpacked
+
+
+def test_pace_measures_once_per_process_and_config(monkeypatch):
+    import ui.limits as limits
+    calls = []
+    monkeypatch.setattr(limits, "measure_train_step", lambda cfg: calls.append(cfg["model"]["n_embd"]) or {
+        "seconds_per_step": cfg["model"]["n_embd"] / 1000, "seconds_per_eval": 1.0, "setup_seconds": 2.0,
+        "tokens_per_step": 100.0})
+    monkeypatch.setattr(limits.Pace, "_fits", {})
+    cfg = load_config()
+    pace = Pace(cfg)
+    assert not pace.ready()
+    pace.seconds(make_config(None, {}))
+    Pace(load_config()).seconds(make_config(None, {"n_layer": 1}))  # a second app in the same process
+    assert calls == [cfg["model"]["n_embd"], 64] and pace.ready()
+    # the straight line through the two timed models gives both of them back
+    assert pace.step_seconds(cfg) == pytest.approx(cfg["model"]["n_embd"] / 1000)

@@ -116,7 +116,7 @@ def test_presets_and_time_budget_size_the_run(server):
     assert lesson["hyperparameters"]["n_embd"] == base["model"]["n_embd"]
     demo = c.predict(preset="demo30", api_name="/train_estimate")
     assert demo["hyperparameters"]["n_layer"] == 2 and demo["estimated_seconds"] <= 31
-    assert c.predict(preset="high_lr", api_name="/train_estimate")["hyperparameters"]["lr"] == 0.2
+    assert c.predict(preset="high_lr", api_name="/train_estimate")["hyperparameters"]["lr"] == 0.1
     assert c.predict(preset="no_causal", api_name="/train_estimate")["hyperparameters"]["causal"] is False
     one = c.predict(preset="lesson", minutes=1.0, api_name="/train_estimate")
     two = c.predict(preset="lesson", minutes=2.0, api_name="/train_estimate")
@@ -137,7 +137,7 @@ def test_a_time_budget_run_ends_its_cosine_schedule_at_the_budget(server):
     assert metrics["step"].iloc[-1] == planned["max_steps"]
     last_lr = metrics["lr"].iloc[-1]  # the schedule reached its floor exactly at the last step
     assert last_lr == pytest.approx(lr_at(planned["max_steps"] - 1, planned["max_steps"], planned["lr"], 0.05))
-    assert last_lr == pytest.approx(0.1 * planned["lr"], rel=0.02)
+    assert last_lr == pytest.approx(0.1 * planned["lr"], rel=0.05)
 
 
 def test_snapshots_are_listed_and_answer(server):

@@ -92,7 +92,7 @@ def test_presets_fill_the_sliders_and_screenshots_in_both_languages(classroom):
     pages, _ = classroom
     teacher, english = pages["teacher"], pages["english"]
     teacher.get_by_label(re.compile("学习率太大会怎样")).check()
-    expect(teacher.locator("#hp-lr input")).to_have_value("0.2")
+    expect(teacher.locator("#hp-lr input")).to_have_value("0.1")
     expect(teacher.locator("#hp-max_steps input[type=number]")).to_have_value("200")
     teacher.get_by_label(re.compile("30 秒演示")).check()
     expect(teacher.locator("#hp-n_layer input[type=number]")).to_have_value("2")
@@ -109,6 +109,9 @@ def test_presets_fill_the_sliders_and_screenshots_in_both_languages(classroom):
     teacher.keyboard.press("ArrowLeft")  # the log slider moves the exact learning rate with it
     expect(teacher.locator("#hp-lr input")).not_to_have_value("0.003")
     DOCS.mkdir(exist_ok=True)
+    teacher.locator("#train-clear").click()  # the teacher clears the stopped run's chart for a fresh start
+    expect(teacher.locator("#train-status")).to_contain_text("空闲 idle")
+    expect(english.locator("#train-status")).to_contain_text("空闲 idle")
     teacher.locator("#train-reset").click()
     expect(teacher.locator("#train-estimate")).to_contain_text("预计")
     teacher.screenshot(path=str(DOCS / "screenshot_training.png"), full_page=True)

@@ -33,7 +33,8 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
     runs_dir = Path(runs_dir) if runs_dir else ROOT / "checkpoints" / "runs"
     store = ModelStore(runs_dir, cfg)
     server = BatchServer()  # one worker answers all chat questions together
-    pace = Pace(cfg)  # measured when first needed: the first estimate takes a few seconds
+    pace = Pace(cfg)
+    pace.measure(cfg["training"]["precision"])  # a few seconds, now, while nothing else runs: a fair measurement
     gate = TeacherGate(teacher_password)
     run = TrainingRun(runs_dir, chat_busy=server.busy)
     atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
@@ -46,7 +47,7 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
             with gr.Tab(t("tab.tokenizer"), id="tokenizer") as tokenizer:
                 tokenizer_tab.build(store, cfg)
             with gr.Tab(t("tab.training"), id="training") as training:
-                training_poll, estimate, describe, form = training_tab.build(
+                training_poll = training_tab.build(
                     run, store, cfg, config_path, runs_dir, pace, gate, Path(promote_dir or CHECKPOINT_DIR))
             with gr.Tab(t("tab.attention"), id="attention") as attention:
                 attention_load, attention_out, attention_ckpt = attention_tab.build(store, cfg)
@@ -58,7 +59,6 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
             overview_measured, overview_in, overview_out, api_name="ui_overview_measure", api_visibility="private",
             show_progress="minimal")
         demo.load(attention_load, None, attention_out, api_name="ui_attention_load", api_visibility="private")
-        demo.load(describe, form, estimate, api_name="ui_estimate_load", api_visibility="private")
         # Only a browser that shows the training tab polls the run every second.
         training.select(lambda: gr.Timer(active=True), None, training_poll, api_name="ui_training_shown",
                         api_visibility="private")

@@ -84,7 +84,8 @@ def build(store, cfg):
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             text = gr.Textbox(label=t("attention.text"), value=EXAMPLE, lines=3, max_length=MAX_TEXT)
-            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"))
+            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
+                               allow_custom_value=True)  # runs saved later: ModelStore checks every key
             layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label=t("attention.layer"))
             head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label=t("attention.head"))
             show = gr.Button(t("attention.show"), variant="primary")

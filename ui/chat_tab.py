@@ -129,7 +129,8 @@ def build(store, cfg, server: BatchServer):
     gr.Markdown(t("chat.intro"), elem_classes="tab-intro")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"))
+            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
+                               allow_custom_value=True)  # runs saved later: ModelStore checks every key
             ckpt_info = gr.HTML(checkpoint_info(store, DEFAULT_KEY))  # a handler's output too: not translated
             temperature = gr.Slider(0, 2, value=0.0, step=0.05, label=t("chat.temperature"))
             top_k = gr.Slider(0, 100, value=0, step=1, label=t("chat.top_k"))

@@ -103,8 +103,10 @@ def build(store, server):
     second = choices[1][1] if len(choices) > 1 else DEFAULT_KEY
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            a = gr.Dropdown(choices, value=DEFAULT_KEY, label=t("compare.a"), elem_id="compare-a")
-            b = gr.Dropdown(choices, value=second, label=t("compare.b"), elem_id="compare-b")
+            # allow_custom_value: runs saved later; ModelStore accepts only listed keys
+            a = gr.Dropdown(choices, value=DEFAULT_KEY, label=t("compare.a"), elem_id="compare-a",
+                            allow_custom_value=True)
+            b = gr.Dropdown(choices, value=second, label=t("compare.b"), elem_id="compare-b", allow_custom_value=True)
             show = gr.Button(t("compare.show"), variant="primary", elem_id="compare-show")
             question = gr.Textbox(label=t("compare.question"), elem_id="compare-question")
             ask = gr.Button(t("compare.ask"), elem_id="compare-ask")

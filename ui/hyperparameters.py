@@ -72,7 +72,7 @@ HYPERPARAMETERS = [
     Hyper("causal", "model", "因果掩码", "causal mask", "关掉后能偷看后面的词元（演示用）",
           "off: positions can peek at later tokens (a demo)"),
     Hyper("lr", "training", "学习率", "learning rate", "每步沿梯度走多远；对数刻度",
-          "how far each step moves; log scale", 1e-5, 0.3, 0.05, log=True),
+          "how far each step moves; log scale", 1e-5, 0.1, 0.05, log=True),
     Hyper("warmup_ratio", "training", "线性预热比例", "warmup share", "学习率从 0 升到最大所用的步数比例",
           "share of steps to ramp the learning rate up", 0, 0.5, 0.01),
     Hyper("max_steps", "training", "步数", "steps", "参数更新的次数", "optimizer steps", 1, LIMITS.max_steps, 10),
@@ -97,7 +97,7 @@ PRESETS = {  # key -> (中文, English, values; "minutes" = a time budget)
     "lesson": ("本课模型", "the lesson's model", {}),
     "demo30": ("30 秒演示", "30-second demo",
                {"n_layer": 2, "n_embd": 128, "n_head": 4, "seq_len": 128, "eval_interval": 50, "minutes": 0.5}),
-    "high_lr": ("学习率太大会怎样", "too high a learning rate", {"lr": 0.2, "max_steps": 200, "eval_interval": 50,
+    "high_lr": ("学习率太大会怎样", "too high a learning rate", {"lr": 0.1, "max_steps": 200, "eval_interval": 50,
                                                            "warmup_ratio": 0.0, "grad_clip": 0.0}),
     "no_causal": ("去掉因果掩码", "no causal mask", {"causal": False, "max_steps": 300, "eval_interval": 50}),
 }

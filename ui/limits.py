@@ -5,6 +5,7 @@ command-line trainer has none (it runs on the user's own machine). The time esti
 steps timed on this machine (visualize.measure_train_step) for two model sizes, interpolated by FLOPs.
 """
 
+import json
 import math
 import threading
 from dataclasses import dataclass
@@ -48,10 +49,12 @@ class Pace:
     seconds = fixed cost + cost per unit of work, gives any other config's time. The fixed part matters: a small
     model's step is mostly overhead, not FLOPs."""
 
+    _fits: dict = {}  # (precision, config) -> {"step": (fixed, per work), "eval": (fixed, per work), "setup": s}
+    _lock = threading.Lock()  # one measurement per process and config, shared by every app built in it
+
     def __init__(self, base_cfg: dict):
         self.base_cfg = base_cfg
-        self._fits: dict = {}  # precision -> {"step": (fixed, per work), "eval": (fixed, per work), "setup": s}
-        self._lock = threading.Lock()
+        self._key = json.dumps(base_cfg, sort_keys=True)
 
     def _variant(self, precision: str, small: bool) -> dict:
         cfg = {k: dict(v) for k, v in self.base_cfg.items()}
@@ -62,24 +65,25 @@ class Pace:
 
     def measure(self, precision: str = "auto") -> dict:
         chosen = self.resolve(precision)
+        key = (chosen, self._key)
         with self._lock:
-            if chosen not in self._fits:
+            if key not in self._fits:
                 points = []
                 for small in (False, True):
                     cfg = self._variant(chosen, small)
                     points.append((work_per_step(cfg), with_all_cores(measure_train_step, cfg)))
                 (w1, m1), (w2, m2) = points
                 fit = {}
-                for part, key in (("step", "seconds_per_step"), ("eval", "seconds_per_eval")):
-                    per_work = max(0.0, (m1[key] - m2[key]) / (w1 - w2))
-                    fit[part] = (max(0.0, m2[key] - per_work * w2), per_work)
+                for part, name in (("step", "seconds_per_step"), ("eval", "seconds_per_eval")):
+                    per_work = max(0.0, (m1[name] - m2[name]) / (w1 - w2))
+                    fit[part] = (max(0.0, m2[name] - per_work * w2), per_work)
                 fit["setup"], fit["base"] = m1["setup_seconds"], m1
-                self._fits[chosen] = fit
-            return dict(self._fits[chosen])
+                self._fits[key] = fit
+            return dict(self._fits[key])
 
     def ready(self, precision: str = "auto") -> bool:
         """Whether measure() would answer at once."""
-        return self.resolve(precision) in self._fits
+        return (self.resolve(precision), self._key) in self._fits
 
     def step_seconds(self, cfg: dict) -> float:
         """Seconds for one optimizer step of cfg (no evaluation)."""

@@ -153,7 +153,8 @@ class RunPlanner:
     def plan(self, values: dict, minutes: float | None = 0, preset: str = "") -> tuple[dict, float]:
         merged = {k: v for k, v in preset_values(self.base(), preset).items()} if preset else {}
         merged.update({k: v for k, v in values.items() if v is not None})
-        minutes = merged.pop("minutes", 0) if minutes in (None, 0) else minutes
+        preset_minutes = merged.pop("minutes", 0)
+        minutes = minutes or preset_minutes  # a budget given with the request wins over the preset's
         cfg = make_config(self.config_path, merged)
         if minutes:
             if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and 0 < minutes <= 60):
@@ -220,8 +221,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                               label=t("train.preset"), elem_id="train-preset")
             minutes = gr.Slider(0, LIMITS.max_seconds / 60, step=0.5, value=0, label=t("train.minutes"),
                                 info=t("train.minutes_info"), elem_id="train-minutes")
-            estimate = gr.HTML("预计用时：正在测量这台机器的速度… / measuring this machine's speed…",
-                               elem_id="train-estimate")
+            estimate = gr.HTML(planner.describe(base, 0), elem_id="train-estimate")
             name = gr.Textbox(label=t("train.name"), max_length=40)
             error = gr.HTML()
             with gr.Row():
@@ -246,7 +246,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                 refresh = gr.Button(t("train.refresh"), scale=1, min_width=80)
             with gr.Accordion(t("train.home"), open=False):
                 home_run = gr.Dropdown([d.name for d in store.run_dirs()], label=t("train.home_run"),
-                                       elem_id="home-run")
+                                       elem_id="home-run", allow_custom_value=True)  # run_dir_of() checks it
                 command = gr.Code(label=t("train.command"), language="shell", interactive=False,
                                   elem_id="home-command")
                 with gr.Row():
@@ -393,7 +393,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
 
     def pack_ui(run_name):
         try:
-            return gr.File(str(run_archive.export_zip(run_dir_of(run_name), download_dir))), ""
+            return str(run_archive.export_zip(run_dir_of(run_name), download_dir)), ""
         except UserError as e:
             return gr.skip(), error_line(str(e))
 
@@ -461,4 +461,4 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
         gr.api(controlled(fn, api), api_name=api, concurrency_limit=1 if api == "train_promote" else None)
 
     gr.api(run_command, api_name="run_command", concurrency_limit=None)
-    return timer, estimate, describe, [minutes] + fields
+    return timer
