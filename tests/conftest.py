@@ -194,3 +194,34 @@ def assert_one_line_user_error(proc, *must_contain):
     for text in must_contain:
         assert text in err, f"{text!r} not in {err!r}"
     return err
+
+
+@contextlib.contextmanager
+def served_app(runs_dir, **build_kwargs):
+    """The dashboard on a free localhost port with a gradio_client Client: {demo, client, runs_dir, url}."""
+    from gradio_client import Client
+
+    from ui.app import build_app, launch_local
+
+    demo = build_app(runs_dir=runs_dir, **build_kwargs)
+    url = launch_local(demo)
+    client = Client(url, verbose=False)
+    try:
+        yield {"demo": demo, "client": client, "runs_dir": runs_dir, "url": url}
+    finally:
+        client.close()
+        demo.training_run.shutdown()
+        demo.close()
+
+
+def wait_status(client, predicate, timeout=60.0):
+    """Poll /train_status until predicate(status) holds; AssertionError with the last status after `timeout`."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = client.predict(api_name="/train_status")
+        if predicate(s):
+            return s
+        time.sleep(0.3)
+    raise AssertionError(f"status never matched; last: {s}")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import served_app, wait_status
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -15,7 +16,6 @@ from gpt_mini.checkpoint import load_model
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.generate import generate
 from gpt_mini.knowledge import CONFIDENCE_THRESHOLD, REFUSAL
-from ui.app import build_app, launch_local
 from ui.hyperparameters import make_config
 from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, prune_runs, sanitize_name
 
@@ -25,24 +25,8 @@ Q1, Q2 = list(FIXED_QUESTIONS)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    runs_dir = tmp_path_factory.mktemp("runs")
-    demo = build_app(runs_dir=runs_dir, teacher_password="")  # a laptop: every control open
-    url = launch_local(demo)
-    client = Client(url, verbose=False)
-    yield {"demo": demo, "client": client, "runs_dir": runs_dir, "url": url}
-    client.close()
-    demo.training_run.shutdown()
-    demo.close()
-
-
-def wait_status(client, predicate, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s = client.predict(api_name="/train_status")
-        if predicate(s):
-            return s
-        time.sleep(0.3)
-    raise AssertionError(f"status never matched; last: {s}")
+    with served_app(tmp_path_factory.mktemp("runs"), teacher_password="") as served:  # a laptop: every control open
+        yield served
 
 
 def plotly_data(value) -> dict:

@@ -7,13 +7,13 @@ import zipfile
 
 import pandas as pd
 import pytest
-from gradio_client import Client, handle_file
+from conftest import served_app, wait_status
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from gpt_mini.checkpoint import read_checkpoint
 from gpt_mini.config import load_config
 from gpt_mini.train import lr_at, snapshot_steps
-from ui.app import build_app, launch_local
 
 SECRET = "correct horse 7"
 TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2}
@@ -22,25 +22,13 @@ CONTROLS = ["/train_pause", "/train_resume", "/train_stop", "/train_reset", "/tr
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    runs_dir = tmp_path_factory.mktemp("runs")
-    demo = build_app(runs_dir=runs_dir, teacher_password=SECRET, promote_dir=tmp_path_factory.mktemp("promoted"))
-    url = launch_local(demo)
-    client = Client(url, verbose=False)
-    yield {"demo": demo, "client": client, "runs_dir": runs_dir, "url": url}
-    client.close()
-    demo.training_run.shutdown()
-    demo.close()
+    with served_app(tmp_path_factory.mktemp("runs"), teacher_password=SECRET,
+                    promote_dir=tmp_path_factory.mktemp("promoted")) as served:
+        yield served
 
 
 def wait_done(client, timeout=120.0):
-    import time
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s = client.predict(api_name="/train_status")
-        if s["state"] in ("finished", "stopped", "failed"):
-            return s
-        time.sleep(0.3)
-    raise AssertionError(f"run did not end: {s}")
+    return wait_status(client, lambda s: s["state"] in ("finished", "stopped", "failed"), timeout)
 
 
 def tiny_run(client, name, steps=20, **extra):
