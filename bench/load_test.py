@@ -40,8 +40,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+TEACHER = uuid.uuid4().hex  # the server runs in teacher mode, as on a class Space: only this script trains
+
+
 def start_server(port: int):
     proc = subprocess.Popen([sys.executable, "dashboard.py", "--port", str(port)], cwd=ROOT,
+                            env={**os.environ, "TEACHER_PASSWORD": TEACHER},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         return proc, wait_until_up(f"http://127.0.0.1:{port}/", timeout=60)
@@ -69,7 +73,7 @@ def percentile(values, q):
 
 class HttpClient:
     """Gradio's HTTP API with nothing but the standard library: one session, one question at a time."""
-    DEFAULTS = [0.0, 0, 1.0, 1.0, 128, "", "default-fp32"]  # /generate's other parameters, as the API lists them
+    DEFAULTS = [0.0, 0, 1.0, 1.0, 128, "", "default-fp32", True]  # /generate's other parameters, in order
 
     def __init__(self, url: str):
         self.url, self.session = url, uuid.uuid4().hex[:11]
@@ -152,7 +156,7 @@ def main():
     proc, url = start_server(free_port())  # with the CLI measured around it, same steps, same tok/s window
     try:
         admin = Client(url, verbose=False)
-        admin.predict(max_steps=100000, eval_interval=50, api_name="/train_start")
+        admin.predict(eval_interval=50, teacher_password=TEACHER, api_name="/train_start")  # the lesson's run
         while admin.predict(api_name="/train_status")["step"] < 150:
             time.sleep(3)  # seldom: each poll costs the server some CPU
         time.sleep(2)  # the eval at step 150 is logged
@@ -175,17 +179,17 @@ def main():
         print(f"{len(latencies)} requests from {args.clients} clients: p50 {result['p50_s']:.2f}s, p95 "
               f"{result['p95_s']:.2f}s, max {result['max_s']:.2f}s, errors {len(errors)}; training advanced "
               f"{result['train_steps_during_burst']} steps ({status['state']})", flush=True)
-        admin.predict(api_name="/train_stop")
+        admin.predict(teacher_password=TEACHER, api_name="/train_stop")
         if args.soak_seconds > 0:  # the same class keeps asking, 4 students at a time, while runs start and stop
             rss, soak_errors, soak_requests = [rss_mb(proc.pid)], 0, 0
             end, cycles = time.time() + args.soak_seconds, 0
             while time.time() < end:
-                admin.predict(max_steps=100000, eval_interval=20, api_name="/train_start")
+                admin.predict(eval_interval=20, teacher_password=TEACHER, api_name="/train_start")
                 group = [clients[(4 * cycles + k) % len(clients)] for k in range(4)]
                 lat, err = burst(group, prompts, 3, offset=12 * cycles)
                 soak_requests, soak_errors = soak_requests + len(lat), soak_errors + len(err)
                 time.sleep(5)
-                admin.predict(api_name="/train_stop")
+                admin.predict(teacher_password=TEACHER, api_name="/train_stop")
                 cycles += 1
                 rss.append(rss_mb(proc.pid))
                 print(f"  soak cycle {cycles} ({time.time() - end + args.soak_seconds:.0f} s): RSS {rss[-1]:.0f} MB",

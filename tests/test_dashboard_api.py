@@ -259,3 +259,15 @@ def test_sanitize_name():
     assert sanitize_name("../../etc") == "etc"
     assert sanitize_name("我的 run!") == "run"
     assert sanitize_name("").startswith("run_")
+
+
+def test_load_test_clients_get_the_engines_answers(server):
+    """bench.load_test's stdlib HTTP client (Gradio's documented /call API, one session each) against the real
+    server: a burst of three clients gets the answers the engine gives alone, without errors."""
+    from bench.load_test import HttpClient, burst, connect, percentile
+
+    model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
+    assert HttpClient(server["url"]).predict(Q1) == generate(model, tok, Q1).answer
+    latencies, errors = burst(connect(server["url"], 3, "http"), [Q1, Q2], questions=2)
+    assert errors == [] and len(latencies) == 6
+    assert percentile([3, 1, 2], 0.5) == 2 and percentile([1, 2, 3, 4], 1.0) == 4

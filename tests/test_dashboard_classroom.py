@@ -167,8 +167,10 @@ def test_zip_round_trip_and_bad_uploads(server, tmp_path):
     zipped, _ = c.predict("home", api_name="/ui_run_zip")
     with zipfile.ZipFile(zipped) as z:
         assert sorted(z.namelist()) == ["answers.csv", "config.yaml", "metrics.csv", "quantized.pt"]
-    dropdown, message = c.predict(handle_file(zipped), api_name="/ui_run_upload")
-    assert "home_2" in message or "home" in message
+    _, message = c.predict(handle_file(zipped), "", api_name="/ui_run_upload")  # a student may not add runs
+    assert "老师" in message and not any(d.name.startswith("home_") for d in runs_dir.iterdir())
+    dropdown, message = c.predict(handle_file(zipped), SECRET, api_name="/ui_run_upload")
+    assert "home" in message
     added = [d.name for d in runs_dir.iterdir() if d.name.startswith("home") and d.name != "home"]
     assert len(added) == 1
     keys = [key for _, key in c.predict(api_name="/checkpoints")]
@@ -179,10 +181,10 @@ def test_zip_round_trip_and_bad_uploads(server, tmp_path):
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("../config.yaml", "x: 1")
-    _, message = c.predict(handle_file(str(evil)), api_name="/ui_run_upload")
+    _, message = c.predict(handle_file(str(evil)), SECRET, api_name="/ui_run_upload")
     assert "不能用" in message and "cannot be used" in message
     not_zip = tmp_path / "notes.zip"
     not_zip.write_text("hello", encoding="utf-8")
-    _, message = c.predict(handle_file(str(not_zip)), api_name="/ui_run_upload")
+    _, message = c.predict(handle_file(str(not_zip)), SECRET, api_name="/ui_run_upload")
     assert "zip" in message
     assert not (runs_dir / "evil").exists() and not (runs_dir / "notes").exists()

@@ -21,6 +21,7 @@ from .torch_threads import one_thread_by_default
 from .training_run import TrainingRun
 
 QUEUE_MAX_SIZE = 64
+MAX_UPLOAD = "60mb"  # a run's zip (int8 checkpoint and tables) is a few MB; bigger uploads stop at the door
 SESSION_CAPACITY = 256  # Gradio keeps ~0.3 MB per browser session (default: 10,000 of them); a class needs ~100
 
 
@@ -79,7 +80,8 @@ def launch_kwargs() -> dict:
     """Look, limits and UI text tables passed to demo.launch (Gradio 6 takes theme, css and i18n here)."""
     theme = gr.themes.Soft(font=[FONT.split(",")[0].strip('"'), "sans-serif"], font_mono=["monospace"])
     return {"theme": theme, "css": CSS, "max_threads": 80, "footer_links": ["api"],
-            "state_session_capacity": SESSION_CAPACITY, "i18n": I18N}
+            "state_session_capacity": SESSION_CAPACITY, "i18n": I18N,
+            "max_file_size": MAX_UPLOAD}
 
 
 def free_port() -> int:

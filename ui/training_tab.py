@@ -34,7 +34,7 @@ from .style import (
     error_line,
     fmt_seconds,
 )
-from .training_run import check_extra_rows
+from .training_run import MAX_KEPT_RUNS, check_extra_rows, prune_runs
 
 STATE_NAMES = {"idle": "空闲 idle", "running": "训练中 running", "paused": "已暂停 paused",
                "finished": "已完成 finished", "stopped": "已停止 stopped", "failed": "失败 failed"}
@@ -399,17 +399,24 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
 
     pack.click(pack_ui, home_run, [zip_file, home_message], api_name="ui_run_zip", api_visibility="undocumented")
 
-    def upload_ui(path):
+    def add_uploaded_run(path) -> str:
+        """An uploaded zip becomes a run (it writes to the shared disk: the teacher's, on a Space); the oldest
+        runs beyond MAX_KEPT_RUNS are removed, as when a run starts."""
+        with run.lock:  # not while a starting run picks its folder
+            prune_runs(runs_dir, MAX_KEPT_RUNS - 1)
+            return run_archive.import_zip(path, runs_dir, store.tokenizer())
+
+    def upload_ui(path, secret):
         if not path:
             return gr.skip(), ""
         try:
-            added = run_archive.import_zip(path, runs_dir, store.tokenizer())
+            added = guarded(add_uploaded_run, path, secret)
         except UserError as e:
             return gr.skip(), error_line(str(e))
         return gr.Dropdown(choices=[d.name for d in store.run_dirs()], value=added), html.escape(
             f"已加入：{added} / added: {added}")
 
-    upload.upload(upload_ui, upload, [home_run, home_message], api_name="ui_run_upload",
+    upload.upload(upload_ui, [upload, password], [home_run, home_message], api_name="ui_run_upload",
                   api_visibility="undocumented", concurrency_limit=1)
 
     # ---- the named API ----
