@@ -10,6 +10,7 @@ import io
 import re
 import shutil
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def export_zip(run_dir: Path, out_dir: Path) -> Path:
     ckpt = read_checkpoint(run_dir / CHECKPOINT)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{run_dir.name}.zip"
-    tmp = out_dir / f".{run_dir.name}.zip.tmp"
+    tmp = out_dir / f".{run_dir.name}.{uuid.uuid4().hex}.zip.tmp"  # two visitors packing at once never collide
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("config.yaml", yaml.safe_dump(ckpt["config"], allow_unicode=True, sort_keys=False))
         for name in ("metrics.csv", CHECKPOINT, "answers.csv"):
