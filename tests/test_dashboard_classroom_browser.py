@@ -119,3 +119,23 @@ def test_presets_fill_the_sliders_and_screenshots_in_both_languages(classroom):
     expect(english.get_by_text("Teacher login")).to_be_visible()
     expect(english.locator("#train-estimate")).to_contain_text("about")
     english.screenshot(path=str(DOCS / "screenshot_training_en.png"), full_page=True)
+
+
+def test_compare_tab_puts_a_run_beside_its_own_snapshot(classroom):
+    pages, demo = classroom
+    student = pages["student"]  # comparing changes nothing shared: students may do it
+    run_name = next(d.name for d in demo.model_store.run_dirs())
+    student.get_by_role("tab", name="对比").click()
+    snapshot = f"训练 run: {run_name} · 第 0 步 / step 0"
+    for box, label in (("#compare-a", f"训练 run: {run_name}"), ("#compare-b", snapshot)):
+        student.locator(f"{box} input").click()
+        student.get_by_role("option", name=label, exact=True).last.click()  # the list just opened
+        expect(student.locator(f"{box} input")).to_have_value(label)
+    student.locator("#compare-show").click()
+    table = student.locator("#compare-table")
+    expect(table.locator("tr.differs").first).to_contain_text("训练到第几步")  # the step differs
+    expect(table.locator("tr", has_text="层数").first).not_to_have_class("differs")  # same run, same config
+    student.locator("#compare-question textarea").fill("什么是注意力机制？")
+    student.locator("#compare-ask").click()
+    expect(student.locator("#compare-answer-a textarea")).to_have_value(re.compile("把握"))
+    expect(student.locator("#compare-answer-b textarea")).to_have_value(re.compile("把握"))
