@@ -73,14 +73,14 @@ def test_an_oversize_run_is_refused_with_or_without_the_password(server, passwor
     c, runs_dir = server["client"], server["runs_dir"]
     oversize = [{"n_layer": 8, "n_embd": 512, "n_head": 8},  # 25.6M parameters
                 {"seq_len": 1024}, {"max_steps": 10**9}, {"batch_size": 4096},
-                {"max_steps": 20000}]  # the lesson's model for 20,000 steps: about an hour
+                {"max_steps": 20000, "batch_size": 64}]  # the lesson's model, 20,000 steps of 64: hours
     for values in oversize:
         with pytest.raises(AppError) as info:
             c.predict(**values, name="too_big", teacher_password=password, api_name="/train_start")
         assert "Traceback" not in str(info.value)
     assert not (runs_dir / "too_big").exists()
     with pytest.raises(AppError, match="上限|limit"):  # with the password the reason is the limit itself
-        c.predict(max_steps=20000, teacher_password=SECRET, api_name="/train_start")
+        c.predict(max_steps=20000, batch_size=64, teacher_password=SECRET, api_name="/train_start")
 
 
 def test_the_password_never_reaches_the_page_or_the_status(server, capfd):
