@@ -32,7 +32,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     pace.measure(cfg["training"]["precision"])
     print(f"measuring this machine: {time.perf_counter() - t0:.1f} s")
-    planner = RunPlanner(None, pace)
+    planner = RunPlanner(None, cfg, pace)
     run = TrainingRun(tempfile.mkdtemp(prefix="gpt_mini_estimate_"))
     print(f"{'run':<18}{'steps':>7}{'estimate s':>12}{'actual s':>10}{'actual/estimate':>17}")
     for name in args.runs.split(","):

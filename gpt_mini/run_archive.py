@@ -29,6 +29,19 @@ MAX_MEMBER_BYTES = {"config.yaml": 64 * 2**10, "metrics.csv": 8 * 2**20, CHECKPO
                     "answers.csv": 8 * 2**20}
 
 
+def safe_name(name: str, fallback: str) -> str:
+    """A run folder's name: only letters, digits, '_' and '-', at most 40 characters; `fallback` if none is left."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", (name or "").strip()).strip("_")[:40] or fallback
+
+
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """runs_dir/name, or name_2, name_3, ... if taken: a new run never overwrites another."""
+    target, n = Path(runs_dir) / name, 2
+    while target.exists():
+        target, n = Path(runs_dir) / f"{name}_{n}", n + 1
+    return target
+
+
 def export_zip(run_dir: Path, out_dir: Path) -> Path:
     """Write out_dir/<run name>.zip from a finished run's folder and return its path."""
     run_dir = Path(run_dir)
@@ -116,10 +129,7 @@ def import_zip(path, runs_dir: Path, tok) -> str:
             raise _bad(f"检查点：{e.zh}", f"checkpoint: {e.en}") from None
         if ckpt.get("format") != "int8" or validate(ckpt["config"])["model"] != cfg["model"]:
             raise _bad("检查点与 config.yaml 的模型不一致", "the checkpoint does not match config.yaml's model")
-        name = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:40] or "uploaded"
-        target, n = Path(runs_dir) / name, 2
-        while target.exists():
-            target, n = Path(runs_dir) / f"{name}_{n}", n + 1
+        target = new_run_dir(runs_dir, safe_name(path.stem, "uploaded"))
         staging = Path(runs_dir) / f".{target.name}.incoming"
         staging.mkdir(parents=True, exist_ok=True)
         try:

@@ -392,23 +392,24 @@ class Trainer:
                         self.save_dir / "resume.pt")
         self.write_metrics()
 
-    def write_metrics(self):
+    def _write_csv(self, name: str, fields: list[str], rows):
+        """save_dir/name from dict rows, via a temporary file: readers see the old table or the new one."""
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.save_dir / ".metrics.csv.tmp"
+        tmp = self.save_dir / f".{name}.tmp"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
-            w.writerows(self.history)
-        os.replace(tmp, self.save_dir / "metrics.csv")
+            w.writerows(rows)
+        os.replace(tmp, self.save_dir / name)
+
+    def write_metrics(self):
+        self._write_csv("metrics.csv", METRIC_FIELDS, self.history)
 
     def write_answers(self):
         """answers.csv: the probe questions' greedy answers at each evaluation (step, question, answer)."""
-        tmp = self.save_dir / ".answers.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(ANSWER_FIELDS)
-            w.writerows((step, q, a) for step, answers in list(self.answers) for q, a in answers.items())
-        os.replace(tmp, self.save_dir / "answers.csv")
+        self._write_csv("answers.csv", ANSWER_FIELDS, [{"step": step, "question": q, "answer": a}
+                                                       for step, answers in list(self.answers)
+                                                       for q, a in answers.items()])
 
     def finish(self):
         """After the last step: int8 export and the training time."""

@@ -29,11 +29,15 @@ class Limits:
 LIMITS = Limits()
 
 
+def duration_parts(seconds: float) -> tuple[str, str]:
+    """('2 分 10 秒', '2 min 10 s')."""
+    m, s = divmod(max(0, int(round(seconds))), 60)
+    return (f"{m} 分 {s} 秒", f"{m} min {s} s") if m else (f"{s} 秒", f"{s} s")
+
+
 def fmt_duration(seconds: float) -> str:
-    """'预计 2 分 10 秒 / about 2 min 10 s'."""
-    s = max(0, int(round(seconds)))
-    m, s = divmod(s, 60)
-    return f"{m} 分 {s} 秒 / {m} min {s} s" if m else f"{s} 秒 / {s} s"
+    """'2 分 10 秒 / 2 min 10 s'."""
+    return " / ".join(duration_parts(seconds))
 
 
 def work_per_step(cfg: dict) -> float:
@@ -127,8 +131,8 @@ def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:
                             f"{en} {value:,} is over this shared classroom's limit of {bound:,}; make it smaller")
     seconds = pace.seconds(cfg)
     if seconds > limits.max_seconds:
-        raise UserError(f"预计要 {fmt_duration(seconds).split(' / ')[0]}，超过上限 {limits.max_seconds / 60:.0f} 分钟，"
-                        "请减少步数或缩小模型",
-                        f"about {fmt_duration(seconds).split(' / ')[1]}, over the {limits.max_seconds / 60:.0f}-minute "
-                        "limit; use fewer steps or a smaller model")
+        zh, en = duration_parts(seconds)
+        raise UserError(f"预计要 {zh}，超过上限 {limits.max_seconds / 60:.0f} 分钟，请减少步数或缩小模型",
+                        f"about {en}, over the {limits.max_seconds / 60:.0f}-minute limit; use fewer steps or a "
+                        "smaller model")
     return seconds

@@ -6,7 +6,6 @@ the browser polls status() and the bounded logs below. Control: start / pause / 
 import ctypes
 import gc
 import os
-import re
 import shutil
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from gpt_mini.data import check_row
 from gpt_mini.errors import UserError
+from gpt_mini.run_archive import new_run_dir, safe_name
 from gpt_mini.train import Trainer
 
 from .torch_threads import reset_default_for_new_threads
@@ -26,8 +26,7 @@ YIELD_SECONDS = 0.5  # answers first: while questions wait, training rests up to
 
 def sanitize_name(name: str) -> str:
     """Only letters, digits, '_' and '-'; empty -> a timestamp. The result is a folder name under runs/."""
-    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", (name or "").strip()).strip("_")[:40]
-    return clean or datetime.now().strftime("run_%Y%m%d_%H%M%S")
+    return safe_name(name, datetime.now().strftime("run_%Y%m%d_%H%M%S"))
 
 
 def release_free_memory():
@@ -94,17 +93,11 @@ class TrainingRun:
             if self._active():
                 return dict(self._status(), started=False, message=self._busy_message())
             removed = prune_runs(self.runs_dir, MAX_KEPT_RUNS - 1)
-            name = sanitize_name(name)
-            save_dir, n = self.runs_dir / name, 2
-            while save_dir.exists():
-                save_dir, n = self.runs_dir / f"{name}_{n}", n + 1
+            save_dir = new_run_dir(self.runs_dir, sanitize_name(name))
             self.name, self.save_dir, self.cfg, self.trainer = save_dir.name, save_dir, cfg, None
             self._stop_requested = self._pause_requested = False
             self._preparing = "正在准备数据和模型 / preparing data and model"
-            self._final = dict(self._final, state="running", step=0, max_steps=cfg["training"]["max_steps"],
-                               train_loss=None, eval_loss=None, unseen_loss=None, elapsed=0.0, eta=0.0, answers={})
-            self._final_curves = {"losses": [], "evals": [], "answers": [], "version": 0}
-            self._epoch += 1
+            self._clear("running", cfg["training"]["max_steps"])
             self.thread = threading.Thread(target=self._run, args=(cfg, list(extra_rows), save_dir),
                                            daemon=True, name="gpt-mini-training")
             self.thread.start()
@@ -144,11 +137,15 @@ class TrainingRun:
             if self._active():
                 return dict(self._status(), message=self._busy_message())
             self.name, self.cfg = "", None
-            self._final = dict(self._final, state="idle", step=0, max_steps=0, train_loss=None, eval_loss=None,
-                               unseen_loss=None, elapsed=0.0, eta=0.0, tokens_per_s=0.0, message="", answers={})
-            self._final_curves = {"losses": [], "evals": [], "answers": [], "version": 0}
-            self._epoch += 1
+            self._clear("idle", 0)
             return self._status()
+
+    def _clear(self, state: str, max_steps: int):
+        """Empty figures and curves for a run about to start (or none); pollers re-draw. Call with the lock held."""
+        self._final = dict(self._final, state=state, step=0, max_steps=max_steps, train_loss=None, eval_loss=None,
+                           unseen_loss=None, elapsed=0.0, eta=0.0, tokens_per_s=0.0, message="", answers={})
+        self._final_curves = {"losses": [], "evals": [], "answers": [], "version": 0}
+        self._epoch += 1
 
     def shutdown(self):
         self.stop(wait=1.0)

@@ -22,7 +22,7 @@ from gpt_mini.visualize import model_size
 
 from .hyperparameters import HYPERPARAMETERS, PRESETS, api_signature, cli_command, defaults, make_config, preset_values
 from .i18n import t
-from .limits import LIMITS, check_limits, fmt_duration
+from .limits import LIMITS, check_limits, duration_parts
 from .style import (
     EVAL_COLOR,
     FONT,
@@ -147,11 +147,12 @@ class RunPlanner:
     """From form or API values to a checked config: preset, then the given values, then the time budget (which
     sets max_steps, so the cosine schedule ends exactly where the budget does), then the Space's limits."""
 
-    def __init__(self, config_path, pace):
-        self.config_path, self.pace = config_path, pace
+    def __init__(self, config_path, base_cfg: dict, pace):
+        """base_cfg: config_path's config as loaded (the presets' starting point and the CLI command's base)."""
+        self.config_path, self.base_cfg, self.pace = config_path, base_cfg, pace
 
     def plan(self, values: dict, minutes: float | None = 0, preset: str = "") -> tuple[dict, float]:
-        merged = {k: v for k, v in preset_values(self.base(), preset).items()} if preset else {}
+        merged = preset_values(self.base_cfg, preset) if preset else {}
         merged.update({k: v for k, v in values.items() if v is not None})
         preset_minutes = merged.pop("minutes", 0)
         minutes = minutes or preset_minutes  # a budget given with the request wins over the preset's
@@ -163,9 +164,6 @@ class RunPlanner:
             cfg = make_config(self.config_path, dict(merged, max_steps=steps))
         return cfg, check_limits(cfg, self.pace)
 
-    def base(self) -> dict:
-        return make_config(self.config_path, {})
-
     def describe(self, values: dict, minutes: float) -> str:
         """Parameter count, formula and the estimated time, or one line saying what to change."""
         try:
@@ -174,7 +172,7 @@ class RunPlanner:
             return error_line(str(e))
         m = cfg["model"]
         size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
-        zh, en = fmt_duration(seconds).split(" / ")
+        zh, en = duration_parts(seconds)
         return (big_numbers([(f"{size['params']:,}", "参数量 / parameters"),
                              (f"{cfg['training']['max_steps']:,}", "步数 / steps"),
                              (f"预计 {zh}", f"预计用时 / about {en}")])
@@ -209,7 +207,11 @@ def hyperparameter_form(values: dict) -> dict:
 
 def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir: Path):
     base = defaults(cfg)
-    planner = RunPlanner(config_path, pace)
+    planner = RunPlanner(config_path, cfg, pace)
+
+    def run_names() -> list[str]:
+        return [d.name for d in store.run_dirs()]
+
     gr.Markdown(t("train.intro"))
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
@@ -245,7 +247,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                 overlay = gr.CheckboxGroup(list(run_metrics(runs_dir)), label=t("train.overlay"), scale=4)
                 refresh = gr.Button(t("train.refresh"), scale=1, min_width=80)
             with gr.Accordion(t("train.home"), open=False):
-                home_run = gr.Dropdown([d.name for d in store.run_dirs()], label=t("train.home_run"),
+                home_run = gr.Dropdown(run_names(), label=t("train.home_run"),
                                        elem_id="home-run", allow_custom_value=True)  # run_dir_of() checks it
                 command = gr.Code(label=t("train.command"), language="shell", interactive=False,
                                   elem_id="home-command")
@@ -352,7 +354,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
         return (status_html(s), html.escape(s["message"]), chart(run, runs_dir, chosen) if changed else gr.skip(),
                 answers_frame(run) if changed else gr.skip(),
                 gr.CheckboxGroup(choices=list(run_metrics(runs_dir))) if refresh_runs else gr.skip(),
-                gr.Dropdown(choices=[d.name for d in store.run_dirs()]) if refresh_runs else gr.skip(), new_seen)
+                gr.Dropdown(choices=run_names()) if refresh_runs else gr.skip(), new_seen)
 
     seen = gr.State({})
     timer = gr.Timer(1.0, active=False)  # ticks only while this tab is shown (app.py): 40 idle tabs cost CPU
@@ -363,8 +365,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                    api_visibility="undocumented", concurrency_limit=None)
 
     def refresh_lists():
-        return gr.CheckboxGroup(choices=list(run_metrics(runs_dir))), gr.Dropdown(
-            choices=[d.name for d in store.run_dirs()])
+        return gr.CheckboxGroup(choices=list(run_metrics(runs_dir))), gr.Dropdown(choices=run_names())
 
     refresh.click(refresh_lists, None, [overlay, home_run], api_name="ui_refresh_runs", api_visibility="undocumented")
 
@@ -372,7 +373,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
     download_dir = Path(tempfile.mkdtemp(prefix="gpt_mini_zips_"))
 
     def run_dir_of(run_name: str) -> Path:
-        if run_name not in [d.name for d in store.run_dirs()]:  # only listed runs, never a free path
+        if run_name not in run_names():  # only listed runs, never a free path
             raise UserError("请从列表中选择一次训练", "pick a run from the list")
         return runs_dir / run_name
 
@@ -380,7 +381,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
         """The terminal command that trains this run again (what differs from config.yaml)."""
         d = run_dir_of(run_name)
         ckpt = read_checkpoint(d / "last.pt" if (d / "last.pt").is_file() else d / "quantized.pt")
-        return cli_command(ckpt["config"], planner.base(), f"checkpoints/runs/{run_name}")
+        return cli_command(ckpt["config"], cfg, f"checkpoints/runs/{run_name}")
 
     def command_ui(run_name):
         try:
@@ -413,7 +414,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
             added = guarded(add_uploaded_run, path, secret)
         except UserError as e:
             return gr.skip(), error_line(str(e))
-        return gr.Dropdown(choices=[d.name for d in store.run_dirs()], value=added), html.escape(
+        return gr.Dropdown(choices=run_names(), value=added), html.escape(
             f"已加入：{added} / added: {added}")
 
     upload.upload(upload_ui, [upload, password], [home_run, home_message], api_name="ui_run_upload",
