@@ -55,19 +55,24 @@ def pick_device(name: str) -> torch.device:
 _PRECISION_CACHE: dict = {}
 
 
-def _time_step(device: torch.device, dtype) -> float:
-    """Median seconds of a forward+backward through a layer shaped like the model's MLP (2048 x 256 -> 1024)."""
+def _time_steps(device: torch.device, rounds: int = 7) -> tuple[float, float]:
+    """Fastest seconds of a forward+backward through a layer shaped like the model's MLP (2048 x 256 -> 1024), in
+    fp32 and in bf16. The two are timed in turns and the fastest of each is kept, so a burst of load from another
+    program slows both alike instead of deciding the choice (the median of back-to-back blocks picked fp32 on a
+    busy 2-core machine)."""
     layer = torch.nn.Linear(256, 1024).to(device)
     x = torch.randn(2048, 256, device=device)
-    times = []
-    for _ in range(7):
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            layer(x).float().sum().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times[2:])[len(times[2:]) // 2]
+    times: dict = {None: [], torch.bfloat16: []}
+    for r in range(rounds + 2):  # the first two rounds warm up
+        for dtype in times:
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                layer(x).float().sum().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if r >= 2:
+                times[dtype].append(time.perf_counter() - start)
+    return min(times[None]), min(times[torch.bfloat16])
 
 
 def pick_precision(name: str, device: torch.device) -> tuple[str, str]:
@@ -77,7 +82,7 @@ def pick_precision(name: str, device: torch.device) -> tuple[str, str]:
         return name, "配置指定 / set in the config"
     if device.type not in _PRECISION_CACHE:
         try:
-            fp32, bf16 = _time_step(device, None), _time_step(device, torch.bfloat16)
+            fp32, bf16 = _time_steps(device)
         except RuntimeError:  # no bf16 kernels on this device
             fp32, bf16 = 1.0, float("inf")
         speedup = fp32 / bf16
