@@ -21,7 +21,7 @@ from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
 CONFIDENCE_THRESHOLD = 0.80  # both calibrated with `python -m gpt_mini.knowledge` (see README)
-SIMILARITY_THRESHOLD = 0.35
+SIMILARITY_THRESHOLD = 0.40
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
 
