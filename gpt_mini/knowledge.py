@@ -20,8 +20,8 @@ from .data import normalize_prompt, read_jsonl
 from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
-CONFIDENCE_THRESHOLD = 0.80  # both calibrated with `python -m gpt_mini.knowledge` (see README)
-SIMILARITY_THRESHOLD = 0.40
+CONFIDENCE_THRESHOLD = 0.85  # both calibrated with `python -m gpt_mini.knowledge` (see README)
+SIMILARITY_THRESHOLD = 0.35
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
 

@@ -15,7 +15,7 @@ from gpt_mini import tokenizer as T
 from gpt_mini.checkpoint import load_model
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.generate import generate
-from gpt_mini.knowledge import CONFIDENCE_THRESHOLD, REFUSAL
+from gpt_mini.knowledge import REFUSAL, course_of, judge
 from ui.hyperparameters import make_config
 from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, prune_runs, sanitize_name
 
@@ -65,7 +65,7 @@ def test_generate_refuses_what_the_model_has_not_learned_unless_told_not_to(serv
     c, question = server["client"], "今天天气怎么样"
     model, tok, ckpt = load_model(ROOT / "checkpoints" / "last.pt")
     raw = generate(model, tok, question)
-    assert raw.confidence < CONFIDENCE_THRESHOLD  # the shipped model is unsure here ...
+    assert not judge(raw, question, course_of(ckpt)).known  # the shipped model has not learned this ...
     refused = c.predict(question, api_name="/generate")
     assert refused.startswith(REFUSAL)  # ... so it says so
     assert c.predict(question, refuse=False, api_name="/generate") == raw.answer  # raw output on request
