@@ -134,9 +134,11 @@ def course_of(ckpt: dict) -> Course:
 
 # ---- calibration: python -m gpt_mini.knowledge --------------------------------------------------------------
 
-def sweep(items, confidences=None, similarities=(0.0, 0.3, 0.35, 0.4, 0.45)) -> list[dict]:
-    """items: (confidence, similarity) per question -> share refused at each pair of thresholds."""
-    confidences = confidences or [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+def sweep(items, confidences=None, similarities=None) -> list[dict]:
+    """items: (confidence, similarity) per question -> share refused at each pair of thresholds. The default grid
+    always holds the thresholds in force, so the calibration table shows the chosen row."""
+    confidences = confidences or sorted({0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, CONFIDENCE_THRESHOLD})
+    similarities = similarities or sorted({0.0, 0.3, 0.35, 0.4, 0.45, SIMILARITY_THRESHOLD})
     return [{"confidence": c, "similarity": s, "refused": sum(not (a >= c and b >= s) for a, b in items)
              / max(1, len(items))} for c in confidences for s in similarities]
 

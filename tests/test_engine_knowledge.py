@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import PAIRS, VAL_PAIRS, assert_one_line_user_error, pair_rows, run_module
 
+from gpt_mini import knowledge as K
 from gpt_mini import tokenizer as T
 from gpt_mini.data import encode_row, prompt_prefix
 from gpt_mini.errors import UserError
@@ -185,3 +186,11 @@ def test_info_prints_what_made_the_checkpoint(ckpt, trained_run):
     assert info["precision"] in ("fp32", "bf16") and info["train_seconds"] > 0
     assert set(info["data"]) == {"train_path", "val_path", "unseen_path"} and all(info["data"].values())
     assert info["facts_known"] == len(PAIRS)
+
+
+def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
+    c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
+    items = [(1.0, 1.0), (c - 0.01, 1.0), (1.0, s - 0.01), (0.0, 0.0)]  # known, unsure, unlike the course, both
+    rows = {(r["confidence"], r["similarity"]): r["refused"] for r in K.sweep(items)}
+    assert rows[(c, s)] == 0.75  # the chosen row is in the table, and only the known question passes it
+    assert rows[(0.3, 0.0)] == 0.25  # a low bar refuses only the question that fails both
