@@ -64,29 +64,30 @@ def train_throughput(cfg: dict, precision: str, steps: int = 8, windows: int = 5
     cfg = copy.deepcopy(cfg)
     cfg["training"]["precision"] = precision
     trainer = Trainer(cfg, probe_questions=(), keep_resume=False, threads=os.cpu_count() or 1)
-    real_tokens = []
+    sizes = []  # (real tokens, all tokens) of every batch the steps draw
     real_next = trainer.batches.next
 
-    def counting_next():  # count the non-padding tokens of every batch the step draws
-        x, y = real_next()
-        real_tokens.append(int((x != T.PAD_ID).sum()))
-        return x, y
+    def counting_next(*args):
+        x, y, docs = real_next(*args)
+        sizes.append((int((x != T.PAD_ID).sum()), x.numel()))
+        return x, y, docs
 
     trainer.batches.next = counting_next
     rates, real_rates, step_s = [], [], []
     for w in range(windows + 1):  # the first window warms up
-        before, mark, start = trainer.tokens_seen, len(real_tokens), time.perf_counter()
+        mark, start = len(sizes), time.perf_counter()
         for _ in range(steps):
             trainer.train_step()
             trainer.step += 1
         dt = time.perf_counter() - start
         if w:
-            rates.append((trainer.tokens_seen - before) / dt)
-            real_rates.append(sum(real_tokens[mark:]) / dt)
+            rates.append(sum(n for _, n in sizes[mark:]) / dt)
+            real_rates.append(sum(r for r, _ in sizes[mark:]) / dt)
             step_s.append(dt / steps)
     real_rate = statistics.median(real_rates)
-    mean_len = statistics.mean(real_tokens) / cfg["training"]["micro_batch"]
+    mean_len = sum(r for r, _ in sizes) / len(sizes) / cfg["training"]["micro_batch"]
     return {"precision": precision, "tokens_per_s": statistics.median(rates), "real_tokens_per_s": real_rate,
+            "real_fraction": sum(r for r, _ in sizes) / sum(n for _, n in sizes),
             "gflops_real": real_rate * train_flops_per_token(cfg, trainer.tok.get_vocab_size(), mean_len) / 1e9,
             "seconds_per_100_steps": 100 * statistics.median(step_s)}
 

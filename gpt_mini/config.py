@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
+from .optim import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config.yaml"
@@ -17,14 +18,15 @@ SCHEMA = {
     "training": {
         "max_steps": int, "batch_size": int, "micro_batch": int, "lr": float, "warmup_ratio": float,
         "weight_decay": float, "grad_clip": float, "eval_interval": int, "seed": int, "device": str,
-        "precision": str,
+        "precision": str, "optimizer": str, "muon_lr": float, "pack": bool,
     },
     "data": {"train_path": str, "val_path": str, "unseen_path": str},
     "tokenizer": {"type": str, "path": str, "vocab_size": int},
     "save": {"dir": str},
 }
 # Keys added after checkpoints were first shipped: an older checkpoint's config gets these values.
-OPTIONAL = {("data", "unseen_path"): "", ("training", "precision"): "fp32"}
+OPTIONAL = {("data", "unseen_path"): "", ("training", "precision"): "fp32", ("training", "optimizer"): "adamw",
+            ("training", "muon_lr"): 0.02, ("training", "pack"): False}
 TYPE_NAMES = {int: "整数 integer", float: "数字 number", bool: "true/false", str: "字符串 string"}
 
 
@@ -102,6 +104,12 @@ def check_values(cfg: dict) -> None:
     if t["precision"] not in ("auto", "fp32", "bf16"):
         raise UserError(f"未知精度 {t['precision']}（可选 auto/fp32/bf16）",
                         f"unknown precision {t['precision']} (choose auto/fp32/bf16)")
+    if t["optimizer"] not in OPTIMIZERS:
+        raise UserError(f"未知优化器 {t['optimizer']}（可选 adamw/muon）",
+                        f"unknown optimizer {t['optimizer']} (choose adamw/muon)")
+    if t["muon_lr"] <= 0:
+        raise UserError(f"training.muon_lr 必须大于 0，收到 {t['muon_lr']}",
+                        f"training.muon_lr must be positive, got {t['muon_lr']}")
     if cfg["tokenizer"]["type"] != "bytelevel_bpe":
         raise UserError("tokenizer.type 只支持 bytelevel_bpe", "tokenizer.type must be bytelevel_bpe")
     if cfg["tokenizer"]["vocab_size"] < 300:

@@ -1,4 +1,4 @@
-"""Course data: instruction pairs -> token ids with answer-only targets -> padded batches."""
+"""Course data: instruction pairs -> token ids with answer-only targets -> padded or packed batches."""
 
 import json
 import random
@@ -106,20 +106,26 @@ def encode_row(tok, row: dict, seq_len: int):
 
 
 class Batches:
-    """Shuffled batches padded to their longest sample (not always to seq_len). No worker processes.
-    Long samples (over LONG_RATIO x the median length: the two-turn rows) are batched with each other, so one long
-    row does not pad a whole batch of short ones; every epoch still visits every sample once in a random order."""
+    """Shuffled batches without worker processes; every epoch visits every sample once in a random order.
+    next(rank, world) -> (x, y, docs): this process's rows of the next global batch.
+    pack=False: rows padded to the batch's longest sample; long samples (over LONG_RATIO x the median length: the
+    two-turn rows) are batched with each other, so one long row does not pad a batch of short ones; docs is None.
+    pack=True: the same random batches, packed end to end into rows of pack_to tokens (docs numbers the samples);
+    the few samples that fit no row move to the next batch, so nearly every token is real and the batches stay
+    random (wordings of one fact are not grouped, which hurt learning when batches were sorted by length)."""
 
     LONG_RATIO = 1.5
 
-    def __init__(self, samples, batch_size: int, seed: int = 0, pad_to: int | None = None, min_batch: int = 1):
+    def __init__(self, samples, batch_size: int, seed: int = 0, pad_to: int | None = None, min_batch: int = 1,
+                 pack_to: int | None = None):
         """min_batch: smaller leftover batches at the end of an epoch are skipped (each of several processes
-        needs at least one row of every batch)."""
+        needs at least one row of every batch). pack_to: pack samples into rows of this many tokens."""
         self.samples, self.batch_size, self.pad_to, self.min_batch = samples, batch_size, pad_to, min_batch
+        self.pack_to, self.carry = pack_to, []
         self.rng = random.Random(seed)
         self.queue: list[list[int]] = []
         lengths = sorted(len(x) for x, _ in samples)
-        cut = self.LONG_RATIO * lengths[len(lengths) // 2] if lengths else 0
+        cut = self.LONG_RATIO * lengths[len(lengths) // 2] if lengths and not pack_to else float("inf")
         self.groups = [[i for i, (x, _) in enumerate(samples) if (len(x) > cut) == long] for long in (False, True)]
 
     def _new_epoch(self):
@@ -132,10 +138,18 @@ class Batches:
         self.rng.shuffle(batches)
         self.queue += batches
 
-    def next(self):
+    def next(self, rank: int = 0, world: int = 1):
         if not self.queue:
             self._new_epoch()
-        return collate([self.samples[i] for i in self.queue.pop()], self.pad_to)
+        mine = self.queue.pop()[rank::world]
+        if not self.pack_to:
+            return (*collate([self.samples[i] for i in mine], self.pad_to), None)
+        mine = self.carry + mine  # what did not fit last time goes first
+        samples = [self.samples[i] for i in mine]
+        rows = max(1, sum(len(x) for x, _ in samples) // self.pack_to)  # only full rows: ~97% real tokens
+        x, y, docs, left = pack(samples, self.pack_to, rows)
+        self.carry = [mine[i] for i in left]
+        return x, y, docs
 
 
 def collate(samples, pad_to: int | None = None):
@@ -145,6 +159,39 @@ def collate(samples, pad_to: int | None = None):
     for i, (xi, yi) in enumerate(samples):
         x[i, : len(xi)], y[i, : len(yi)] = xi, yi
     return x, y
+
+
+def pack(samples, width: int, rows: int | None = None):
+    """Samples -> rows of at most `width` tokens, first fit, longest first: (x, y, docs, left over).
+    rows: how many rows to fill (default: as many as needed); samples that fit in none are returned by index, for
+    the next batch. docs numbers the samples within each row (-1 on padding): the model keeps attention inside each
+    sample."""
+    members: list[list[int]] = [[] for _ in range(rows or 0)]
+    room = [width] * len(members)
+    left = []
+    for i in sorted(range(len(samples)), key=lambda i: -len(samples[i][0])):
+        n = len(samples[i][0])
+        row = next((r for r, free in enumerate(room) if free >= n), None)
+        if row is None and rows:
+            left.append(i)
+            continue
+        if row is None:
+            members.append([])
+            room.append(width)
+            row = len(members) - 1
+        members[row].append(i)
+        room[row] -= n
+    T_max = width - min(room)
+    x = torch.full((len(members), T_max), T.PAD_ID, dtype=torch.long)
+    y = torch.full((len(members), T_max), -100, dtype=torch.long)
+    docs = torch.full((len(members), T_max), -1, dtype=torch.long)
+    for r, row_members in enumerate(members):
+        at = 0
+        for d, i in enumerate(row_members):
+            xi, yi = samples[i]
+            x[r, at:at + len(xi)], y[r, at:at + len(xi)], docs[r, at:at + len(xi)] = xi, yi, d
+            at += len(xi)
+    return x, y, docs, left
 
 
 def load_samples(tok, path, seq_len: int, extra_rows=()):

@@ -138,14 +138,20 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.causal = causal
 
-    def forward(self, idx, targets=None, cache=None, weights_out=None, pad=None):
+    def forward(self, idx, targets=None, cache=None, weights_out=None, pad=None, docs=None):
         """idx (B, T) token ids -> logits (B, T, V); with targets, also the mean cross-entropy over targets != -100.
         cache: list of dicts, one per layer, for step-by-step generation. weights_out: list that collects
         each layer's attention weights (B, H, T, T). pad: (B,) left-padding per row when many questions
-        share one batch (serving): each row counts positions from its first real token and never sees pads."""
+        share one batch (serving): each row counts positions from its first real token and never sees pads.
+        docs: (B, T) sample number of each token when several samples are packed into one row (training)."""
         T, start = idx.shape[1], cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
         index = torch.arange(start, start + T, device=idx.device)
         pos, mask = index, None  # mask None: the plain causal triangle
+        if docs is not None:  # packed: a sample sees only its own earlier tokens and counts from its own start
+            first = torch.ones_like(docs[:, :1], dtype=torch.bool)
+            begins = torch.cat((first, docs[:, 1:] != docs[:, :-1]), dim=1)
+            pos = index - torch.where(begins, index, 0).cummax(dim=1).values  # (B, T)
+            mask = ((docs[:, :, None] == docs[:, None, :]) & self.blocks[0].attn.mask[:T, :T])[:, None]
         if pad is not None:
             pos = (index - pad[:, None]).clamp(min=0)  # (B, T)
             keys = torch.arange(start + T, device=idx.device)

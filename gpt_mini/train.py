@@ -23,6 +23,7 @@ from .data import FIXED_QUESTIONS, PROBE_QUESTIONS, Batches, collate, load_sampl
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
 from .knowledge import Course
+from .optim import make_optimizer
 from .quality import USABLE, usable
 
 MAX_LOSSES_KEPT = 20000  # per-step losses kept for the live chart
@@ -154,7 +155,7 @@ class Trainer:
             choice = [self.precision, self.precision_reason]
             torch.distributed.broadcast_object_list(choice, src=0)
             self.precision, self.precision_reason = choice
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.model, t)
         # Several processes: every rank computes gradients on its shard, DDP averages them before each update.
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if world_size > 1 else None
         self._lock = threading.Lock()
@@ -170,18 +171,12 @@ class Trainer:
             raise UserError(f"micro_batch={t['micro_batch']} 应是进程数 {world_size} 的整数倍",
                             f"micro_batch={t['micro_batch']} must be a multiple of the {world_size} processes")
         # Every rank draws the same global micro-batches (same seed) and keeps its own rows of each.
-        self.batches = Batches(self.samples, t["micro_batch"], seed=t["seed"] + self.step, min_batch=world_size)
+        self.batches = Batches(self.samples, t["micro_batch"], seed=t["seed"] + self.step, min_batch=world_size,
+                               pack_to=m["seq_len"] if t["pack"] else None)
         self.probe_questions = list(probe_questions)
         self._stop, self._running = threading.Event(), threading.Event()
         self._running.set()
         self.provenance = provenance(cfg, self.tok, self.precision)
-
-    def _make_optimizer(self):
-        t = self.cfg["training"]
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]  # no decay on biases and norm gains
-        other = [p for n, p in self.model.named_parameters() if p.dim() < 2]
-        return torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                                  {"params": other, "weight_decay": 0.0}], lr=t["lr"], betas=(0.9, 0.95))
 
     # ---- control (any thread) ----
     def pause(self):
@@ -274,22 +269,19 @@ class Trainer:
         t = self.cfg["training"]
         self.clock.start()
         accum = t["batch_size"] // t["micro_batch"]
-        lr = lr_at(self.step, t["max_steps"], t["lr"], t["warmup_ratio"])
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.scale_lr(lr_at(self.step, t["max_steps"], 1.0, t["warmup_ratio"]))
         self.model.train()
         model = self.ddp or self.model
         total = 0.0
         for _ in range(accum):
-            x, y = self.batches.next()
-            if self.world_size > 1:  # this rank's rows of the global micro-batch
-                x, y = x[self.rank::self.world_size].contiguous(), y[self.rank::self.world_size].contiguous()
+            x, y, docs = self.batches.next(self.rank, self.world_size)  # this rank's rows of the global batch
             x, y = x.to(self.device), y.to(self.device)
+            docs = docs.to(self.device) if docs is not None else None
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                _, loss = model(x, y)
+                _, loss = model(x, y, docs=docs)
             (loss / accum).backward()
             total += loss.item()
-            self.tokens_seen += x.numel()
+            self.tokens_seen += int((x != T.PAD_ID).sum())
         if self.world_size > 1:  # the logged loss is the mean over every rank's shard, like one process
             total_t = torch.tensor([total], device=self.device)
             torch.distributed.all_reduce(total_t)

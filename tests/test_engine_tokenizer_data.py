@@ -172,7 +172,8 @@ def test_batches_pad_each_batch_to_its_own_longest(tok):
     b = D.Batches(samples, batch_size=2, seed=0)
     widths = []
     for _ in range(4):  # two epochs of two batches
-        x, y = b.next()
+        x, y, docs = b.next()
+        assert docs is None
         assert x.shape[0] == 2
         assert x.shape[1] == max(int((row != T.PAD_ID).sum()) for row in x)
         widths.append(x.shape[1])
@@ -185,7 +186,7 @@ def test_batches_visit_every_sample_once_per_epoch(tok, lengths):
     b = D.Batches(samples, batch_size=3, seed=1)
     seen = []
     while len(seen) < len(samples):
-        x, _ = b.next()
+        x, _, _ = b.next()
         assert 1 <= x.shape[0] <= 3
         seen += [int((row != T.PAD_ID).sum()) for row in x]
     assert sorted(seen) == sorted(len(xi) for xi, _ in samples)

@@ -80,8 +80,8 @@ def test_gradient_accumulation_equals_one_big_batch(project, tmp_path):
     for micro in (2, 4):
         trainer = Trainer(project.cfg(*SMALL, "training.batch_size=4", f"training.micro_batch={micro}"),
                           save_dir=tmp_path / str(micro), probe_questions=())
-        parts = iter([(x[i:i + micro], y[i:i + micro]) for i in range(0, 4, micro)])
-        trainer.batches.next = lambda parts=parts: next(parts)
+        parts = iter([(x[i:i + micro], y[i:i + micro], None) for i in range(0, 4, micro)])
+        trainer.batches.next = lambda *rank_world, parts=parts: next(parts)
         loss = trainer.train_step()
         results.append((loss, [p.detach().clone() for p in trainer.model.parameters()]))
     (loss_a, params_a), (loss_b, params_b) = results

@@ -1,0 +1,76 @@
+"""The optimizer of a run: AdamW for every weight, or Muon for the matrices inside the blocks plus AdamW for the rest.
+
+Muon (torch.optim.Muon) keeps a momentum of the gradient like SGD, then replaces each matrix's update by the nearest
+orthogonal matrix (a few Newton-Schulz iterations): every direction of the matrix moves by about the same amount,
+instead of a few large directions taking most of the step. On this course it reaches the same answers in far fewer
+steps. It only suits 2-D weights inside the network; the embedding (also the output layer), the norm gains and
+the biases stay with AdamW.
+"""
+
+import torch
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+def _uses_muon(name: str, p: torch.nn.Parameter) -> bool:
+    return p.dim() == 2 and name.startswith("blocks.")
+
+
+class Optimizer:
+    """One or two torch optimizers behind one interface: step, zero_grad, a learning-rate scale (the schedule) and
+    one state_dict (so checkpoints and --resume keep both)."""
+
+    def __init__(self, parts: dict):
+        self.parts = parts
+        for opt in parts.values():
+            for group in opt.param_groups:
+                group["base_lr"] = group["lr"]
+
+    @property
+    def param_groups(self) -> list:
+        return [g for opt in self.parts.values() for g in opt.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {p: s for opt in self.parts.values() for p, s in opt.state.items()}
+
+    def scale_lr(self, factor: float):
+        """The schedule: every group at factor x its own base learning rate."""
+        for group in self.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def step(self):
+        for opt in self.parts.values():
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True):
+        for opt in self.parts.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.parts.items()}
+
+    def load_state_dict(self, state: dict):
+        if "state" in state and "param_groups" in state:  # an AdamW-only state saved before Muon existed
+            state = {"adamw": state}
+        if set(state) != set(self.parts):
+            raise ValueError(f"optimizer state has {sorted(state)}, this run uses {sorted(self.parts)}")
+        for name, opt in self.parts.items():
+            opt.load_state_dict(state[name])
+            for group in opt.param_groups:
+                group.setdefault("base_lr", group["lr"])
+
+
+def make_optimizer(model: torch.nn.Module, training: dict) -> Optimizer:
+    """training: the config's training section (optimizer, lr, muon_lr, weight_decay)."""
+    named = list(model.named_parameters())
+    muon = training["optimizer"] == "muon"
+    matrices = [p for n, p in named if muon and _uses_muon(n, p)]
+    decay = [p for n, p in named if p.dim() >= 2 and not (muon and _uses_muon(n, p))]  # no decay on gains, biases
+    other = [p for n, p in named if p.dim() < 2]
+    parts = {"adamw": torch.optim.AdamW([{"params": decay, "weight_decay": training["weight_decay"]},
+                                         {"params": other, "weight_decay": 0.0}],
+                                        lr=training["lr"], betas=(0.9, 0.95))}
+    if matrices:
+        parts["muon"] = torch.optim.Muon(matrices, lr=training["muon_lr"], weight_decay=training["weight_decay"])
+    return Optimizer(parts)
