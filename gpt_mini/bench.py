@@ -19,7 +19,7 @@ from . import tokenizer as T
 from .checkpoint import load_model
 from .config import ROOT, add_config_args, load_config, resolve
 from .data import read_jsonl
-from .errors import ArgumentParser, run_cli
+from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate, generate_steps
 from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, read_questions
 from .quality import USABLE, answer_report, refusal_report, usable
@@ -141,6 +141,50 @@ def time_to_usable(cfg: dict, precision: str, every: int = 250, save_dir=None) -
             "wall_s_with_checks": time.perf_counter() - wall}
 
 
+# The recipes `--sweep` compares: overrides of the committed config, each trained from scratch.
+RECIPES = {
+    "default": [],
+    "adamw-b16": ["training.optimizer=adamw", "training.batch_size=16", "training.micro_batch=16",
+                  "training.pack=false", "training.max_steps=3000"],
+    "adamw-b64": ["training.optimizer=adamw"],
+    "muon-b32": ["training.batch_size=32", "training.micro_batch=32"],
+    "muon-b64-nopack": ["training.pack=false"],
+    "muon-lr0.03": ["training.muon_lr=0.03"],
+    "muon-700": ["training.max_steps=700"],
+    "muon-b96-600": ["training.batch_size=96", "training.micro_batch=96", "training.max_steps=600"],
+}
+
+
+def sweep(cfg_args: tuple, names: list[str], precision: str, every: int) -> list[dict]:
+    """Train each named recipe from scratch; one row per recipe: steps and seconds to usable, the scores at the
+    last check, seconds per step on this machine."""
+    rows = []
+    for name in names:
+        cfg = load_config(cfg_args[0], list(cfg_args[1]) + RECIPES[name])
+        print(f"recipe {name}: {' '.join(RECIPES[name]) or '(committed config)'}", file=sys.stderr, flush=True)
+        r = time_to_usable(cfg, precision, every=every, save_dir=ROOT / "bench" / "tmp" / f"sweep_{name}")
+        last = r["checks"][-1] if r["checks"] else {}
+        t = cfg["training"]
+        rows.append({"recipe": name, "optimizer": t["optimizer"], "batch": t["batch_size"], "pack": t["pack"],
+                     "max_steps": t["max_steps"], "usable_step": r["step"], "usable_s": r["seconds"],
+                     "val": last.get("val_f1_ok"), "train": r["train_f1_ok"] or last.get("train_f1_ok"),
+                     "dev": last.get("dev_in_f1_ok"), "at_step": last.get("step"),
+                     "s_per_step": r["train_seconds"] / max(1, r["steps_run"])})
+        print_sweep(rows[-1:], header=len(rows) == 1)
+    return rows
+
+
+def print_sweep(rows, header: bool = True):
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    if header:
+        print("| recipe | optimizer | batch | pack | steps | usable at step | usable at s | val | train | dev | "
+              "at step | s/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['optimizer']} | {r['batch']} | {r['pack']} | {r['max_steps']} | "
+              f"{r['usable_step'] or 'no'} | {r['usable_s'] or '-'} | {pct(r['val'])} | {pct(r['train'])} | "
+              f"{pct(r['dev'])} | {r['at_step']} | {r['s_per_step']:.3f} |", flush=True)
+
+
 def course_quality(ckpt_path: Path, cfg: dict) -> dict:
     """The shipped model on held-out wordings (val) and on the development set (dev_in / dev_out)."""
     model, tok, ckpt = load_model(ckpt_path)
@@ -201,9 +245,23 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--ttu_precisions", default="fp32,bf16",
                         help="可用时间测哪些精度（逗号分隔）/ precisions to time to usable, comma-separated")
+    parser.add_argument("--sweep", nargs="?", const="all", default=None, metavar="RECIPES",
+                        help="从零训练一组配方并打印一张表（逗号分隔的名字，默认全部）/ train recipes from scratch, "
+                             f"print one table (comma-separated names, default all): {', '.join(RECIPES)}")
+    parser.add_argument("--every", type=int, default=100, help="--sweep 每隔多少步检查一次 / check every N steps")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.sweep:
+        names = list(RECIPES) if args.sweep == "all" else args.sweep.split(",")
+        unknown = [n for n in names if n not in RECIPES]
+        if unknown:
+            raise UserError(f"没有这个配方：{', '.join(unknown)}", f"unknown recipe: {', '.join(unknown)}")
+        rows = sweep((args.config, args.overrides), names, pick_precision(cfg["training"]["precision"],
+                                                                          torch.device("cpu"))[0], args.every)
+        print("\n汇总 / summary:")
+        print_sweep(rows)
+        return 0
     res = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     log = (lambda *a: None) if args.json else print
     res["matmul_peak_gflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
