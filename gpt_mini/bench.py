@@ -21,7 +21,7 @@ from .config import ROOT, add_config_args, load_config, resolve
 from .data import read_jsonl
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate, generate_steps
-from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, read_questions
+from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, lookup_right, read_dev, read_questions
 from .quality import USABLE, answer_report, refusal_report, usable
 from .serving import BatchServer
 from .train import Trainer, pick_precision
@@ -95,14 +95,15 @@ def train_throughput(cfg: dict, precision: str, steps: int = 8, windows: int = 5
 def time_to_usable(cfg: dict, precision: str, every: int = 250, save_dir=None) -> dict:
     """Train the default config from scratch; every `every` steps once the train loss is below 0.3, check off the
     clock whether the model is usable (quality.usable: both fixed questions exact, >= 95% of training wordings and
-    >= 80% of held-out wordings with character-F1 >= 0.8). Also records the development set's in-course
-    rewordings (dev_in) at each check. Seconds are the Trainer's own training clock."""
+    >= 80% of held-out wordings with character-F1 >= 0.8). Also records the raw answers to the development set's
+    course questions (data/dev_class.jsonl, report half) at each check. Seconds are the Trainer's own training
+    clock."""
     cfg = copy.deepcopy(cfg)
     cfg["training"]["precision"] = precision
     cfg["training"]["eval_interval"] = every  # evaluate only where we check
     train_rows = read_jsonl(resolve(cfg["data"]["train_path"]))
     val_rows = read_jsonl(resolve(cfg["data"]["val_path"]))
-    dev_in = read_questions(ROOT / "data" / "dev_in.jsonl")
+    dev_in = read_dev(DEV_CLASS, "report")[0]
     found, checks = {}, []
 
     def check(trainer, row):
@@ -141,6 +142,7 @@ def time_to_usable(cfg: dict, precision: str, every: int = 250, save_dir=None) -
             "wall_s_with_checks": time.perf_counter() - wall}
 
 
+DEV_CLASS = ROOT / "data" / "dev_class.jsonl"
 # The recipes `--sweep` compares: overrides of the committed config, each trained from scratch.
 RECIPES = {
     "default": [],
@@ -186,14 +188,33 @@ def print_sweep(rows, header: bool = True):
 
 
 def course_quality(ckpt_path: Path, cfg: dict) -> dict:
-    """The shipped model on held-out wordings (val) and on the development set (dev_in / dev_out)."""
+    """The shipped model on held-out wordings (val) and on the development set: both halves of dev_class.jsonl
+    (class-like questions; thresholds were chosen on calib) and the old easy dev_in/dev_out; next to each, the
+    character-pair lookup's share of course questions matched to the right fact."""
     model, tok, ckpt = load_model(ckpt_path)
+    train_rows = read_jsonl(resolve(cfg["data"]["train_path"]))
     val = answer_report(model, tok, read_jsonl(resolve(cfg["data"]["val_path"])))
-    dev = refusal_report(model, tok, course_of(ckpt), read_questions(ROOT / "data" / "dev_in.jsonl"),
-                         read_questions(ROOT / "data" / "dev_out.jsonl"), CONFIDENCE_THRESHOLD,
-                         SIMILARITY_THRESHOLD)
-    dev.pop("scores")
-    return {"val_f1_ok": val["f1_ok"], "val_exact": val["exact"], "val_n": val["n"], **dev}
+    sets = {"report": read_dev(DEV_CLASS, "report"), "calib": read_dev(DEV_CLASS, "calib"),
+            "easy": (read_questions(ROOT / "data" / "dev_in.jsonl"), read_questions(ROOT / "data" / "dev_out.jsonl"))}
+    out = {"val_f1_ok": val["f1_ok"], "val_exact": val["exact"], "val_n": val["n"],
+           "val_lookup_right": lookup_right(train_rows, read_jsonl(resolve(cfg["data"]["val_path"])))}
+    for name, (dev_in, dev_out) in sets.items():
+        dev = refusal_report(model, tok, course_of(ckpt), dev_in, dev_out, CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD)
+        dev.pop("scores")
+        out[name] = dict(dev, lookup_right=lookup_right(train_rows, dev_in))
+    return out
+
+
+def print_quality(q: dict, log=print):
+    log(f"held-out wordings (val, n={q['val_n']}): F1>=0.8 {q['val_f1_ok']:.1%}, exact {q['val_exact']:.1%}, "
+        f"lookup {q['val_lookup_right']:.1%}")
+    for name in ("report", "calib", "easy"):
+        d = q[name]
+        log(f"dev {name}: course n={d['dev_in']}: right {d['in_answered_right']:.1%} (raw model {d['in_f1_ok_raw']:.1%}"
+            f", character lookup {d['lookup_right']:.1%}), wrong but answered {d['in_wrong_but_answered']:.1%}, "
+            f"refused but right {d['in_right_but_refused']:.1%}, refused and wrong {d['in_refused_and_wrong']:.1%} "
+            f"| by kind {d['in_right_by_kind']} | to refuse n={d['dev_out']}: refused {d['out_refused']:.1%} "
+            f"(by the model itself {d['out_refused_by_model']:.1%}) {d['out_refused_by_kind']}")
 
 
 def generation_speed(ckpt_path: Path, use_cache: bool, prompts, repeats: int = 3) -> dict:
@@ -292,9 +313,7 @@ def main(argv=None):
     log(f"sizes: fp32 {res['sizes_mb']['fp32']:.2f} MB, int8 {res['sizes_mb']['int8']:.2f} MB "
         f"(ratio {res['int8_size_ratio']:.2f})")
     res["course_quality"] = q = course_quality(ckpts["fp32"], cfg)
-    log(f"held-out wordings (val, n={q['val_n']}): F1>=0.8 {q['val_f1_ok']:.1%}, exact {q['val_exact']:.1%} | "
-        f"dev in-course (n={q['dev_in']}): answered right {q['in_answered_right']:.1%}, refused "
-        f"{q['in_refused']:.1%} | dev out-of-course (n={q['dev_out']}): refused {q['out_refused']:.1%}")
+    print_quality(q, log)
     if not args.quick:
         for precision in [p for p in args.ttu_precisions.split(",") if p]:
             log(f"time-to-usable ({precision}, training from scratch with the default config) ...")

@@ -100,15 +100,16 @@ def pick_token(final_logits, s: Settings, rng=None) -> int:
 # ---- answer text -------------------------------------------------------------------------------------------
 
 def clean_answer(text: str, stop_strings=()) -> tuple[str, bool]:
-    """Cut at the first stop string (or a new '用户:' turn), strip leading punctuation and whitespace.
-    Returns (answer, whether a stop string was found)."""
+    """Cut at the first stop string (or a new '用户:' turn), strip leading whitespace and punctuation, except
+    opening brackets and quotes: an answer may start with 《史记》 or “. Returns (answer, whether a stop string
+    was found)."""
     hit = False
     for stop in list(stop_strings) + ["用户:", "\n用户"]:
         at = text.find(stop)
         if at >= 0:
             text, hit = text[:at], hit or stop in stop_strings
     i = 0
-    while i < len(text) and (text[i].isspace() or unicodedata.category(text[i]).startswith("P")):
+    while i < len(text) and (text[i].isspace() or unicodedata.category(text[i]) in ("Pc", "Pd", "Pe", "Pf", "Po")):
         i += 1
     return text[i:].replace("\ufffd", "").rstrip(), hit
 

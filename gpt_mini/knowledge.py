@@ -81,6 +81,25 @@ def similarity_of(course: "Course", closest: list) -> float:
     return closest[0][1] if closest else 0.0
 
 
+def lookup_right(train_rows, rows) -> float:
+    """The baseline a GPT must beat: the share of course questions (rows with a "completion") whose closest
+    training fact by shared characters (Course.closest, with the earlier question for a follow-up) is the fact
+    with that answer. It only measures; it never answers anything."""
+    course = Course.from_rows(train_rows)
+    answer_of = {}
+    for r in train_rows:
+        if "prompt" in r and not r.get("history"):
+            answer_of.setdefault(r["completion"], r["prompt"])  # the fact's first wording, as closest() names it
+    fact_of = {first: answer for answer, first in answer_of.items()}
+    rows = [r for r in rows if "completion" in r]
+    hits = 0
+    for r in rows:
+        asked = "".join([q for q, _ in r.get("history", ())][-1:] + [r["prompt"]])
+        top = course.closest(asked, 1)
+        hits += bool(top) and fact_of.get(top[0][0]) == r["completion"]
+    return hits / max(1, len(rows))
+
+
 @dataclass
 class Reply:
     """What the student sees: the model's answer, or the refusal line with suggestions."""
@@ -99,12 +118,18 @@ def refusal_line(suggestions) -> str:
 
 
 def judge(result, question: str, course: Course | None, refuse: bool = True,
-          threshold: float = CONFIDENCE_THRESHOLD, min_similarity: float = SIMILARITY_THRESHOLD) -> Reply:
-    """Refuse (when `refuse`) if the model is unsure of its own answer or the question is like nothing it was
-    taught. Without a course (an old checkpoint) only the confidence decides."""
-    closest = course.closest(question) if course else []
+          threshold: float = CONFIDENCE_THRESHOLD, min_similarity: float = SIMILARITY_THRESHOLD,
+          history=()) -> Reply:
+    """Refuse (when `refuse`) if the model itself says it has not learned this (it was trained to, on questions
+    outside the course), is unsure of its own answer, or the question is like nothing it was taught. With an
+    earlier exchange in the context, similarity is of the earlier question and this one together: a follow-up
+    such as 那它有什么用 names nothing by itself. Without a course (an old checkpoint) only the model decides."""
+    asked = "".join([q for q, _ in history][-1:] + [question])
+    closest = course.closest(asked) if course else []
     similarity = similarity_of(course, closest) if course else 1.0
-    known = result.confidence >= threshold and similarity >= min_similarity and bool(result.answer)
+    said_no = result.answer.startswith(REFUSAL)
+    known = (not said_no and result.confidence >= threshold and similarity >= min_similarity
+             and bool(result.answer))
     suggestions = [q for q, _ in closest] if not known else []
     text = result.answer if known or not refuse else refusal_line(suggestions)
     return Reply(text, result.answer, result.confidence, known, suggestions, similarity)
@@ -116,7 +141,7 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
     unrelated earlier exchange (on the dev set: 90% right alone, 60% after another question). Returns
     (Result, Reply, the history that was used)."""
     result = ask(history)
-    reply = judge(result, question, course, refuse)
+    reply = judge(result, question, course, refuse, history=history)
     if history and not reply.known and refuse:
         alone = ask(())
         alone_reply = judge(alone, question, course, refuse)
@@ -135,11 +160,12 @@ def course_of(ckpt: dict) -> Course:
 # ---- calibration: python -m gpt_mini.knowledge --------------------------------------------------------------
 
 def sweep(items, confidences=None, similarities=None) -> list[dict]:
-    """items: (confidence, similarity) per question -> share refused at each pair of thresholds. The default grid
-    always holds the thresholds in force, so the calibration table shows the chosen row."""
+    """items: (confidence, similarity, the model refused itself) per question -> share refused at each pair of
+    thresholds. The default grid always holds the thresholds in force, so the calibration table shows the chosen
+    row."""
     confidences = confidences or sorted({0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, CONFIDENCE_THRESHOLD})
-    similarities = similarities or sorted({0.0, 0.3, 0.35, 0.4, 0.45, SIMILARITY_THRESHOLD})
-    return [{"confidence": c, "similarity": s, "refused": sum(not (a >= c and b >= s) for a, b in items)
+    similarities = similarities or sorted({0.0, 0.2, 0.25, 0.3, 0.35, 0.4, SIMILARITY_THRESHOLD})
+    return [{"confidence": c, "similarity": s, "refused": sum(no or not (a >= c and b >= s) for a, b, no in items)
              / max(1, len(items))} for c in confidences for s in similarities]
 
 
@@ -154,6 +180,13 @@ def read_questions(path) -> list[dict]:
     return read_jsonl(path, check=_has_prompt)
 
 
+def read_dev(path, split: str = "all") -> tuple[list[dict], list[dict]]:
+    """A development file -> (questions with an answer, questions to refuse), keeping rows of `split`
+    (calib | report | all). Rows without "completion" are to be refused."""
+    rows = [r for r in read_questions(path) if split == "all" or r.get("split") == split]
+    return [r for r in rows if "completion" in r], [r for r in rows if "completion" not in r]
+
+
 def main(argv=None):
     from .checkpoint import load_model
     from .config import ROOT
@@ -162,19 +195,26 @@ def main(argv=None):
 
     p = ArgumentParser(description="校准拒答阈值 / calibrate the refusal threshold on the development set")
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "last.pt"))
-    p.add_argument("--dev_in", default=str(ROOT / "data" / "dev_in.jsonl"))
-    p.add_argument("--dev_out", default=str(ROOT / "data" / "dev_out.jsonl"))
+    p.add_argument("--dev", default=str(ROOT / "data" / "dev_class.jsonl"),
+                   help="开发集（有 completion 的要答，没有的要拒答）/ dev set: rows with a completion are answered")
+    p.add_argument("--split", default="calib", choices=("calib", "report", "all"),
+                   help="在哪一半上看：calib 用来选阈值，report 用来报告 / which half: choose on calib, report on "
+                        "report")
     args = p.parse_args(argv)
     model, tok, ckpt = load_model(args.ckpt)
-    report = refusal_report(model, tok, course_of(ckpt), read_questions(args.dev_in), read_questions(args.dev_out),
-                            CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD)
+    dev_in, dev_out = read_dev(args.dev, args.split)
+    if not dev_in or not dev_out:
+        raise UserError(f"{args.dev} 的 {args.split} 部分缺少要回答或要拒答的问题",
+                        f"the {args.split} part of {args.dev} lacks questions to answer or to refuse")
+    report = refusal_report(model, tok, course_of(ckpt), dev_in, dev_out, CONFIDENCE_THRESHOLD,
+                            SIMILARITY_THRESHOLD)
     scores = report.pop("scores")
     print(json.dumps(report, ensure_ascii=False))
-    right = [(c, s) for c, s, f in scores["in"] if f >= 0.8]
-    wrong = [(c, s) for c, s, f in scores["in"] if f < 0.8]
+    right = [(c, s, no) for c, s, f, no in scores["in"] if f >= 0.8]
+    wrong = [(c, s, no) for c, s, f, no in scores["in"] if f < 0.8]
     print("confidence >= | similarity >= | in-course refused | right answers refused | wrong answers refused | "
           "out-of-course refused")
-    groups = [[(c, s) for c, s, _ in scores["in"]], right, wrong, scores["out"]]
+    groups = [[(c, s, no) for c, s, _, no in scores["in"]], right, wrong, scores["out"]]
     for rows in zip(*(sweep(g) for g in groups)):
         print(f"{rows[0]['confidence']:13.2f} | {rows[0]['similarity']:13.2f} | "
               + " | ".join(f"{r['refused']:.1%}" for r in rows))

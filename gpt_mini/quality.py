@@ -89,27 +89,39 @@ def usable(model, tok, train_rows, val_rows, fixed: dict = FIXED_QUESTIONS) -> t
 
 
 def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_similarity: float) -> dict:
-    """On the development set: in-course rewordings (dev_in, with answers) answered right (F1 >= 0.8 and not
-    refused) and wrongly refused; out-of-course questions (dev_out) refused, overall and per kind."""
-    from .knowledge import judge
+    """On a development set: course questions (dev_in, with answers; a row may hold the earlier exchange in
+    "history") split into right (F1 >= 0.8, not refused), wrong but answered, refused but would have been right,
+    refused and wrong; questions to refuse (dev_out) refused, overall and per "kind". Shares of 0..1; refusals the
+    model wrote itself are counted apart from those of the gate."""
+    from .knowledge import REFUSAL, judge
+
+    def replies(rows, results):
+        return [judge(r, row["prompt"], course, threshold=threshold, min_similarity=min_similarity,
+                      history=row.get("history", ())) for r, row in zip(results, rows)]
 
     in_res, out_res = greedy_answers(model, tok, dev_in), greedy_answers(model, tok, dev_out)
     in_f1 = [char_f1(r.answer, row["completion"]) for r, row in zip(in_res, dev_in)]
-    in_rep = [judge(r, row["prompt"], course, threshold=threshold, min_similarity=min_similarity)
-              for r, row in zip(in_res, dev_in)]
-    out_rep = [judge(r, row["prompt"], course, threshold=threshold, min_similarity=min_similarity)
-               for r, row in zip(out_res, dev_out)]
-    kinds: dict = {}
-    for row, rep in zip(dev_out, out_rep):
-        kinds.setdefault(row.get("kind", "other"), []).append(not rep.known)
+    in_rep, out_rep = replies(dev_in, in_res), replies(dev_out, out_res)
+
+    def by_kind(rows, values):
+        kinds: dict = {}
+        for row, v in zip(rows, values):
+            kinds.setdefault(row.get("kind", "other"), []).append(v)
+        return {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
+
     n_in, n_out = max(1, len(dev_in)), max(1, len(dev_out))
+    right = [f >= 0.8 for f in in_f1]
     return {"threshold": threshold, "min_similarity": min_similarity, "dev_in": len(dev_in), "dev_out": len(dev_out),
-            "in_f1_ok_raw": sum(f >= 0.8 for f in in_f1) / n_in,
-            "in_answered_right": sum(f >= 0.8 and r.known for f, r in zip(in_f1, in_rep)) / n_in,
+            "in_f1_ok_raw": sum(right) / n_in,
+            "in_answered_right": sum(ok and r.known for ok, r in zip(right, in_rep)) / n_in,
+            "in_wrong_but_answered": sum(not ok and r.known for ok, r in zip(right, in_rep)) / n_in,
+            "in_right_but_refused": sum(ok and not r.known for ok, r in zip(right, in_rep)) / n_in,
+            "in_refused_and_wrong": sum(not ok and not r.known for ok, r in zip(right, in_rep)) / n_in,
             "in_refused": sum(not r.known for r in in_rep) / n_in,
-            "in_right_but_refused": sum(f >= 0.8 and not r.known for f, r in zip(in_f1, in_rep)) / n_in,
-            "in_wrong_but_answered": sum(f < 0.8 and r.known for f, r in zip(in_f1, in_rep)) / n_in,
+            "in_right_by_kind": by_kind(dev_in, [ok and r.known for ok, r in zip(right, in_rep)]),
             "out_refused": sum(not r.known for r in out_rep) / n_out,
-            "out_refused_by_kind": {k: sum(v) / len(v) for k, v in sorted(kinds.items())},
-            "scores": {"in": [(r.confidence, r.similarity, f) for r, f in zip(in_rep, in_f1)],
-                       "out": [(r.confidence, r.similarity) for r in out_rep]}}
+            "out_refused_by_model": sum(r.answer.startswith(REFUSAL) for r in out_rep) / n_out,
+            "out_refused_by_kind": by_kind(dev_out, [not r.known for r in out_rep]),
+            "scores": {"in": [(r.confidence, r.similarity, f, r.answer.startswith(REFUSAL))
+                              for r, f in zip(in_rep, in_f1)],
+                       "out": [(r.confidence, r.similarity, r.answer.startswith(REFUSAL)) for r in out_rep]}}

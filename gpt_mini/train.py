@@ -56,22 +56,26 @@ def pick_device(name: str) -> torch.device:
 _PRECISION_CACHE: dict = {}
 
 
-def _time_steps(device: torch.device, rounds: int = 7) -> tuple[float, float]:
-    """Fastest seconds of a forward+backward through a layer shaped like the model's MLP (2048 x 256 -> 1024), in
-    fp32 and in bf16. The two are timed in turns and the fastest of each is kept, so a burst of load from another
-    program slows both alike instead of deciding the choice (the median of back-to-back blocks picked fp32 on a
-    busy 2-core machine)."""
-    layer = torch.nn.Linear(256, 1024).to(device)
-    x = torch.randn(2048, 256, device=device)
+def _time_steps(device: torch.device, rounds: int = 5) -> tuple[float, float]:
+    """Fastest seconds of a forward+backward through one block shaped like the lesson's model (d 256, 4 heads,
+    rows of 256 tokens packed with two samples each), in fp32 and in bf16. A lone matrix multiply is not enough:
+    on some CPUs (AMD with AVX512-bf16) it runs bf16 slower while the whole model runs it 2x faster. The two are
+    timed in turns and the fastest of each is kept, so a burst of load from another program slows both alike
+    instead of deciding the choice."""
+    from .model import GPT
+
+    model = GPT(824, n_layer=1, n_head=4, n_embd=256, seq_len=256).to(device)
+    idx = torch.randint(4, 824, (4, 256), device=device)
+    docs = (torch.arange(256, device=device) >= 128).long().expand(4, 256)
     times: dict = {None: [], torch.bfloat16: []}
-    for r in range(rounds + 2):  # the first two rounds warm up
+    for r in range(rounds + 1):  # the first round warms up
         for dtype in times:
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                layer(x).float().sum().backward()
+                model(idx, idx, docs=docs)[1].backward()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            if r >= 2:
+            if r >= 1:
                 times[dtype].append(time.perf_counter() - start)
     return min(times[None]), min(times[torch.bfloat16])
 

@@ -100,6 +100,12 @@ def test_clean_answer_strips_leading_punctuation_and_cuts_at_stop_strings():
     assert clean_answer("没有停止词", ["END"]) == ("没有停止词", False)
 
 
+def test_clean_answer_keeps_an_opening_title_mark_or_quote():
+    assert clean_answer("《史记》是西汉司马迁写的。") == ("《史记》是西汉司马迁写的。", False)
+    assert clean_answer("，“你好”是问候。") == ("“你好”是问候。", False)
+    assert clean_answer("》。史记") == ("史记", False)  # closing marks are still stripped
+
+
 def test_sampling_frequencies_match_softmax():
     logits = torch.tensor([1.0, 0.2, -0.5, 2.0, 0.0])
     s = Settings(temperature=1.0).check()

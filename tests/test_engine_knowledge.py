@@ -58,6 +58,23 @@ def test_an_empty_answer_is_never_known():
     assert not judge(result("", 0.99), "q", COURSE).known
 
 
+def test_the_models_own_refusal_is_a_refusal_with_suggestions_even_when_sure():
+    reply = judge(result(f"{REFUSAL}。", 0.99), "注意力机制能帮我写作文吗", COURSE, threshold=0.8)
+    assert not reply.known and reply.text.startswith(f"{REFUSAL}。你可以试试问我")
+    assert reply.suggestions[0] == "什么是注意力机制？"
+    assert judge(result(f"{REFUSAL}。", 0.99), "今天天气", COURSE, refuse=False).text == f"{REFUSAL}。"
+
+
+def test_a_follow_up_is_judged_with_the_earlier_question():
+    """'那它有什么用' names nothing the course taught; after a question about attention it is about attention."""
+    answer = result("注意力机制让模型关注关键位置。", 0.99)
+    alone = judge(answer, "那它有什么用呢", COURSE, threshold=0.8, min_similarity=0.35)
+    earlier = [("什么是注意力机制？", "注意力机制让模型关注关键位置。")]
+    follow = judge(answer, "那它有什么用呢", COURSE, threshold=0.8, min_similarity=0.35, history=earlier)
+    assert alone.similarity < 0.35 <= follow.similarity
+    assert follow.known and not alone.known
+
+
 @pytest.mark.parametrize("question, first", [("天空咋是蓝的呀", "天空为什么是蓝色的？"),
                                              ("H2O 水的化学式", "水的化学式是什么？"),
                                              ("怎样保持身体健康", "如何保持健康？")])
@@ -190,7 +207,20 @@ def test_info_prints_what_made_the_checkpoint(ckpt, trained_run):
 
 def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
-    items = [(1.0, 1.0), (c - 0.01, 1.0), (1.0, s - 0.01), (0.0, 0.0)]  # known, unsure, unlike the course, both
+    # known, unsure, unlike the course, both, and one the model refused itself (always refused)
+    items = [(1.0, 1.0, False), (c - 0.01, 1.0, False), (1.0, s - 0.01, False), (0.0, 0.0, False), (1.0, 1.0, True)]
     rows = {(r["confidence"], r["similarity"]): r["refused"] for r in K.sweep(items)}
-    assert rows[(c, s)] == 0.75  # the chosen row is in the table, and only the known question passes it
-    assert rows[(0.3, 0.0)] == 0.25  # a low bar refuses only the question that fails both
+    assert rows[(c, s)] == 0.8  # the chosen row is in the table, and only the known question passes it
+    assert rows[(0.3, 0.0)] == 0.4  # a low bar refuses the question that fails both and the model's own refusal
+
+
+def test_lookup_baseline_counts_questions_whose_closest_fact_has_the_right_answer():
+    train = [{"prompt": "什么是注意力机制？", "completion": "A"}, {"prompt": "注意力是啥", "completion": "A"},
+             {"prompt": "天空为什么是蓝色的？", "completion": "B"}, {"prompt": "水的化学式是什么？", "completion": "C"}]
+    rows = [{"prompt": "注意力机制到底是什么", "completion": "A"},  # closest: A, right
+            {"prompt": "天空的颜色为什么是蓝的", "completion": "B"},  # closest: B, right
+            {"prompt": "水的化学式", "completion": "B"},  # closest: C, wrong answer for this row
+            {"prompt": "今天天气", "kind": "other"}]  # no answer: not counted
+    assert K.lookup_right(train, rows) == pytest.approx(2 / 3)
+    follow = [{"history": [["天空为什么是蓝色的？", "B"]], "prompt": "那为什么呢", "completion": "B"}]
+    assert K.lookup_right(train, follow) == 1.0  # a follow-up is looked up with the earlier question
