@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpt_mini.data import FIXED_QUESTIONS, REWORDED_PROBES, normalize_prompt, read_jsonl
+from gpt_mini.knowledge import REFUSAL
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 FILLER = re.compile(r"[请问老师吗呢呀啊吧嘛哦啦~\s?？!！。.,，、:：;；…]")
@@ -46,10 +47,51 @@ def test_fixed_questions_keep_their_exact_reference_answers(train):
         assert pairs[normalize_prompt(question)] == answer
 
 
-def test_two_turn_rows(train):
+def test_two_turn_rows_hold_follow_ups_and_topic_changes(train):
     two = [r for r in train if r.get("history")]
-    assert len(two) >= 100
-    assert all(r["history"][0][1] != r["completion"] for r in two)  # the latest question is a different fact
+    taught = {r["completion"] for r in train if not r.get("history")}
+    assert len(two) >= 150
+    assert all(r["history"][0][1] in taught and r["completion"] in taught for r in two)
+    again = [r for r in two if r["completion"] == r["history"][0][1]]  # "没听懂，再讲讲": the same fact again
+    refused = [r for r in two if r["completion"].startswith(REFUSAL)]  # a new question outside the course
+    other = [r for r in two if r not in again and r not in refused]  # a related fact, or a new course question
+    assert len(again) >= 30 and len(refused) >= 50 and len(other) >= 150
+
+
+def test_out_of_course_rows_answer_with_the_refusal_line(train):
+    refused = [r for r in train if not r.get("history") and r["completion"].startswith(REFUSAL)]
+    assert len(refused) >= 400
+    assert {r["completion"] for r in refused} == {f"{REFUSAL}。"}
+
+
+def bigrams(text: str) -> set:
+    s = re.sub(r"[\s?？!！。.,，、~～:：;；\"'“”‘’()（）]", "", unicodedata.normalize("NFKC", text).lower())
+    return {s[i:i + 2] for i in range(len(s) - 1)} or {s}
+
+
+def test_class_like_dev_set_is_far_from_train_and_apart_from_train_and_val(train, val):
+    """dev_class.jsonl: real-style course questions whose wording is far from every training question (char-bigram
+    Jaccard < 0.5 each, median <= 0.3), look-alikes and other questions to refuse, two-turn cases; two halves."""
+    dev = jsonl("dev_class.jsonl")
+    course = [r for r in dev if r["kind"] == "course"]
+    assert len(course) >= 300
+    train_grams = [bigrams(r["prompt"]) for r in train]
+    nearest = sorted(max(len(a & b) / len(a | b) for b in train_grams)
+                     for a in (bigrams(r["prompt"]) for r in course))
+    assert nearest[-1] < 0.5 and nearest[len(nearest) // 2] <= 0.3
+    seen = {key(r["prompt"]) for r in train + val if not r.get("history")} - {""}
+    assert not [r["prompt"] for r in dev if not r.get("history") and key(r["prompt"]) in seen]
+    pairs = {(key(r["history"][0][0]), key(r["prompt"])) for r in train if r.get("history")}
+    assert not [r for r in dev if r.get("history") and (key(r["history"][0][0]), key(r["prompt"])) in pairs]
+    taught = {r["completion"] for r in train}
+    assert all(r["completion"] in taught for r in dev if "completion" in r)
+    kinds = Counter(r["kind"] for r in dev)
+    assert kinds["lookalike"] >= 100 and kinds["other"] >= 100
+    for half in ("calib", "report"):
+        rows = [r for r in dev if r["split"] == half]
+        assert sum(r["kind"] == "course" for r in rows) >= 150
+        assert sum(bool(r.get("history")) for r in rows) >= 40
+        assert sum("completion" not in r for r in rows) >= 100
 
 
 def test_val_holds_new_wordings_of_taught_facts_and_no_near_duplicates(train, val):
@@ -64,7 +106,7 @@ def test_val_holds_new_wordings_of_taught_facts_and_no_near_duplicates(train, va
 
 def test_development_set_is_apart_from_train_and_val(train, val):
     dev_in, dev_out = jsonl("dev_in.jsonl"), jsonl("dev_out.jsonl")
-    seen = {key(r["prompt"]) for r in train + val}
+    seen = {key(r["prompt"]) for r in train + val} - {""}  # "啊吧啊吧" and "？？？" both have no content word
     taught = {r["completion"] for r in train}
     assert len(dev_in) >= 60 and len(dev_out) >= 60
     assert not [r["prompt"] for r in dev_in + dev_out if key(r["prompt"]) in seen]
