@@ -6,6 +6,8 @@ rope_*           how rotary position embedding rotates pairs, and why q·k then 
 model_size       parameter count, memory and FLOPs per token for a model shape
 next_token_stages  one generation step's distribution before/after repetition penalty, temperature, top-k, top-p
 measure_train_step  seconds for one real forward + backward + optimizer step
+trace            one forward pass with every intermediate (stage_view: one stage's values, formula and a number
+                 worked out by hand; trace_json: bounded JSON; CLI: python -m gpt_mini.visualize --trace "问题")
 """
 
 import math
@@ -209,8 +211,8 @@ def trace(model, tok, text: str, max_tokens: int = TRACE_TOKENS) -> dict:
     if not (text or "").strip():
         raise UserError("请输入一个问题", "type a question first")
     ids, pieces = token_pieces(tok, prompt_prefix(text))
-    n = min(max_tokens, model.seq_len)
-    ids, pieces = ids[-n:], pieces[-n:]
+    keep = min(max_tokens, model.seq_len)
+    ids, pieces = ids[-keep:], pieces[-keep:]
     model.eval()
     idx = torch.tensor([ids], device=next(model.parameters()).device)
     n, C = len(ids), model.tok_emb.embedding_dim
@@ -234,13 +236,14 @@ def trace(model, tok, text: str, max_tokens: int = TRACE_TOKENS) -> dict:
         z = m.fc(h2)
         act = F.silu(z)
         mlp_out = m.drop(m.proj(act))
+        out = mid + mlp_out
         layers.append({"x": x[0], "norm1": h[0], "q": q[0], "k": k[0], "v": v[0], "q_rot": q_rot[0],
                        "k_rot": k_rot[0], "scores": scores[0], "masked": masked[0], "weights": weights[0],
                        "heads": heads[0], "attn_out": attn_out[0], "resid_attn": mid[0], "norm2": h2[0],
-                       "mlp_pre": z[0], "silu": act[0], "mlp_out": mlp_out[0], "resid_mlp": (mid + mlp_out)[0],
+                       "mlp_pre": z[0], "silu": act[0], "mlp_out": mlp_out[0], "resid_mlp": out[0],
                        "params": {"g1": block.norm1.weight.detach(), "eps": block.norm1.eps,
                                   "w_qkv": a.qkv.weight.detach(), "b_qkv": a.qkv.bias.detach()}})
-        x = mid + mlp_out
+        x = out
         lens.append({"layer": i, "top": _decode_top(model, tok, x[0, -1])})
     final = model.norm(x)
     logits = F.linear(final, model.tok_emb.weight)  # weight tying, as in model.forward
@@ -275,9 +278,10 @@ def step_stage(stage: str, layer: int, n_layer: int, delta: int) -> tuple[str, i
 
 
 def _rounded(x, digits: int = 4):
-    """Nested lists of floats rounded for JSON; -inf (a masked score) becomes None."""
+    """A tensor (or nested lists) as nested lists of floats rounded for JSON; -inf (a masked score) becomes None."""
     if isinstance(x, torch.Tensor):
-        x = x.tolist()
+        x = (x.double() * 10.0 ** digits).round() / 10.0 ** digits
+        return _rounded(x.tolist(), digits) if torch.isinf(x).any() else x.tolist()
     if isinstance(x, list):
         return [_rounded(v, digits) for v in x]
     return None if math.isinf(x) else round(x, digits)
@@ -358,11 +362,9 @@ def stage_view(tr: dict, stage: str, layer: int = 0, head: int = 0) -> dict:
                   f"{root:.4g} = {float(L['scores'][head, i, j]):.4f}")
     elif stage == "mask":
         panels = [heat("score（j > i → −∞）", L["masked"][head], rows)]
-        if s["causal"] and s["tokens"] > 1:
-            formula = "score[i,j] → −∞   if j > i"
-            worked = f"score[0,1] = {float(L['scores'][head, 0, 1]):.4f} → −∞   (1 > 0)"
-        else:
-            formula = worked = "causal = false: score[i,j] unchanged"
+        formula = "score[i,j] → −∞   if j > i" if s["causal"] else "causal = false: score[i,j] unchanged"
+        worked = (f"score[0,1] = {float(L['scores'][head, 0, 1]):.4f} → −∞   (1 > 0)" if s["causal"] and i > 0
+                  else f"score[{i},0] = {float(L['masked'][head, i, 0]):.4f}")
     elif stage == "softmax":
         j, row = int(L["weights"][head, i].argmax()), L["masked"][head, i]
         top = float(row.max())

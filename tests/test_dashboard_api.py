@@ -16,6 +16,7 @@ from gpt_mini.checkpoint import load_model
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.generate import generate
 from gpt_mini.knowledge import REFUSAL, course_of, judge
+from gpt_mini.visualize import trace
 from ui.hyperparameters import make_config
 from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, prune_runs, sanitize_name
 
@@ -39,7 +40,7 @@ def plotly_data(value) -> dict:
 def test_every_named_endpoint_is_listed(server):
     names = set(server["client"].view_api(print_info=False, return_format="dict")["named_endpoints"])
     for name in ("/tokenize", "/generate", "/train_start", "/train_status", "/train_pause", "/train_resume",
-                 "/train_stop", "/attention", "/rope"):
+                 "/train_stop", "/attention", "/rope", "/trace"):
         assert name in names
 
 
@@ -121,6 +122,21 @@ def test_attention_and_rope_return_figures(server):
         plotly_data(f)
     figs = c.predict(head_dim=32, freq_index=3, positions=40, api_name="/rope")
     assert len(plotly_data(figs[0])["data"][0]["x"]) == 40
+
+
+def test_trace_is_the_engines_forward_pass_in_bounded_json(server):
+    c = server["client"]
+    model, tok, _ = load_model(ROOT / "checkpoints" / "quantized.pt")
+    tr = trace(model, tok, Q1)
+    r = c.predict(Q1, checkpoint="default-int8", layer=2, head=1, api_name="/trace")
+    assert r["ids"] == tr["ids"] and r["layer"] == 2 and r["head"] == 1
+    assert r["top"][0]["id"] == int(tr["probs"][-1].argmax()) and len(r["lens"]) == len(tr["layers"]) + 1
+    for got, row in zip(r["stages"]["weights"]["values"], tr["layers"][2]["weights"][1].tolist(), strict=True):
+        assert got == pytest.approx(row, abs=1e-4)
+    long = c.predict("注意力" * 100, api_name="/trace")  # the default checkpoint, the last 24 tokens
+    assert len(long["ids"]) == 24 and len(json.dumps(long, ensure_ascii=False)) < 200_000
+    with pytest.raises(AppError, match="请输入"):
+        c.predict("   ", api_name="/trace")
 
 
 def test_bad_hyperparameter_is_a_clear_message(server):

@@ -21,7 +21,9 @@ from gpt_mini.checkpoint import load_model  # noqa: E402
 from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
 from gpt_mini.generate import generate  # noqa: E402
 from gpt_mini.knowledge import REFUSAL, course_of, reply_in_context  # noqa: E402
+from gpt_mini.visualize import LAYER_STAGES, step_stage  # noqa: E402
 from ui.app import build_app, launch_local  # noqa: E402
+from ui.i18n import TEXT  # noqa: E402
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine: be patient, never sleep
 UPDATE = os.environ.get("UPDATE_SCREENSHOTS") == "1"
@@ -87,9 +89,44 @@ def test_tokenizer(page):
 def test_attention(page):
     open_tab(page, "注意力与RoPE")
     page.get_by_role("button", name="显示注意力").click()
-    expect(page.locator(".js-plotly-plot:visible")).to_have_count(5, timeout=30_000)
+    expect(page.locator(".js-plotly-plot:visible")).to_have_count(6, timeout=30_000)  # with one forward pass
     expect(page.get_by_text("第 0 层 第 0 个头").first).to_be_visible()
     shoot(page, "attention")
+
+
+def test_one_forward_pass_steps_through_every_stage(page):
+    """A Chinese question, then 下一步 through every stage of every layer to the top-10 next tokens."""
+    open_tab(page, "注意力与RoPE")
+    page.locator("#trace-question textarea").fill(REWORDED)
+    page.locator("#trace-run").click()
+    title, text = page.locator("#trace-plot .gtitle"), page.locator("#trace-text")
+    expect(text).to_contain_text(TEXT["trace.say.tokens"][0])
+    expect(text).to_contain_text("→ id")  # the worked example: the last token's id
+    expect(page.locator("#trace-stage input")).to_have_value(TEXT["trace.stage.tokens"][0])
+    n_layer = len(SERVER["demo"].model_store.get()[0].blocks)
+    expect(page.locator("#trace-lens")).to_contain_text(f"第 {n_layer - 1} 层")  # the logit lens, every layer
+    at, steps = ("tokens", 0), 0
+    while (nxt := step_stage(*at, n_layer, 1)) != at:
+        at, steps = nxt, steps + 1
+        page.locator("#trace-next").click()
+        stage, layer = at
+        expect(title).to_contain_text(TEXT[f"trace.stage.{stage}"][0])
+        if stage in LAYER_STAGES:
+            expect(title).to_contain_text(f"第 {layer} 层")
+        expect(text).to_contain_text(TEXT[f"trace.say.{stage}"][0])
+        expect(text).to_contain_text("=")
+        if at == ("softmax", 0):
+            page.locator("#trace-plot").scroll_into_view_if_needed()
+            page.wait_for_timeout(500)  # let plotly finish drawing
+            DOCS.mkdir(exist_ok=True)
+            page.screenshot(path=str(DOCS / "screenshot_forward_pass.png"))
+    assert steps == 1 + n_layer * len(LAYER_STAGES) + 3 and at == ("top", n_layer - 1)
+    expect(page.locator("#trace-plot .bars path")).to_have_count(10)  # the top-10 next tokens
+    page.locator("#trace-prev").click()
+    expect(title).to_contain_text(TEXT["trace.stage.logits"][0])
+    page.locator("#trace-question textarea").fill("")
+    page.locator("#trace-run").click()
+    expect(page.get_by_text("请输入一个问题").first).to_be_visible()  # the error next to the controls
 
 
 def engine_reply(question: str, earlier=()):

@@ -1,14 +1,22 @@
 """gpt_mini.visualize: the numbers behind the dashboard's pictures, checked against the model itself."""
 
+import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import assert_one_line_user_error, run_module, sharpen, torch_single_thread
 
 from gpt_mini import tokenizer as T
 from gpt_mini import visualize as V
+from gpt_mini.checkpoint import load_model
+from gpt_mini.data import prompt_prefix
+from gpt_mini.errors import UserError
 from gpt_mini.generate import Settings
-from gpt_mini.model import GPT
+from gpt_mini.model import GPT, apply_rope
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +76,128 @@ def test_next_token_stages_follow_the_settings(model, tok):
     st = V.next_token_stages(model, tok, "什么是注意力机制?", [], 0, s)
     assert st["kept"]["top_k"] == 3 and sum(st["probs"]["top_k"]) == pytest.approx(1.0, abs=1e-5)
     assert max(st["probs"]["temperature"]) <= max(st["probs"]["raw"]) + 1e-6  # higher temperature flattens
+
+
+# ---- one forward pass (trace) ----------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION = "什么是注意力机制？"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with torch_single_thread():  # a shared 2-core machine
+        yield
+
+
+def check_trace(model, tok, tr):
+    """The traced numbers are the model's: same logits, attention, RoPE and logit lens."""
+    idx = torch.tensor([tr["ids"]])
+    n, hd = len(tr["ids"]), tr["shape"]["head_dim"]
+    with torch.no_grad():
+        logits, _ = model(idx)
+    assert torch.equal(tr["logits"], logits[0]) or torch.allclose(tr["logits"], logits[0], atol=1e-6)
+    cos, sin = model.rope_cos[:n], model.rope_sin[:n]
+    assert torch.allclose(torch.cos(tr["rope_angles"]), cos, atol=1e-5)
+    assert torch.allclose(torch.sin(tr["rope_angles"]), sin, atol=1e-5)
+    x = tr["embedding"]
+    for block, L in zip(model.blocks, tr["layers"]):
+        assert torch.equal(L["x"], x)
+        assert torch.equal(L["q_rot"], apply_rope(L["q"][None], cos, sin)[0])
+        assert torch.equal(L["k_rot"], apply_rope(L["k"][None], cos, sin)[0])
+        assert torch.allclose(L["scores"], L["q_rot"] @ L["k_rot"].transpose(-2, -1) / math.sqrt(hd), atol=1e-6)
+        causal = block.attn.causal
+        sdpa = F.scaled_dot_product_attention(L["q_rot"][None], L["k_rot"][None], L["v"][None],
+                                              is_causal=causal and n > 1)[0]
+        assert torch.allclose(L["heads"], sdpa, atol=1e-6)
+        assert torch.allclose(L["weights"] @ L["v"], L["heads"], atol=1e-5)  # the explicit weights give the same
+        assert torch.allclose(L["weights"].sum(-1), torch.ones(L["weights"].shape[:-1]), atol=1e-5)
+        if causal:
+            assert torch.all(L["weights"].triu(1) == 0) and torch.isinf(L["masked"].triu(1)).sum() == \
+                L["weights"].shape[0] * n * (n - 1) // 2
+        assert torch.equal(L["norm1"], block.norm1(L["x"]))
+        assert torch.equal(L["silu"], F.silu(L["mlp_pre"]))
+        assert torch.equal(L["resid_mlp"], L["resid_attn"] + L["mlp_out"])
+        x = L["resid_mlp"]
+    assert torch.equal(tr["final_in"], x)
+    assert len(tr["lens"]) == len(model.blocks) + 1
+    best = torch.topk(tr["probs"][-1], 3)
+    assert [c["id"] for c in tr["lens"][-1]["top"]] == best.indices.tolist()  # the last layer's lens = the answer
+
+
+@pytest.mark.parametrize("name", ["last.pt", "quantized.pt"])
+def test_trace_of_the_shipped_checkpoints_equals_the_model(name):
+    model, tok, _ = load_model(ROOT / "checkpoints" / name)
+    tr = V.trace(model, tok, QUESTION)
+    assert tr["ids"] == ([T.BOS_ID] + T.encode(tok, prompt_prefix(QUESTION)))[-V.TRACE_TOKENS:]
+    check_trace(model, tok, tr)
+
+
+@pytest.mark.parametrize("n_layer,n_head,causal", [(1, 1, True), (2, 8, True), (3, 2, False), (6, 4, True)])
+def test_trace_equals_the_model_for_other_shapes(tok, n_layer, n_head, causal):
+    torch.manual_seed(n_layer)
+    model = sharpen(GPT(tok.get_vocab_size(), n_layer, n_head, n_embd=32, seq_len=64, causal=causal), n_layer).eval()
+    tr = V.trace(model, tok, "注意力 hello " * 10)
+    assert len(tr["ids"]) == V.TRACE_TOKENS and tr["shape"]["n_head"] == n_head  # cut to the last 24 tokens
+    check_trace(model, tok, tr)
+    short = GPT(tok.get_vocab_size(), 1, 2, n_embd=16, seq_len=8).eval()  # a context shorter than 24
+    assert len(V.trace(short, tok, "注意力机制")["ids"]) == 8
+
+
+def test_trace_needs_a_question(model, tok):
+    with pytest.raises(UserError, match="请输入"):
+        V.trace(model, tok, "  ")
+
+
+def test_step_stage_walks_every_stage_of_every_layer():
+    seen, at = [("tokens", 0)], ("tokens", 0)
+    while True:
+        nxt = V.step_stage(*at, n_layer=3, delta=1)
+        if nxt == at:
+            break
+        seen.append(at := nxt)
+    assert len(seen) == 2 + 3 * len(V.LAYER_STAGES) + 3 and seen[-1] == ("top", 2)
+    assert [s for s, _ in seen[2:12]] == list(V.LAYER_STAGES) and {n for s, n in seen[2:12]} == {0}
+    assert V.step_stage("norm", 1, 3, -1) == ("residual2", 0)
+    assert V.step_stage("tokens", 0, 3, -1) == ("tokens", 0)
+
+
+def test_every_stage_shows_the_number_it_works_out(tok):
+    model = sharpen(GPT(tok.get_vocab_size(), 2, 2, n_embd=32, seq_len=64)).eval()
+    tr = V.trace(model, tok, QUESTION)
+    n = len(tr["ids"])
+    for stage in V.STAGES:
+        view = V.stage_view(tr, stage, layer=1, head=1)
+        json.dumps(view)  # plain lists only
+        assert view["formula"] and view["worked"] and view["panels"]
+        for p in view["panels"]:  # heatmap rows are the tokens; bars have one label each
+            assert len(p["z"]) == n if p["kind"] == "heatmap" else len(p["y"]) == len(p["x"])
+        if stage in ("tokens", "mask"):
+            continue
+        shown = [v for p in view["panels"] for row in (p.get("z") or [p["y"]]) for v in row if v is not None]
+        result = float(view["worked"].rsplit("=", 1)[1])
+        assert min(abs(v - result) for v in shown) < 1.5e-4, (stage, view["worked"])
+    scores = V.stage_view(tr, "scores", 0, 0)
+    a, b, c = map(float, re.search(r"= ([-\d.]+) / ([-\d.]+) = ([-\d.]+)$", scores["worked"]).groups())
+    assert a / b == pytest.approx(c, abs=1e-4)  # the hand computation adds up
+
+
+def test_trace_json_is_bounded():
+    model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
+    out = V.trace_json(V.trace(model, tok, "注意力" * 100), layer=3, head=3)
+    text = json.dumps(out, ensure_ascii=False)
+    assert len(text) < 200_000 and len(out["ids"]) == V.TRACE_TOKENS
+    st = out["stages"]
+    assert st["q"]["shape"] == [4, 24, 64] and len(st["q"]["values"]) == 24 and len(st["q"]["values"][0]) == 8
+    assert st["weights"]["shape"] == [4, 24, 24] and len(st["weights"]["values"][0]) == 24
+    assert st["masked"]["values"][0][1] is None  # -inf, masked
+    assert len(out["top"]) == 10 and len(out["lens"]) == 5 and out["layer"] == 3
+
+
+def test_trace_cli_prints_every_stage_and_one_line_for_a_missing_checkpoint(tmp_path):
+    proc = run_module("gpt_mini.visualize", "--trace", QUESTION)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("embedding", "q_rot", "scores", "weights", "silu", "logits", "逐层解读 / logit lens"):
+        assert name in proc.stdout
+    assert_one_line_user_error(run_module("gpt_mini.visualize", "--trace", QUESTION, "--ckpt", tmp_path / "no.pt"),
+                               "找不到检查点")

@@ -51,7 +51,7 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
                 training_poll = training_tab.build(
                     run, store, cfg, config_path, runs_dir, pace, gate, Path(promote_dir or CHECKPOINT_DIR))
             with gr.Tab(t("tab.attention"), id="attention") as attention:
-                attention_load, attention_out, attention_ckpt = attention_tab.build(store, cfg)
+                attention_load, attention_out, (attention_ckpt, trace_ckpt) = attention_tab.build(store, cfg)
             with gr.Tab(t("tab.chat"), id="chat") as chat:
                 chat_ckpt = chat_tab.build(store, cfg, server)
             with gr.Tab(t("tab.compare"), id="compare") as compare:
@@ -66,8 +66,8 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
         for tab in (overview, tokenizer, attention, chat, compare):
             tab.select(lambda: gr.Timer(active=False), None, training_poll, api_name=f"ui_training_hidden_{tab.id}",
                        api_visibility="private")
-        for tab, dropdown in ((attention, attention_ckpt), (chat, chat_ckpt), (compare, compare_a),
-                              (compare, compare_b)):
+        for tab, dropdown in ((attention, attention_ckpt), (attention, trace_ckpt), (chat, chat_ckpt),
+                              (compare, compare_a), (compare, compare_b)):
             tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
                        api_name=f"ui_refresh_{tab.id}_{dropdown.elem_id or 'ckpt'}", api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)

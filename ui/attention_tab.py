@@ -1,11 +1,25 @@
-"""Tab 注意力与RoPE: causal mask, the trained model's attention weights, and how rotary position embedding works."""
+"""Tab 注意力与RoPE: causal mask, the trained model's attention weights, how rotary position embedding works, and
+one forward pass of the model with its real numbers."""
 
 import gradio as gr
+import numpy as np
+from plotly.subplots import make_subplots
 
 from gpt_mini.errors import UserError
-from gpt_mini.visualize import attention_maps, causal_mask, qk_vs_offset, rope_frequencies, rope_rotation
+from gpt_mini.visualize import (
+    STAGES,
+    attention_maps,
+    causal_mask,
+    qk_vs_offset,
+    rope_frequencies,
+    rope_rotation,
+    stage_view,
+    step_stage,
+    trace,
+    trace_json,
+)
 
-from .i18n import t
+from .i18n import TEXT, t
 from .models import DEFAULT_KEY
 from .style import FONT, SEQUENTIAL, error_line, figure
 
@@ -78,6 +92,60 @@ def rope_figures(head_dim: int = 64, freq_index: int = 0, positions: int = 32):
     return f1, f2, f3
 
 
+# ---- one forward pass ----
+
+TRACE_EXAMPLE = "什么是注意力机制？"
+BAR_AXIS = {"tokens": "词元 id / token id", "logits": "logit", "top": "概率 / probability"}
+
+
+def stage_figure(view: dict):
+    """A stage's panels side by side: heatmaps (rows are tokens, each with its own colour bar) or one bar chart."""
+    panels = view["panels"]
+    zh, en = TEXT[f"trace.stage.{view['stage']}"]
+    where = f"第 {view['layer']} 层 第 {view['head']} 个头 · " if view["per_layer"] else ""
+    where_en = f" · layer {view['layer']}, head {view['head']}" if view["per_layer"] else ""
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["name"] for p in panels], shared_yaxes=True,
+                        horizontal_spacing=0.09 if len(panels) > 1 else 0.02)
+    for k, p in enumerate(panels, 1):
+        if p["kind"] == "bar":
+            fig.add_bar(x=p["x"], y=p["y"], marker_color="#2b6cb0", text=[f"{v:.3g}" for v in p["y"]],
+                        textposition="outside", row=1, col=k, hovertemplate="%{x}: %{y}<extra></extra>")
+            fig.update_xaxes(title_text="词元 / token", row=1, col=k)
+            fig.update_yaxes(title_text=BAR_AXIS[view["stage"]], row=1, col=k)
+            continue
+        fig.update_xaxes(title_text="键 / key" if p["x"] else "维度 / dimension", row=1, col=k)
+        probs = p.get("zmin") == 0
+        z = np.array(p["z"], dtype=np.float32)  # None (masked) -> NaN, a gap; arrays are 5x faster to draw than lists
+        fig.add_heatmap(z=z, y=p["rows"], x=p["x"], zmin=p.get("zmin"), zmax=p.get("zmax"),
+                        zmid=None if probs else 0, colorscale=SEQUENTIAL if probs else "RdBu_r", row=1, col=k,
+                        colorbar=dict(x=fig.layout[f"xaxis{k if k > 1 else ''}"].domain[1] + 0.005, thickness=8,
+                                      len=0.9),
+                        hovertemplate="%{y}<br>[%{x}] = %{z:.4f}<extra></extra>")
+    fig.update_layout(title_text=f"{where}{zh} / {en}{where_en}", height=460, font=dict(family=FONT, size=12),
+                      template="plotly_white", margin=dict(l=80, r=40, t=70, b=50), showlegend=False)
+    if panels[0]["kind"] == "heatmap":
+        fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
+        fig.update_yaxes(title_text="词元 / token", row=1, col=1)
+    fig.update_annotations(font_size=12)
+    return fig
+
+
+def trace_view(store, question: str, checkpoint: str, stage: str, layer: int, head: int, delta: int = 0):
+    """Trace the question (a few ms), move `delta` stages, and draw that stage: (view, figure, markdown, logit-lens
+    rows, shape). The markdown's first line is the stage's sentence in the browser's language."""
+    if stage not in STAGES:
+        stage = STAGES[0]
+    model, tok, _ = store.get(checkpoint or DEFAULT_KEY)
+    tr = trace(model, tok, (question or "").strip()[:MAX_TEXT])
+    shape = tr["shape"]
+    stage, layer = step_stage(stage, layer, shape["n_layer"], delta)
+    view = stage_view(tr, stage, layer, head)
+    text = f"{t(f'trace.say.{stage}')}\n\n- `` {view['formula']} ``\n- `` {view['worked']} ``"
+    lens = [["词嵌入 / embedding" if r["layer"] < 0 else f"第 {r['layer']} 层 / layer {r['layer']}"]
+            + [f"{c['token']}  {c['prob']:.3f}" for c in r["top"]] for r in tr["lens"]]
+    return view, stage_figure(view), text, lens, shape
+
+
 def build(store, cfg):
     m = cfg["model"]
     gr.Markdown(t("attention.intro"), elem_classes="tab-intro")
@@ -120,5 +188,61 @@ def build(store, cfg):
                 qk_plot = gr.Plot(show_label=False)
     gr.on([rope_btn.click, head_dim.release, freq.release, positions.release], rope_figures,
           [head_dim, freq, positions], [rot_plot, freq_plot, qk_plot], api_name="rope", concurrency_limit=4)
-    return (lambda: (attention(EXAMPLE, 0, 0, DEFAULT_KEY)[0],) + rope_figures(m["n_embd"] // m["n_head"], 3, 24),
-            [att_plot, rot_plot, freq_plot, qk_plot], ckpt)
+
+    gr.Markdown("### " + t("trace.heading"))
+    gr.Markdown(t("trace.intro"))
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            question = gr.Textbox(label=t("trace.question"), value=TRACE_EXAMPLE, max_length=MAX_TEXT,
+                                  elem_id="trace-question")
+            trace_ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
+                                     allow_custom_value=True, elem_id="trace-ckpt")
+            run = gr.Button(t("trace.run"), elem_id="trace-run")
+            with gr.Row():
+                prev = gr.Button(t("trace.prev"), elem_id="trace-prev", min_width=80)
+                nxt = gr.Button(t("trace.next"), variant="primary", elem_id="trace-next", min_width=80)
+            stage = gr.Dropdown([(t(f"trace.stage.{s}"), s) for s in STAGES], value=STAGES[0],
+                                label=t("trace.stage"), elem_id="trace-stage")
+            t_layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label=t("attention.layer"))
+            t_head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label=t("attention.head"))
+            trace_err = gr.HTML()
+        with gr.Column(scale=3):
+            stage_plot = gr.Plot(show_label=False, elem_id="trace-plot")
+            stage_text = gr.Markdown(elem_id="trace-text")
+            lens = gr.Dataframe(headers=["之后 / after", "1", "2", "3"], label=t("trace.lens"), interactive=False,
+                                elem_id="trace-lens")
+
+    def show(question, checkpoint, stage, layer, head, delta=0):
+        try:
+            view, fig, text, rows, shape = trace_view(store, question, checkpoint, stage, layer, head, delta)
+        except UserError as e:
+            return (gr.skip(),) * 6 + (error_line(str(e)),)
+        return (view["stage"], gr.Slider(value=view["layer"], maximum=shape["n_layer"] - 1),
+                gr.Slider(value=view["head"], maximum=shape["n_head"] - 1), fig, text, rows, "")
+
+    trace_in = [question, trace_ckpt, stage, t_layer, t_head]
+    trace_out = [stage, t_layer, t_head, stage_plot, stage_text, lens, trace_err]
+    gr.on([run.click, question.submit, trace_ckpt.input, stage.input, t_layer.release, t_head.release], show,
+          trace_in, trace_out, api_name="ui_trace", api_visibility="undocumented", concurrency_limit=4,
+          concurrency_id="model")
+    for button, delta in ((prev, -1), (nxt, 1)):
+        button.click(lambda *a, d=delta: show(*a, d), trace_in, trace_out, api_name=f"ui_trace_step{delta:+d}",
+                     api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
+
+    def trace_api(question: str, checkpoint: str = DEFAULT_KEY, layer: int = 0, head: int = 0) -> dict:
+        """One forward pass of a checkpoint on the chat prompt of `question` (its last 24 tokens): every stage's
+        shape, its values (rounded, first 8 numbers per row) for one layer and head, the top-10 next tokens and
+        the logit lens."""
+        try:
+            model, tok, _ = store.get(checkpoint or DEFAULT_KEY)
+            return trace_json(trace(model, tok, (question or "").strip()[:MAX_TEXT]), layer, head)
+        except UserError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    gr.api(trace_api, api_name="trace", concurrency_limit=4, concurrency_id="model")
+
+    def load():
+        first = show(TRACE_EXAMPLE, DEFAULT_KEY, STAGES[0], 0, 0)[3:6]
+        return (attention(EXAMPLE, 0, 0, DEFAULT_KEY)[0],) + rope_figures(m["n_embd"] // m["n_head"], 3, 24) + first
+
+    return load, [att_plot, rot_plot, freq_plot, qk_plot, stage_plot, stage_text, lens], [ckpt, trace_ckpt]

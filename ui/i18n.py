@@ -8,8 +8,9 @@ What gr.I18n translates (checked in chromium with Gradio 6.31): labels, info, pl
 names, accordion labels, and gr.Markdown / gr.HTML values, where a value may hold HTML or Markdown around the
 key. Only the first key in one string is translated, so each string gets at most one t(...). Not translated:
 gr.Blocks(title=...) (the raw key would show in the browser tab), gr.Dataset samples and gr.Dataframe column
-names, and anything a handler returns (status lines, error lines, big numbers, plot titles); those stay as one
-bilingual line "中文 / English", as the project's error-message rule asks.
+names, and text a handler builds itself (status lines, error lines, big numbers, plot titles); those stay as one
+bilingual line "中文 / English", as the project's error-message rule asks. A Markdown value a handler returns with
+one str(t(...)) in it is translated (checked in chromium: the one-forward-pass sentences use it).
 """
 
 import gradio as gr
@@ -37,6 +38,19 @@ TEXT = {  # key: (中文, English)
                               "Default model loaded (parameter count · vocab size · steps):"),
     "overview.model_not_loaded": ("默认模型无法加载：", "Default model not loaded:"),
     "overview.calculator": ("模型大小计算器", "Model-size calculator"),
+    "overview.muon_title": ("优化器：Muon 和 AdamW 有什么不同？", "The optimizer: how Muon differs from AdamW"),
+    "overview.muon": (
+        "每一步，优化器都拿梯度决定每个权重往哪边改、改多少。**AdamW** 给每个数字单独定步长。**Muon** 先像普通动量"
+        "一样把最近几步的梯度平均起来，再把整块权重矩阵的更新“正交化”（几次牛顿-舒尔茨迭代）：矩阵的每个方向都走差"
+        "不多一样远，而不是让少数几个大方向占掉整步。本课模型里，Muon 管每层的 16 个矩阵（qkv、输出投影、前馈两层），"
+        "词嵌入、RMSNorm 增益和偏置仍用 AdamW。在同样的数据上，它用约三分之一的步数就学会（见 README 的配方表）；"
+        "训练页的“AdamW 对比 Muon”可以亲眼看两条曲线。",
+        "Every step the optimizer turns the gradient into a change of each weight. **AdamW** sizes the step of every "
+        "number on its own. **Muon** averages recent gradients like plain momentum, then *orthogonalises* the update "
+        "of each whole weight matrix (a few Newton–Schulz iterations): every direction of the matrix moves about "
+        "equally far, instead of a few large directions taking the whole step. In the lesson's model Muon updates "
+        "the 16 block matrices (qkv, output projection, the two MLP layers); the embedding, RMSNorm gains and biases "
+        "stay with AdamW. On the same data it learns in about a third of the steps (see the README's recipe table)."),
     "overview.n_layer": ("层数 n_layer（L）", "Layers n_layer (L)"),
     "overview.n_head": ("注意力头数 n_head", "Attention heads n_head"),
     "overview.n_embd": ("隐藏维度 n_embd（d）", "Hidden size n_embd (d)"),
@@ -79,6 +93,68 @@ TEXT = {  # key: (中文, English)
     "attention.rope_explain": ("每对维度 (x, y) 在位置 p 旋转 p·θ_i 角度。q 和 k 都旋转后，q·k 只和它们的距离有关。",
                                "Each pair (x, y) turns by p·θ_i at position p; after rotating both q and k, q·k only "
                                "depends on their distance."),
+    "trace.heading": ("一次前向计算", "One forward pass"),
+    "trace.intro": ("输入一个问题，一步一步看模型怎样把它变成下一个词元的概率：每个数字都是这个模型真实算出来的。",
+                    "Type a question and step through how the model turns it into next-token probabilities: every "
+                    "number is the model's own."),
+    "trace.question": ("问题", "Question"),
+    "trace.run": ("计算", "Compute"),
+    "trace.prev": ("上一步", "Previous"),
+    "trace.next": ("下一步", "Next"),
+    "trace.stage": ("步骤", "Stage"),
+    "trace.lens": ("逐层解读：每一层之后，最后一个位置最可能的 3 个词元",
+                   "Logit lens: the top-3 tokens at the last position after each layer"),
+    "trace.stage.tokens": ("词元", "Tokens"),
+    "trace.stage.embedding": ("词嵌入", "Token embedding"),
+    "trace.stage.norm": ("均方根归一化 RMSNorm", "RMSNorm"),
+    "trace.stage.qkv": ("查询 q、键 k、值 v", "Query q, key k, value v"),
+    "trace.stage.rope": ("旋转位置编码 RoPE", "Rotary position embedding (RoPE)"),
+    "trace.stage.scores": ("注意力得分 q·k/√d", "Attention scores q·k/√d"),
+    "trace.stage.mask": ("因果掩码", "Causal mask"),
+    "trace.stage.softmax": ("softmax：注意力权重", "Softmax: attention weights"),
+    "trace.stage.weighted": ("加权求和", "Weighted sum"),
+    "trace.stage.residual1": ("残差流：加上注意力", "Residual stream: add attention"),
+    "trace.stage.mlp": ("前馈网络、SiLU 激活", "Feed-forward network, SiLU"),
+    "trace.stage.residual2": ("残差流：加上前馈网络", "Residual stream: add the feed-forward network"),
+    "trace.stage.final_norm": ("最后的 RMSNorm", "Final RMSNorm"),
+    "trace.stage.logits": ("logits（权重共享）", "Logits (weight tying)"),
+    "trace.stage.top": ("下一个词元：前 10 个", "Next token: top 10"),
+    "trace.say.tokens": ("问题先套上对话格式，再被切成词元：每个词元是词表里的一个 id。",
+                         "The question is put in the chat format and cut into tokens: each token is one id of the "
+                         "vocabulary."),
+    "trace.say.embedding": ("每个 id 取出词嵌入矩阵 E 的一行向量：这就是残差流的起点。",
+                            "Each id picks one row of the embedding matrix E: the start of the residual stream."),
+    "trace.say.norm": ("RMSNorm 把每个向量缩放到均方根为 1，再乘以学到的增益 g。",
+                       "RMSNorm scales each vector to a root-mean-square of 1, then multiplies it by a learned "
+                       "gain g."),
+    "trace.say.qkv": ("一个线性层从每个向量算出查询 q、键 k 和值 v，再分给各个注意力头。",
+                      "One linear layer turns each vector into a query q, a key k and a value v, split across the "
+                      "attention heads."),
+    "trace.say.rope": ("RoPE 把 q 和 k 的每一对数字按位置旋转：位置越靠后，转得越多。",
+                       "RoPE rotates each pair of numbers in q and k by an angle that grows with the position."),
+    "trace.say.scores": ("每个查询和每个键做点积，再除以 √d_h：得分越高，越相关。",
+                         "Each query is dotted with each key and divided by √d_h: a higher score means more relevant."),
+    "trace.say.mask": ("因果掩码把后面位置的得分设成 −∞：每个词元只能看自己和前面的词元。",
+                       "The causal mask sets the scores of later positions to −∞: each token sees only itself and "
+                       "earlier tokens."),
+    "trace.say.softmax": ("softmax 把每一行得分变成加起来等于 1 的注意力权重。",
+                          "Softmax turns each row of scores into attention weights that add up to 1."),
+    "trace.say.weighted": ("每个位置按注意力权重，把各个位置的值 v 加起来。",
+                           "Each position adds up the values v of all positions, weighted by its attention weights."),
+    "trace.say.residual1": ("各个头的结果拼起来，经过输出投影，加回残差流。",
+                            "The heads' outputs are put side by side, projected, and added back to the residual "
+                            "stream."),
+    "trace.say.mlp": ("前馈网络把每个向量放宽到 4 倍，经过 SiLU 激活，再压回原来的宽度。",
+                      "The feed-forward network widens each vector 4×, applies SiLU, and projects it back."),
+    "trace.say.residual2": ("前馈网络的输出加回残差流，送进下一层。",
+                            "The feed-forward output is added to the residual stream, which goes on to the next "
+                            "layer."),
+    "trace.say.final_norm": ("所有层之后，再做一次 RMSNorm。", "After the last layer, one more RMSNorm."),
+    "trace.say.logits": ("和词嵌入矩阵的每一行做点积（权重共享），每个词元得到一个 logit。",
+                         "A dot product with every row of the embedding matrix (weight tying) gives each token one "
+                         "logit."),
+    "trace.say.top": ("softmax 把最后一个位置的 logits 变成下一个词元的概率。",
+                      "Softmax turns the last position's logits into the next token's probabilities."),
     # ---- chat ----
     "chat.intro": ("向模型提问，看它一个词元一个词元地生成；调温度、Top-k、Top-p，看每一步的候选词和概率怎样变化。",
                    "Ask the model a question and watch it generate token by token; change temperature, top-k and "

@@ -11,11 +11,11 @@ from .style import big_numbers, error_line, figure
 
 PIPELINE = [  # (中文, English, where in gpt_mini)
     ("分词", "tokenize", "tokenizer.py · encode(), train_tokenizer()"),
-    ("批处理", "batch", "data.py · encode_row(), Batches, collate()"),
+    ("批处理", "batch", "data.py · encode_row(), Batches, pack()（样本首尾相接 / packed rows）"),
     ("前向", "forward", "model.py · GPT.forward(), Block, CausalSelfAttention"),
     ("损失", "loss", "model.py · GPT.forward(targets) → cross_entropy（只算回答 / answer only）"),
     ("反向", "backward", "train.py · Trainer.run() → loss.backward()"),
-    ("优化", "optimize", "train.py · AdamW, lr_at(), clip_grad_norm_"),
+    ("优化", "optimize", "optim.py · Muon + AdamW; train.py · lr_at(), clip_grad_norm_"),
     ("保存", "save", "checkpoint.py · atomic_save(), make_checkpoint(), quantize_int8()"),
     ("推理", "inference",
      "generate.py · Decoding, sampling_stages(); serving.py · BatchServer（全班一起答 / one batch for the class）"),
@@ -94,6 +94,8 @@ def build(store, cfg, pace):
     except Exception as e:  # noqa: BLE001 - the page still opens and says why
         loaded = t("overview.model_not_loaded") + " " + html.escape(str(e))
     gr.Markdown(loaded)
+    with gr.Accordion(t("overview.muon_title"), open=False):
+        gr.Markdown(t("overview.muon"))
     m = cfg["model"]
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
