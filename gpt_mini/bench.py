@@ -24,7 +24,7 @@ from .generate import Settings, generate, generate_steps
 from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, lookup_right, read_dev, read_questions
 from .quality import USABLE, answer_report, refusal_report, usable
 from .serving import BatchServer
-from .train import Trainer, pick_precision
+from .train import DEV_CLASS, Trainer, pick_precision
 from .visualize import model_size
 
 
@@ -142,7 +142,6 @@ def time_to_usable(cfg: dict, precision: str, every: int = 250, save_dir=None) -
             "wall_s_with_checks": time.perf_counter() - wall}
 
 
-DEV_CLASS = ROOT / "data" / "dev_class.jsonl"
 # The recipes `--sweep` compares: overrides of the committed config, each trained from scratch.
 RECIPES = {
     "default": [],

@@ -125,3 +125,16 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
             "scores": {"in": [(r.confidence, r.similarity, f, r.answer.startswith(REFUSAL))
                               for r, f in zip(in_rep, in_f1)],
                        "out": [(r.confidence, r.similarity, r.answer.startswith(REFUSAL)) for r in out_rep]}}
+
+
+def dev_summary(model, tok, course, train_rows, path, split: str = "report") -> dict:
+    """The class-like development set in a few numbers (for promotion.json and the chat tab): course questions
+    answered right with the refusal gate on and raw, the character lookup's share of right facts, and the shares
+    of look-alikes and other out-of-course questions refused."""
+    from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, lookup_right, read_dev
+
+    dev_in, dev_out = read_dev(path, split)
+    r = refusal_report(model, tok, course, dev_in, dev_out, CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD)
+    return {"split": split, "n": len(dev_in), "right": r["in_answered_right"], "raw": r["in_f1_ok_raw"],
+            "refused": r["in_refused"], "lookup_right": lookup_right(train_rows, dev_in),
+            "out_refused_by_kind": r["out_refused_by_kind"]}

@@ -22,13 +22,14 @@ from .config import ROOT, add_config_args, load_config, param_count_formula, res
 from .data import FIXED_QUESTIONS, PROBE_QUESTIONS, Batches, collate, load_samples, read_jsonl
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
-from .knowledge import Course
+from .knowledge import Course, course_of
 from .optim import make_optimizer
-from .quality import USABLE, usable
+from .quality import USABLE, dev_summary, usable
 
 MAX_LOSSES_KEPT = 20000  # per-step losses kept for the live chart
 METRIC_FIELDS = ["step", "train_loss", "eval_loss", "unseen_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
 ANSWER_FIELDS = ["step", "question", "answer"]
+DEV_CLASS = ROOT / "data" / "dev_class.jsonl"  # class-like questions, kept out of training
 SNAPSHOT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0)  # small int8 copies of the model along the run, to chat with later
 
 
@@ -461,9 +462,11 @@ def promote(save_dir: Path, target: Path = ROOT / "checkpoints", fixed: dict = F
     even if not. checkpoints/promotion.json records the check and whether it was forced."""
     model, tok, ckpt = load_model(save_dir / "last.pt")
     cfg = ckpt["config"]
-    ok, report = usable(model, tok, read_jsonl(resolve(cfg["data"]["train_path"])),
-                        read_jsonl(resolve(cfg["data"]["val_path"])), fixed)
+    train_rows = read_jsonl(resolve(cfg["data"]["train_path"]))
+    ok, report = usable(model, tok, train_rows, read_jsonl(resolve(cfg["data"]["val_path"])), fixed)
     if ok or force:
+        if DEV_CLASS.is_file():  # what the chat tab shows next to the character lookup
+            report["dev"] = dev_summary(model, tok, course_of(ckpt), train_rows, DEV_CLASS)
         target.mkdir(parents=True, exist_ok=True)
         for name in ("last.pt", "quantized.pt", "metrics.csv", "train_time.txt"):
             if (save_dir / name).resolve() != (target / name).resolve():
@@ -481,6 +484,11 @@ def print_promotion(ok: bool, report: dict, force: bool) -> int:
         print(f"  {q} -> {a}")
     print(f"训练问法答对 / training wordings right: {report['train_f1_ok']:.1%} (≥95%) | "
           f"新问法答对 / held-out wordings right: {report['val_f1_ok']:.1%} (≥80%)")
+    if "dev" in report:
+        d = report["dev"]
+        print(f"学生式新问题（开发集 {d['split']}，{d['n']} 题）答对 / class-like dev questions right: "
+              f"{d['right']:.1%} "
+              f"(不拒答 / raw {d['raw']:.1%}; 按字查找 / character lookup {d['lookup_right']:.1%})")
     if ok:
         print("已设为默认模型 / promoted to checkpoints/")
     elif force:

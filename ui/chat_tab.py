@@ -2,11 +2,13 @@
 
 import html
 import json
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from gpt_mini.checkpoint import describe, summary_line
+from gpt_mini.config import ROOT
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings
@@ -125,8 +127,24 @@ def failure_line(e: Exception) -> str:
     return error_line(str(e) if isinstance(e, UserError) else f"生成出错 / generation failed: {type(e).__name__}: {e}")
 
 
+def lookup_line(promotion: Path = ROOT / "checkpoints" / "promotion.json") -> str:
+    """The default model next to a character lookup on class-like questions it never saw (recorded by --promote):
+    the lesson that a GPT has to beat a lookup to be worth it."""
+    try:
+        d = json.loads(promotion.read_text(encoding="utf-8"))["dev"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return (f'<div class="en">默认模型在 {d["n"]} 个没见过的学生式问题上答对 {d["right"]:.0%}'
+            f'（不拒答时 {d["raw"]:.0%}）；'
+            f'只按共享的字去找最像的训练问题，能找对 {d["lookup_right"]:.0%}。GPT 要比这种查找强，才值得用。'
+            f' / The default model answers {d["right"]:.0%} of {d["n"]} unseen student-style questions right '
+            f'({d["raw"]:.0%} raw); a lookup by shared characters finds the right fact for {d["lookup_right"]:.0%}. '
+            f'A GPT must beat the lookup to be worth it.</div>')
+
+
 def build(store, cfg, server: BatchServer):
     gr.Markdown(t("chat.intro"), elem_classes="tab-intro")
+    gr.HTML(lookup_line())
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
@@ -191,7 +209,8 @@ def build(store, cfg, server: BatchServer):
                  "history": list(used)}
         pick = min(range(len(item.steps)), key=lambda i: item.steps[i]["prob"]) if item.steps else 0
         earlier = (list(earlier or []) + [[prompt, item.answer]])[-4:] if reply.known else list(earlier or [])
-        suggestions = gr.Dataset(samples=[[q] for q in reply.suggestions]) if reply.suggestions else gr.skip()
+        # a refusal's suggestions, or the fixed questions again: old suggestions never sit under a new answer
+        suggestions = gr.Dataset(samples=[[q] for q in reply.suggestions or FIXED_QUESTIONS])
         yield (history, "", html.escape(notes), steps_frame(tok, item.steps),  # chart: the least certain step
                gr.Slider(0, max(1, len(item.steps) - 1), value=pick, step=1), stages_figure(store, state, pick), state,
                confidence_badge(reply), suggestions, earlier)
