@@ -456,7 +456,7 @@ def provenance(cfg: dict, tok, precision: str) -> dict:
 
 
 def promote(save_dir: Path, target: Path = ROOT / "checkpoints", fixed: dict = FIXED_QUESTIONS,
-            force: bool = False) -> tuple[bool, dict]:
+            force: bool = False, dev: Path | None = DEV_CLASS) -> tuple[bool, dict]:
     """Copy a run's last.pt and quantized.pt to checkpoints/ (the default model) only if it is usable
     (quality.usable: the fixed questions exact, training and held-out wordings answered), or with force=True
     even if not. checkpoints/promotion.json records the check and whether it was forced."""
@@ -465,8 +465,8 @@ def promote(save_dir: Path, target: Path = ROOT / "checkpoints", fixed: dict = F
     train_rows = read_jsonl(resolve(cfg["data"]["train_path"]))
     ok, report = usable(model, tok, train_rows, read_jsonl(resolve(cfg["data"]["val_path"])), fixed)
     if ok or force:
-        if DEV_CLASS.is_file():  # what the chat tab shows next to the character lookup
-            report["dev"] = dev_summary(model, tok, course_of(ckpt), train_rows, DEV_CLASS)
+        if dev and dev.is_file():  # what the chat tab shows next to the character lookup
+            report["dev"] = dev_summary(model, tok, course_of(ckpt), train_rows, dev)
         target.mkdir(parents=True, exist_ok=True)
         for name in ("last.pt", "quantized.pt", "metrics.csv", "train_time.txt"):
             if (save_dir / name).resolve() != (target / name).resolve():

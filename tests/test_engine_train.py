@@ -1,5 +1,6 @@
 """The training loop: schedule, the end-to-end run, outputs, callbacks, NaN stop, pause/resume/stop, --resume."""
 
+import json
 import math
 import threading
 import time
@@ -7,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import PAIRS, run_module
+from conftest import PAIRS, run_module, write_jsonl
 
 from gpt_mini import checkpoint as C
 from gpt_mini import train as train_module
@@ -303,9 +304,15 @@ def test_promote_copies_a_usable_run_and_refuses_one_that_is_not(trained_run, tm
     target = tmp_path / "checkpoints"
     ok, report = promote(trained_run.save_dir, target)  # the real fixed questions: the tiny model does not know them
     assert not ok and not report["fixed_ok"] and not target.exists()
-    ok, report = promote(trained_run.save_dir, target, fixed=dict(PAIRS[:2]))
+    dev = write_jsonl(tmp_path / "dev.jsonl", [{"prompt": p, "completion": c, "kind": "course", "split": "report"}
+                                               for p, c in PAIRS] + [{"prompt": "给我讲个笑话", "kind": "other",
+                                                                      "split": "report"}])
+    ok, report = promote(trained_run.save_dir, target, fixed=dict(PAIRS[:2]), dev=dev)
     assert ok, report
     assert report["train_f1_ok"] >= 0.95 and report["val_f1_ok"] >= 0.8
+    recorded = json.loads((target / "promotion.json").read_text(encoding="utf-8"))["dev"]
+    assert recorded["n"] == len(PAIRS) and recorded["lookup_right"] == 1.0  # the training questions themselves
+    assert recorded["raw"] == 1.0 and 0 <= recorded["right"] <= recorded["raw"]
     for name in ("last.pt", "quantized.pt", "metrics.csv", "train_time.txt"):
         assert (target / name).read_bytes() == (trained_run.save_dir / name).read_bytes(), name
 
