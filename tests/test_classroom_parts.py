@@ -107,6 +107,29 @@ def test_time_estimate_and_budget_with_a_known_pace():
     assert fmt_duration(130) == "2 分 10 秒 / 2 min 10 s"
 
 
+def test_a_series_preset_plans_one_run_per_optimizer_with_the_same_seed_and_steps():
+    from ui.training_tab import RunPlanner, series_names
+
+    planner = RunPlanner(None, load_config(), FixedPace(load_config()))
+    runs = planner.plan_runs({}, 0, "adamw_vs_muon")
+    assert [(value, label) for _, _, value, label in runs] == [("adamw", "AdamW"), ("muon", "Muon")]
+    (a, seconds_a, _, _), (b, seconds_b, _, _) = runs
+    assert a["training"]["optimizer"] == "adamw" and b["training"]["optimizer"] == "muon"
+    assert a["model"] == b["model"] and dict(a["training"], optimizer="muon") == b["training"]  # nothing else differs
+    assert a["training"]["max_steps"] == PRESETS["adamw_vs_muon"][2]["max_steps"]
+    assert seconds_a == seconds_b == pytest.approx(2 + 120 * 0.1 + 4 * 1.0)
+    shared = planner.plan_runs({}, 1.0, "adamw_vs_muon")  # one minute for both
+    assert sum(seconds for _, seconds, _, _ in shared) <= 60
+    assert len(planner.plan_runs({}, 0, "lesson")) == 1 and planner.plan_runs({}, 0, "", "lesson")[0][2] == ""
+    with pytest.raises(UserError, match="together"):  # each run fits, both together do not
+        planner.plan_runs({"max_steps": 12000}, 0, "adamw_vs_muon")
+    names = series_names("adamw_vs_muon", "", ["adamw", "muon"])
+    assert names[0].startswith("adamw_vs_muon_adamw_") and names[1].startswith("adamw_vs_muon_muon_")
+    assert names[0][-6:] == names[1][-6:]  # one time stamp for both
+    assert series_names("adamw_vs_muon", "my class!", ["adamw", "muon"]) == ["my_class_adamw", "my_class_muon"]
+    assert "train.preset_note.adamw_vs_muon" in TEXT
+
+
 def test_limits_refuse_with_one_line():
     pace = FixedPace(load_config())
     assert check_limits(make_config(None, {"max_steps": 100}), pace) > 0

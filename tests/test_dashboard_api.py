@@ -12,13 +12,14 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from gpt_mini import tokenizer as T
-from gpt_mini.checkpoint import load_model
+from gpt_mini.checkpoint import load_model, read_checkpoint
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.generate import generate
 from gpt_mini.knowledge import REFUSAL, course_of, judge
 from gpt_mini.visualize import trace
 from ui.hyperparameters import make_config
 from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, prune_runs, sanitize_name
+from ui.training_tab import chart
 
 ROOT = Path(__file__).resolve().parent.parent
 Q1, Q2 = list(FIXED_QUESTIONS)
@@ -269,6 +270,54 @@ def test_only_the_newest_runs_are_kept_and_nothing_else_is_touched(tmp_path):
     assert (tmp_path / "new" / "last.pt").is_file()
     assert not (tmp_path / "new" / "resume.pt").exists()  # dashboard runs keep no optimizer state
     assert prune_runs(tmp_path / "missing", 3) == []
+
+
+def series_configs(project, steps):
+    return [project.cfg(training={"max_steps": steps, "eval_interval": 2, "optimizer": optimizer})
+            for optimizer in ("adamw", "muon")]
+
+
+def test_a_series_runs_one_after_the_other_with_the_same_seed(tmp_path, project):
+    run = TrainingRun(tmp_path)
+    first, second = series_configs(project, 4)
+    started = run.start(first, "cmp_adamw", then=[(second, "cmp_muon", "Muon")], label="AdamW")
+    run.pause()  # hold the first run at its first step, to read its status
+    assert started["started"] and "第 1/2 次：AdamW" in started["message"] and "run 1 of 2: AdamW" in started["message"]
+    s = run.status()
+    assert s["series"] == {"index": 1, "total": 2, "label": "AdamW", "runs": ["cmp_adamw"]}
+    assert "第 1/2 次：AdamW" in s["message"]
+    run.resume()
+    run.thread.join(120)
+    s = run.status()
+    assert s["state"] == "finished" and s["name"] == "cmp_muon" and s["step"] == 4
+    assert s["series"]["runs"] == ["cmp_adamw", "cmp_muon"] and s["series"]["index"] == 2
+    assert "在“对比”页看两条曲线" in s["message"] and "see both curves in the Compare tab" in s["message"]
+    assert run.last_series() == ("cmp_adamw", "cmp_muon")
+    trained = [read_checkpoint(tmp_path / name / "last.pt")["config"]["training"] for name in run.last_series()]
+    assert [t["optimizer"] for t in trained] == ["adamw", "muon"]
+    assert trained[0]["seed"] == trained[1]["seed"] and trained[0]["max_steps"] == trained[1]["max_steps"] == 4
+    adamw_done = (tmp_path / "cmp_adamw" / "last.pt").stat().st_mtime
+    assert adamw_done <= (tmp_path / "cmp_muon" / "metrics.csv").stat().st_mtime  # Muon trained after AdamW ended
+    assert run.curves()["before"] == ["cmp_adamw"]
+    shown = [line.name for line in chart(run, tmp_path).data]  # the training chart keeps AdamW's curve beside Muon's
+    assert any(name.startswith("cmp_adamw") for name in shown) and "训练损失 train loss" in shown
+
+
+def test_stopping_the_first_run_of_a_series_cancels_the_rest(tmp_path, project):
+    run = TrainingRun(tmp_path)
+    first, second = series_configs(project, 5000)
+    run.start(first, "long_adamw", then=[(second, "long_muon", "Muon")], label="AdamW")
+    deadline = time.time() + 60
+    while run.status()["step"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    run.stop(wait=60)
+    assert not run.thread.is_alive()
+    s = run.status()
+    assert s["state"] == "stopped" and s["name"] == "long_adamw" and s["series"]["runs"] == ["long_adamw"]
+    assert not (tmp_path / "long_muon").exists() and run.last_series() == ()
+    again = run.start(project.cfg(training={"max_steps": 1}), "after")
+    run.thread.join(60)
+    assert again["started"] and again["series"] is None and run.status()["state"] == "finished"
 
 
 def test_sanitize_name():

@@ -159,6 +159,33 @@ def test_compare_two_runs_side_by_side(server):
     assert both[0]["answer"] and both[0]["confidence"] > both[1]["confidence"]  # trained vs untrained
 
 
+def test_the_adamw_vs_muon_preset_trains_both_and_compares_them(server):
+    c = server["client"]
+    planned = c.predict(preset="adamw_vs_muon", minutes=1.0, api_name="/train_estimate")  # sized: never refused
+    assert planned["runs"] == 2 and planned["hyperparameters"]["eval_interval"] == 30
+    s = c.predict(preset="adamw_vs_muon", **TINY, max_steps=6, eval_interval=3, teacher_password=SECRET,
+                  api_name="/train_start")
+    assert s["started"] and s["series"]["total"] == 2 and "第 1/2 次：AdamW" in s["message"]
+    done = wait_done(c)  # no "finished" between the two runs: the second starts at once
+    assert done["state"] == "finished" and done["series"]["index"] == 2, done
+    assert "在“对比”页看两条曲线" in done["message"] and "see both curves in the Compare tab" in done["message"]
+    adamw, muon = done["series"]["runs"]
+    assert adamw.startswith("adamw_vs_muon_adamw_") and muon.startswith("adamw_vs_muon_muon_")
+    assert server["demo"].training_run.last_series() == (adamw, muon)  # what the compare tab puts into A and B
+    keys = [key for _, key in c.predict(api_name="/checkpoints")]
+    assert f"run:{adamw}" in keys and f"run:{muon}" in keys
+    rows = {r["name"]: r for r in c.predict(f"run:{adamw}", f"run:{muon}", api_name="/compare")}
+    assert (rows["optimizer"]["a"], rows["optimizer"]["b"]) == ("adamw", "muon") and rows["optimizer"]["differs"]
+    for same in ("seed", "max_steps", "n_layer", "lr"):
+        assert not rows[same]["differs"], rows[same]
+    assert rows["step"]["a"] == rows["step"]["b"] == 6
+    picker_a, picker_b, plot, table, _ = c.predict(api_name="/ui_compare_opened")  # opening the compare tab
+    assert (picker_a["value"], picker_b["value"]) == (f"run:{adamw}", f"run:{muon}")
+    assert plot and "adamw" in table and "muon" in table
+    picker_a, *_ = c.predict(api_name="/ui_compare_opened")  # once: the browser's own choice stays after that
+    assert "value" not in picker_a and [f"run:{adamw}" in key for _, key in picker_a["choices"]].count(True) >= 1
+
+
 def test_zip_round_trip_and_bad_uploads(server, tmp_path):
     c, runs_dir = server["client"], server["runs_dir"]
     tiny_run(c, "home", steps=20)

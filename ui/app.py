@@ -55,7 +55,7 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
             with gr.Tab(t("tab.chat"), id="chat") as chat:
                 chat_ckpt = chat_tab.build(store, cfg, server)
             with gr.Tab(t("tab.compare"), id="compare") as compare:
-                compare_a, compare_b = compare_tab.build(store, server)
+                compare_tab.build(store, server, tab=compare, last_series=run.last_series)
         demo.load(overview_fast, None, overview_out, api_name="ui_overview_load", api_visibility="private").then(
             overview_measured, overview_in, overview_out, api_name="ui_overview_measure", api_visibility="private",
             show_progress="minimal")
@@ -66,8 +66,7 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
         for tab in (overview, tokenizer, attention, chat, compare):
             tab.select(lambda: gr.Timer(active=False), None, training_poll, api_name=f"ui_training_hidden_{tab.id}",
                        api_visibility="private")
-        for tab, dropdown in ((attention, attention_ckpt), (attention, trace_ckpt), (chat, chat_ckpt),
-                              (compare, compare_a), (compare, compare_b)):
+        for tab, dropdown in ((attention, attention_ckpt), (attention, trace_ckpt), (chat, chat_ckpt)):
             tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
                        api_name=f"ui_refresh_{tab.id}_{dropdown.elem_id or 'ckpt'}", api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)

@@ -97,7 +97,9 @@ def ask_both(store, server, a: str, b: str, question: str) -> list[dict]:
     return out
 
 
-def build(store, server):
+def build(store, server, tab=None, last_series=None):
+    """tab: this tab, whose opening refreshes the pickers; last_series: a function giving the run names of the last
+    finished series (TrainingRun.last_series), which opening the tab puts into A and B once, and shows."""
     gr.Markdown(t("compare.intro"))
     choices = store.choices()
     second = choices[1][1] if len(choices) > 1 else DEFAULT_KEY
@@ -137,6 +139,21 @@ def build(store, server):
             return gr.skip(), gr.skip(), error_line(str(e))
         shown = lambda r: f"{r['answer'] or '（空回答 / empty answer）'}（把握 {round(100 * r['confidence'])}%）"  # noqa
         return shown(ra), shown(rb), ""
+
+    def opened(shown: list):
+        """Fresh run lists; a series that finished since this browser last looked becomes A and B, drawn."""
+        choices = store.choices()
+        names = list(last_series() if last_series else ())
+        if len(names) < 2 or names == shown:
+            return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices), gr.skip(), gr.skip(), gr.skip(), shown
+        key_a, key_b = f"run:{names[0]}", f"run:{names[1]}"
+        return (gr.Dropdown(choices=choices, value=key_a), gr.Dropdown(choices=choices, value=key_b),
+                *show_ui(key_a, key_b), names)
+
+    if tab is not None:
+        shown_series = gr.State([])
+        tab.select(opened, shown_series, [a, b, plot, table, error, shown_series], api_name="ui_compare_opened",
+                   api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
 
     gr.on([ask.click, question.submit], ask_ui, [a, b, question], [answer_a, answer_b, error],
           api_name="ui_compare_ask", api_visibility="undocumented", concurrency_limit=CHAT_CONCURRENCY,

@@ -106,7 +106,11 @@ PRESETS = {  # key -> (中文, English, values; "minutes" = a time budget)
     "high_lr": ("学习率太大会怎样", "too high a learning rate", {"lr": 0.1, "max_steps": 200, "eval_interval": 50,
                                                            "warmup_ratio": 0.0, "grad_clip": 0.0}),
     "no_causal": ("去掉因果掩码", "no causal mask", {"causal": False, "max_steps": 300, "eval_interval": 50}),
+    "adamw_vs_muon": ("AdamW 对比 Muon", "AdamW vs Muon", {"max_steps": 120, "eval_interval": 30}),
 }
+# A series preset starts one run per value of one hyperparameter, one after the other, everything else (seed, steps,
+# data) the same; the compare tab then shows them as A and B. key -> (hyperparameter, [(value, label), ...]).
+SERIES = {"adamw_vs_muon": ("optimizer", [("adamw", "AdamW"), ("muon", "Muon")])}
 
 
 def defaults(cfg: dict) -> dict:

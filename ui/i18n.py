@@ -50,7 +50,8 @@ TEXT = {  # key: (中文, English)
         "of each whole weight matrix (a few Newton–Schulz iterations): every direction of the matrix moves about "
         "equally far, instead of a few large directions taking the whole step. In the lesson's model Muon updates "
         "the 16 block matrices (qkv, output projection, the two MLP layers); the embedding, RMSNorm gains and biases "
-        "stay with AdamW. On the same data it learns in about a third of the steps (see the README's recipe table)."),
+        "stay with AdamW. On the same data it learns in about a third of the steps (see the README's recipe table); "
+        "the training tab's “AdamW vs Muon” preset shows both curves."),
     "overview.n_layer": ("层数 n_layer（L）", "Layers n_layer (L)"),
     "overview.n_head": ("注意力头数 n_head", "Attention heads n_head"),
     "overview.n_embd": ("隐藏维度 n_embd（d）", "Hidden size n_embd (d)"),
@@ -184,6 +185,14 @@ TEXT = {  # key: (中文, English)
                            "visualise."),
     "train.password": ("教师密码", "Teacher password"),
     "train.preset": ("预设", "Presets"),
+    "train.preset_note.adamw_vs_muon": (
+        "**AdamW 对比 Muon：** 点“开始”后先用 AdamW、再用 Muon 各训练一次本课的模型（同一个随机种子、同样的步数，"
+        "下面的预计用时是两次合计）。第二次训练时，AdamW 的曲线以虚线留在图上：同样的步数，Muon 的损失降得更快。"
+        "两次都完成后，“对比”页已经选好 A 和 B。",
+        "**AdamW vs Muon:** Start trains the lesson's model twice, first with AdamW, then with Muon (the same seed, "
+        "the same steps; the estimate below is for both). During the second run AdamW's curve stays on the chart, "
+        "dashed: at the same step, Muon's loss has fallen further. When both are done, the Compare tab has them as "
+        "A and B."),
     "train.minutes": ("训练 N 分钟（0 = 按步数）", "Train for N minutes (0 = use the steps)"),
     "train.minutes_info": ("按这台机器实测的速度换算成步数，余弦退火正好在时间用完时结束",
                            "converted to steps at this machine's measured speed; the cosine decay ends with it"),

@@ -1,7 +1,8 @@
 """The one shared training run of this server process.
 
 A background thread drives gpt_mini.train.Trainer (the engine's own loop). Every visitor sees the same run;
-the browser polls status() and the bounded logs below. Control: start / pause / resume / stop."""
+the browser polls status() and the bounded logs below. Control: start / pause / resume / stop. A start may queue
+more runs (a series, e.g. AdamW then Muon): the same thread starts each when the one before finished normally."""
 
 import ctypes
 import gc
@@ -86,25 +87,41 @@ class TrainingRun:
                              "precision": "", "version": 0, "answers": {}}
         self._final_curves: dict = {"losses": [], "evals": [], "answers": [], "version": 0}
         self._epoch = 0  # bumps with every new run, so pollers re-draw
+        self._queue: list = []  # runs still to come in this series: (cfg, name)
+        self._series: dict | None = None  # {"labels": [...], "runs": [folder names so far]} while a series is shown
+        self._last_series: tuple = ()  # folder names of the last series that finished every run
 
     # ---- control ----
-    def start(self, cfg: dict, name: str = "", extra_rows=()) -> dict:
+    def start(self, cfg: dict, name: str = "", extra_rows=(), then=(), label: str = "") -> dict:
+        """then: more runs [(cfg, name, label), ...] that the training thread starts one after the other, each when
+        the one before finished normally (a stop or a failure cancels the rest); label: how status() calls each run
+        of such a series ("第 1/2 次：AdamW")."""
         with self.lock:
             if self._active():
                 return dict(self._status(), started=False, message=self._busy_message())
-            removed = prune_runs(self.runs_dir, MAX_KEPT_RUNS - 1)
-            save_dir = new_run_dir(self.runs_dir, sanitize_name(name))
-            self.name, self.save_dir, self.cfg, self.trainer = save_dir.name, save_dir, cfg, None
             self._stop_requested = self._pause_requested = False
-            self._preparing = "正在准备数据和模型 / preparing data and model"
-            self._clear("running", cfg["training"]["max_steps"])
-            self.thread = threading.Thread(target=self._run, args=(cfg, list(extra_rows), save_dir),
+            self._queue = [(c, n) for c, n, _ in then]
+            self._series = {"labels": [label] + [lab for _, _, lab in then], "runs": []} if then else None
+            removed = self._begin(cfg, name)
+            self.thread = threading.Thread(target=self._run, args=(cfg, list(extra_rows), self.save_dir),
                                            daemon=True, name="gpt-mini-training")
             self.thread.start()
             note = (f"（只保留最近 {MAX_KEPT_RUNS} 次训练，已删除 {', '.join(removed)} / only the last "
                     f"{MAX_KEPT_RUNS} runs are kept, removed {', '.join(removed)}）") if removed else ""
-            return dict(self._status(), started=True,
-                        message=f"训练已开始：{self.name} / training started: {self.name}{note}")
+            message = f"训练已开始：{self.name} / training started: {self.name}{note}"
+            return dict(self._status(), started=True, message=self._in_series(message))
+
+    def _begin(self, cfg: dict, name: str) -> list[str]:
+        """Pick the folder of a run about to start and empty the figures; returns the old runs removed to make room.
+        Call with the lock held."""
+        removed = prune_runs(self.runs_dir, MAX_KEPT_RUNS - 1)
+        save_dir = new_run_dir(self.runs_dir, sanitize_name(name))
+        self.name, self.save_dir, self.cfg, self.trainer = save_dir.name, save_dir, cfg, None
+        self._preparing = "正在准备数据和模型 / preparing data and model"
+        self._clear("running", cfg["training"]["max_steps"])
+        if self._series:
+            self._series["runs"].append(self.name)
+        return removed
 
     def pause(self) -> dict:
         with self.lock:
@@ -136,7 +153,7 @@ class TrainingRun:
         with self.lock:
             if self._active():
                 return dict(self._status(), message=self._busy_message())
-            self.name, self.cfg = "", None
+            self.name, self.cfg, self._series = "", None, None
             self._clear("idle", 0)
             return self._status()
 
@@ -152,6 +169,11 @@ class TrainingRun:
 
     # ---- the thread ----
     def _run(self, cfg, extra_rows, save_dir):
+        while cfg is not None:  # the runs of a series, one after the other
+            cfg, save_dir = self._train(cfg, extra_rows, save_dir)
+
+    def _train(self, cfg, extra_rows, save_dir):
+        """One run; returns the next run's (cfg, save_dir), or (None, None)."""
         try:
             trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_step": [self._on_step]}, save_dir=save_dir,
                               keep_resume=False, threads=os.cpu_count() or 1)  # the dashboard has no resume button
@@ -173,18 +195,31 @@ class TrainingRun:
         done = {"finished": f"训练完成，已保存到 runs/{self.name} / finished, saved to runs/{self.name}",
                 "stopped": f"训练已停止，已保存到 runs/{self.name} / stopped, saved to runs/{self.name}"}
         message = trainer.message if state == "failed" else done.get(state, "")
-        self._finish(trainer, state, message)
+        following = self._finish(trainer, state, message)
         del trainer
         release_free_memory()
+        return following
 
     def _finish(self, trainer, state: str, message: str):
-        """Keep the finished run's figures and let the Trainer (model, optimizer, data) go."""
+        """Keep the finished run's figures and let the Trainer (model, optimizer, data) go. In a series, a run that
+        finished normally hands over to the next one at once (no moment without a running state); anything else
+        cancels the rest. Returns the next run's (cfg, save_dir), or (None, None)."""
         with self.lock:
             if trainer is not None:
                 self._final, self._final_curves = trainer.status(), trainer.curves()
             self._final.update(state=state, message=message, eta=0.0)
             self.trainer, self._preparing = None, ""
             self._epoch += 1
+            if state == "finished" and self._queue and not self._stop_requested:
+                cfg, name = self._queue.pop(0)
+                self._begin(cfg, name)
+                return cfg, self.save_dir
+            self._queue = []
+            if state == "finished" and self._series and len(self._series["runs"]) == len(self._series["labels"]):
+                self._last_series = tuple(self._series["runs"])
+                self._final["message"] = (f"{message} · 两次训练都完成了：在“对比”页看两条曲线 / both runs "
+                                          "finished: see both curves in the Compare tab")
+            return None, None
 
     def _on_step(self, trainer):
         """Two cores cannot train at full speed and answer a class at once: while questions are waiting, rest a
@@ -201,6 +236,8 @@ class TrainingRun:
 
     def _status(self) -> dict:
         s = self.trainer.status() if self.trainer else dict(self._final)
+        if self.trainer and s["state"] == "finished":  # the last step is done, the files not yet: not finished
+            s.update(state="running", message="正在保存检查点 / saving the checkpoint")
         if self._preparing:
             s["message"] = self._preparing
         if self._pause_requested and s["state"] == "running" and not self.trainer:
@@ -209,8 +246,22 @@ class TrainingRun:
             resting = "正在先回答同学的提问，训练暂时放慢 / answering questions first, training slowed"
             s["message"] = f"{s['message']} · {resting}" if s["message"] else resting
         s.update(name=self.name, causal=self.cfg["model"]["causal"] if self.cfg else True,
-                 version=(self._epoch, s["version"]))
+                 version=(self._epoch, s["version"]), series=None)
+        if self._series:
+            labels, runs = self._series["labels"], self._series["runs"]
+            s["series"] = {"index": len(runs), "total": len(labels), "label": labels[len(runs) - 1],
+                           "runs": list(runs)}
+            if s["state"] in ("running", "paused"):
+                s["message"] = self._in_series(s["message"])
         return s
+
+    def _in_series(self, message: str) -> str:
+        """'第 1/2 次：AdamW / run 1 of 2: AdamW · message' while a series runs. Call with the lock held."""
+        if not self._series:
+            return message
+        i, n = len(self._series["runs"]), len(self._series["labels"])
+        where = f"第 {i}/{n} 次：{self._series['labels'][i - 1]} / run {i} of {n}: {self._series['labels'][i - 1]}"
+        return f"{where} · {message}" if message else where
 
     def _busy_message(self) -> str:
         s = self._status()
@@ -221,9 +272,16 @@ class TrainingRun:
         with self.lock:
             return self._status()
 
+    def last_series(self) -> tuple:
+        """Folder names of the last series whose runs all finished (oldest first), or ()."""
+        with self.lock:
+            return self._last_series
+
     def curves(self) -> dict:
-        """Copies of the logs for plotting: per-step losses, eval rows, answers at each eval."""
+        """Copies of the logs for plotting: per-step losses, eval rows, answers at each eval; `before`: the
+        earlier runs of the current series (their saved curves belong beside this one)."""
         with self.lock:
             c = self.trainer.curves() if self.trainer else dict(self._final_curves)
-            c.update(version=(self._epoch, c["version"]), name=self.name, cfg=self.cfg)
+            c.update(version=(self._epoch, c["version"]), name=self.name, cfg=self.cfg,
+                     before=self._series["runs"][:-1] if self._series else [])
             return c

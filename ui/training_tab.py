@@ -1,11 +1,13 @@
 """Tab 训练 Training: presets, a time budget and sliders generated from hyperparameters.HYPERPARAMETERS, teacher-only
 controls on a shared Space, live curves, the fixed questions at each eval, and taking a run home (command and zip)."""
 
+import copy
 import html
 import inspect
 import math
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -20,8 +22,18 @@ from gpt_mini.errors import UserError
 from gpt_mini.train import lr_at, promote
 from gpt_mini.visualize import model_size
 
-from .hyperparameters import HYPERPARAMETERS, PRESETS, api_signature, cli_command, defaults, make_config, preset_values
-from .i18n import t
+from .hyperparameters import (
+    BY_NAME,
+    HYPERPARAMETERS,
+    PRESETS,
+    SERIES,
+    api_signature,
+    cli_command,
+    defaults,
+    make_config,
+    preset_values,
+)
+from .i18n import TEXT, t
 from .limits import LIMITS, check_limits, duration_parts
 from .style import (
     EVAL_COLOR,
@@ -84,7 +96,8 @@ def style_loss_figure(fig, title: str):
 def chart(run, runs_dir: Path, overlay=()):
     """Train loss (every step), eval loss (each eval), lr (second axis), plus dashed curves of earlier runs."""
     curves = run.curves()
-    key = (curves["version"], curves["name"], tuple(overlay or ()))
+    overlay = list(overlay or ()) + [n for n in curves["before"] if n not in (overlay or ())]  # a series' earlier runs
+    key = (curves["version"], curves["name"], tuple(overlay))
     with _chart_lock:
         if key in _chart_cache:
             return _chart_cache[key]
@@ -164,19 +177,54 @@ class RunPlanner:
             cfg = make_config(self.config_path, dict(merged, max_steps=steps))
         return cfg, check_limits(cfg, self.pace)
 
-    def describe(self, values: dict, minutes: float) -> str:
-        """Parameter count, formula and the estimated time, or one line saying what to change."""
+    def plan_runs(self, values: dict, minutes: float | None = 0, preset: str = "",
+                  series: str | None = None) -> list[tuple[dict, float, str, str]]:
+        """The runs one start makes, [(config, seconds, value, label)]: one run, or for a series preset
+        (hyperparameters.SERIES; `series`, default `preset`) one run per value with the same seed and steps. A time
+        budget is shared by the runs, and together they must fit the time limit."""
+        key = preset if series is None else series
+        if key not in SERIES:
+            cfg, seconds = self.plan(values, minutes, preset)
+            return [(cfg, seconds, "", "")]
+        name, options = SERIES[key]
+        first, _ = self.plan(dict(values, **{name: options[0][0]}), (minutes or 0) / len(options), preset)
+        runs = []
+        for value, label in options:
+            cfg = copy.deepcopy(first)
+            cfg[BY_NAME[name].section][name] = value
+            runs.append((cfg, check_limits(cfg, self.pace), value, label))
+        total = sum(seconds for _, seconds, _, _ in runs)
+        if total > LIMITS.max_seconds:
+            zh, en = duration_parts(total)
+            raise UserError(f"这 {len(runs)} 次训练一共预计要 {zh}，超过上限 {LIMITS.max_seconds / 60:.0f} 分钟，"
+                            "请减少步数或缩小模型", f"these {len(runs)} runs take about {en} together, over the "
+                            f"{LIMITS.max_seconds / 60:.0f}-minute limit; use fewer steps or a smaller model")
+        return runs
+
+    def describe(self, values: dict, minutes: float, preset: str = "") -> str:
+        """Parameter count, formula and the estimated time (of every run of a series preset), or one line saying
+        what to change."""
         try:
-            cfg, seconds = self.plan(values, minutes)
+            runs = self.plan_runs(values, minutes, "", preset)
         except UserError as e:
             return error_line(str(e))
+        cfg = runs[0][0]
         m = cfg["model"]
         size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
-        zh, en = duration_parts(seconds)
+        zh, en = duration_parts(sum(seconds for _, seconds, _, _ in runs))
+        steps = f"{cfg['training']['max_steps']:,}"
         return (big_numbers([(f"{size['params']:,}", "参数量 / parameters"),
-                             (f"{cfg['training']['max_steps']:,}", "步数 / steps"),
+                             (f"{len(runs)} × {steps}", "训练次数 × 步数 / runs × steps") if len(runs) > 1 else
+                             (steps, "步数 / steps"),
                              (f"预计 {zh}", f"预计用时 / about {en}")])
                 + f"<div class='en'>{html.escape(size['formula'])}</div>")
+
+
+def series_names(key: str, name: str, values: list[str]) -> list[str]:
+    """Folder names a student recognises: adamw_vs_muon_adamw_143012, adamw_vs_muon_muon_143012 (or NAME_adamw,
+    NAME_muon when the run has a name)."""
+    base, stamp = run_archive.safe_name(name, "")[:30], time.strftime("%H%M%S")
+    return [f"{base}_{v}" if base else f"{key}_{v}_{stamp}" for v in values]
 
 
 def hyperparameter_form(values: dict) -> dict:
@@ -221,6 +269,9 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
                                       elem_id="teacher-password")
             preset = gr.Radio([(f"{zh} / {en}", key) for key, (zh, en, _) in PRESETS.items()], value="lesson",
                               label=t("train.preset"), elem_id="train-preset")
+            preset_notes = {key: gr.Markdown(t(f"train.preset_note.{key}"), visible=False,
+                                             elem_id=f"preset-note-{key}")
+                            for key in PRESETS if f"train.preset_note.{key}" in TEXT}
             minutes = gr.Slider(0, LIMITS.max_seconds / 60, step=0.5, value=0, label=t("train.minutes"),
                                 info=t("train.minutes_info"), elem_id="train-minutes")
             estimate = gr.HTML(planner.describe(base, 0), elem_id="train-estimate")
@@ -267,10 +318,10 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
     def form_values(values) -> dict:
         return dict(zip(NAMES, values))
 
-    def describe(budget, *values):
-        return planner.describe(form_values(values), budget)
+    def describe(budget, preset_key, *values):
+        return planner.describe(form_values(values), budget, preset_key)
 
-    gr.on([f.change for f in fields] + [minutes.change], describe, [minutes] + fields, estimate,
+    gr.on([f.change for f in fields] + [minutes.change, preset.change], describe, [minutes, preset] + fields, estimate,
           api_name="ui_estimate", api_visibility="undocumented", trigger_mode="always_last",
           concurrency_limit=None, show_progress="hidden")
     lr_log.input(lambda x: float(f"{10 ** x:.3g}"), lr_log, inputs["lr"], api_name="ui_lr_from_log",
@@ -281,14 +332,18 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
     inputs["causal"].change(lambda on: gr.Markdown(visible=not on), inputs["causal"], causal_note,
                             api_name="ui_causal_note", api_visibility="private", show_progress="hidden")
 
+    notes = list(preset_notes.values())
+
     def apply_preset(key):
         values = preset_values(cfg, key)
-        return ([values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2), values["minutes"], ""])
+        return ([values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2), values["minutes"], ""]
+                + [gr.Markdown(visible=k == key) for k in preset_notes])
 
-    preset.input(apply_preset, preset, fields + [lr_log, minutes, error], api_name="ui_apply_preset",
+    preset.input(apply_preset, preset, fields + [lr_log, minutes, error] + notes, api_name="ui_apply_preset",
                  api_visibility="private")
-    reset_form.click(lambda: apply_preset("lesson") + ["lesson"], None, fields + [lr_log, minutes, error, preset],
-                     api_name="ui_train_reset", api_visibility="private")
+    reset_form.click(lambda: apply_preset("lesson") + ["lesson"], None,
+                     fields + [lr_log, minutes, error] + notes + [preset], api_name="ui_train_reset",
+                     api_visibility="private")
 
     def guarded(fn, *args):
         """Run a control action for the teacher; a refusal is one line, and nothing changes."""
@@ -296,21 +351,27 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
         gate.check(secret)
         return fn(*rest)
 
-    def start_run(values: dict, budget, preset_key, run_name, rows):
-        cfg_run, _ = planner.plan(values, budget, preset_key)
-        return run.start(cfg_run, run_name, check_extra_rows(rows))
+    def start_run(values: dict, budget, preset_key, run_name, rows, series=None):
+        """One run, or each run of a series preset one after the other (same seed and steps)."""
+        runs = planner.plan_runs(values, budget, preset_key, series)
+        rows = check_extra_rows(rows)
+        if len(runs) == 1:
+            return run.start(runs[0][0], run_name, rows)
+        names = series_names(series or preset_key, run_name, [value for _, _, value, _ in runs])
+        queued = [(cfg_run, name, label) for (cfg_run, _, _, label), name in zip(runs, names)]
+        return run.start(queued[0][0], names[0], rows, then=queued[1:], label=queued[0][2])
 
-    def start_ui(secret, budget, *values):
+    def start_ui(secret, budget, preset_key, *values):
         *hyper, run_name, rows = values
         rows = rows.values.tolist() if isinstance(rows, pd.DataFrame) else rows
-        try:
-            s = guarded(start_run, form_values(hyper), budget, "", run_name, rows, secret)
+        try:  # the form holds the preset's values; a series preset also decides how many runs start
+            s = guarded(start_run, form_values(hyper), budget, "", run_name, rows, preset_key, secret)
         except UserError as e:
             return error_line(str(e)), gr.skip()
         return ("" if s["started"] else error_line(s["message"])), html.escape(s["message"])
 
-    start.click(start_ui, [password, minutes] + fields + [name, extra], [error, message], api_name="ui_train_start",
-                api_visibility="undocumented", concurrency_limit=1)
+    start.click(start_ui, [password, minutes, preset] + fields + [name, extra], [error, message],
+                api_name="ui_train_start", api_visibility="undocumented", concurrency_limit=1)
 
     def control_ui(fn):
         def handler(secret):
@@ -440,16 +501,19 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
     train_start.__signature__ = start_signature
 
     def train_estimate(preset: str = "", minutes: float = 0.0) -> dict:
-        """What a preset (and time budget) would run: its config's hyperparameters and the estimated seconds."""
+        """What a preset (and time budget) would run: its config's hyperparameters, the estimated seconds, and
+        how many runs it starts (a series preset such as adamw_vs_muon: one per optimizer, seconds of all)."""
         try:
-            cfg_run, seconds = planner.plan({}, minutes, preset)
+            runs = planner.plan_runs({}, minutes, preset)
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
+        cfg_run = runs[0][0]
         return {"hyperparameters": {h.name: cfg_run[h.section][h.name] for h in HYPERPARAMETERS},
-                "estimated_seconds": round(seconds, 1)}
+                "estimated_seconds": round(sum(seconds for _, seconds, _, _ in runs), 1), "runs": len(runs)}
 
     def train_status() -> dict:
-        """state (idle|running|paused|finished|stopped|failed), step, max_steps, losses, elapsed, message."""
+        """state (idle|running|paused|finished|stopped|failed), step, max_steps, losses, elapsed, message; series:
+        {index, total, label, runs} while a series preset's runs go one after the other ("第 1/2 次：AdamW")."""
         return run.status()
 
     def controlled(fn, api_name):
