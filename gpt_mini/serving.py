@@ -8,9 +8,12 @@ pads, so every answer is the one generate() would give for that question alone."
 
 import queue
 import threading
+import weakref
+from collections import OrderedDict
 
 import torch
 
+from .data import normalize_prompt
 from .errors import UserError
 from .generate import Decoding, Result, Settings
 
@@ -27,6 +30,8 @@ class BatchServer:
     threads is the worker's torch thread count (1 leaves the other cores to a training run). The worker survives
     any error: the questions it was answering get a one-line error, later questions are answered as usual."""
 
+    CACHE_SIZE = 256  # greedy answers kept (least recently asked dropped first)
+
     def __init__(self, max_batch: int = 32, threads: int = 1, timeout: float = 120.0):
         self.max_batch, self.threads, self.timeout = max_batch, threads, timeout
         self._pending: list[_Request] = []
@@ -37,6 +42,9 @@ class BatchServer:
         self.largest_batch = 0
         self.failures = 0  # steps that failed (each failure went to the questions in that step)
         self._closed = False
+        self._cache: OrderedDict = OrderedDict()  # greedy answers: key -> (weak reference to the model, Result)
+        self._cache_lock = threading.Lock()
+        self.cache_hits = 0
 
     @property
     def active(self) -> int:
@@ -79,9 +87,27 @@ class BatchServer:
             req.cancelled = True  # the caller went away (closed tab): the worker drops the row
 
     def answer(self, model, tok, prompt: str, s: Settings | None = None, history=(), top_n: int = 0) -> Result:
-        """The finished Result only; top_n > 0 keeps each step's top candidates in it (the per-token view)."""
+        """The finished Result only; top_n > 0 keeps each step's top candidates in it (the per-token view).
+        A greedy answer is the same every time, so one asked again (same model object, question, settings and
+        earlier exchange) comes from a small cache: a class often asks the same question."""
+        s = s or Settings()
+        key = None
+        if s.temperature == 0:
+            key = (id(model), normalize_prompt(prompt), s.top_k, s.top_p, s.repetition_penalty, s.max_new_tokens,
+                   tuple(s.stop_strings), tuple(tuple(turn) for turn in history), top_n)
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                if hit is not None and hit[0]() is model:  # the same model still (ids can be reused)
+                    self._cache.move_to_end(key)
+                    self.cache_hits += 1
+                    return hit[1]
         for item in self.stream(model, tok, prompt, s, top_n=top_n, history=history):
             pass
+        if key is not None:
+            with self._cache_lock:
+                self._cache[key] = (weakref.ref(model), item)
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
         return item
 
     def answer_many(self, model, tok, prompts, s: Settings | None = None, histories=None) -> list[Result]:

@@ -219,3 +219,33 @@ def test_closed_server_worker_ends_when_idle(tiny_model, tok):
     server.close()
     server._worker.join(5)
     assert not server._worker.is_alive()
+
+
+def test_a_greedy_question_asked_again_is_answered_from_the_cache(tiny_model, tok):
+    server = BatchServer()
+    first = server.answer(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=8))
+    steps = server.steps_run
+    again = server.answer(tiny_model, tok, "什么是注意力机制?", Settings(max_new_tokens=8))  # the same after normalising
+    assert again is first and server.steps_run == steps and server.cache_hits == 1
+    assert again.answer == generate(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=8)).answer
+    # another setting, another earlier exchange, or sampling: answered by the model again
+    server.answer(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=9))
+    server.answer(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=8), history=[("你好", "你好。")])
+    server.answer(tiny_model, tok, "什么是注意力机制？", Settings(temperature=1.0, max_new_tokens=8, seed=1))
+    server.answer(tiny_model, tok, "什么是注意力机制？", Settings(temperature=1.0, max_new_tokens=8, seed=1))
+    assert server.cache_hits == 1 and server.steps_run > steps
+
+
+def test_the_cache_never_answers_for_another_model(tiny_model, tok):
+    """A new checkpoint is a new model object: its answers are its own, even for the same question."""
+    import copy
+
+    server = BatchServer()
+    server.answer(tiny_model, tok, "天空为什么是蓝色的？", Settings(max_new_tokens=8))
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.tok_emb.weight.mul_(-1.0)
+    steps = server.steps_run
+    mine = server.answer(other, tok, "天空为什么是蓝色的？", Settings(max_new_tokens=8))
+    assert server.steps_run > steps and server.cache_hits == 0
+    assert mine.answer == generate(other, tok, "天空为什么是蓝色的？", Settings(max_new_tokens=8)).answer
