@@ -97,6 +97,9 @@ class FixedPace(Pace):
     def measure(self, precision="auto"):
         return {"step": (0.1, 0.0), "eval": (1.0, 0.0), "setup": 2.0}
 
+    def remeasure(self, precision="auto", force=False):
+        return False
+
 
 def test_time_estimate_and_budget_with_a_known_pace():
     pace = FixedPace(load_config())
@@ -210,3 +213,24 @@ def test_pace_measures_once_per_process_and_config(monkeypatch):
     assert calls == [cfg["model"]["n_embd"], 64] and pace.ready()
     # the straight line through the two timed models gives both of them back
     assert pace.step_seconds(cfg) == pytest.approx(cfg["model"]["n_embd"] / 1000)
+
+
+def test_a_slow_first_timing_never_refuses_the_lesson(monkeypatch):
+    """Started while the machine was busy, the first timing says the lesson takes hours; the refusal re-times
+    the machine (now idle) and the lesson runs. A later busy timing does not undo the good one."""
+    import ui.limits as limits
+    slow = {"value": 50.0}  # seconds per step of the lesson model while another program loads the machine
+    monkeypatch.setattr(limits, "measure_train_step", lambda cfg: {
+        "seconds_per_step": (slow["value"] if cfg["model"]["n_embd"] > 64 else 0.01), "seconds_per_eval": 1.0,
+        "setup_seconds": 2.0, "tokens_per_step": 100.0})
+    monkeypatch.setattr(limits.Pace, "_fits", {})
+    monkeypatch.setattr(limits.Pace, "RETRY_SECONDS", 0.0)
+    pace = Pace(load_config())
+    lesson = make_config(None, {})  # the lesson preset is the committed config
+    assert pace.seconds(lesson) > LIMITS.max_seconds  # the busy first timing alone would refuse it
+    slow["value"] = 0.5  # the machine is idle again
+    assert check_limits(lesson, pace) < LIMITS.max_seconds
+    slow["value"] = 80.0  # busy again: the faster timing is kept
+    assert pace.remeasure(force=True) and pace.seconds(lesson) < LIMITS.max_seconds
+    with pytest.raises(UserError, match="100 steps"):  # a run that is really too long says how long and why
+        check_limits(make_config(None, {"max_steps": 20000}), pace)

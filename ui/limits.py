@@ -8,6 +8,7 @@ steps timed on this machine (visualize.measure_train_step) for two model sizes, 
 import json
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 from gpt_mini.errors import UserError
@@ -67,23 +68,46 @@ class Pace:
             cfg["model"].update(n_layer=1, n_embd=64, n_head=2)
         return cfg
 
+    RETRY_SECONDS = 30  # an estimate that would refuse a run is timed again, at most this often
+
     def measure(self, precision: str = "auto") -> dict:
         chosen = self.resolve(precision)
         key = (chosen, self._key)
         with self._lock:
             if key not in self._fits:
-                points = []
-                for small in (False, True):
-                    cfg = self._variant(chosen, small)
-                    points.append((work_per_step(cfg), with_all_cores(measure_train_step, cfg)))
-                (w1, m1), (w2, m2) = points
-                fit = {}
-                for part, name in (("step", "seconds_per_step"), ("eval", "seconds_per_eval")):
-                    per_work = max(0.0, (m1[name] - m2[name]) / (w1 - w2))
-                    fit[part] = (max(0.0, m2[name] - per_work * w2), per_work)
-                fit["setup"], fit["base"] = m1["setup_seconds"], m1
-                self._fits[key] = fit
+                self._fits[key] = self._timed(chosen)
             return dict(self._fits[key])
+
+    def _timed(self, precision: str) -> dict:
+        points = []
+        for small in (False, True):
+            cfg = self._variant(precision, small)
+            points.append((work_per_step(cfg), with_all_cores(measure_train_step, cfg)))
+        (w1, m1), (w2, m2) = points
+        fit = {}
+        for part, name in (("step", "seconds_per_step"), ("eval", "seconds_per_eval")):
+            per_work = max(0.0, (m1[name] - m2[name]) / (w1 - w2))
+            fit[part] = (max(0.0, m2[name] - per_work * w2), per_work)
+        fit["setup"], fit["base"], fit["at"] = m1["setup_seconds"], m1, time.monotonic()
+        return fit
+
+    def remeasure(self, precision: str = "auto", force: bool = False) -> bool:
+        """Time the two models again (when the timing is stale, or `force`d) and keep, part by part, the faster of
+        the old and new figures: other programs can only slow a measurement down, so a run is never refused for
+        the rest of a lesson because the machine was busy once. Returns whether it measured."""
+        key = (self.resolve(precision), self._key)
+        with self._lock:
+            old = self._fits.get(key)
+            age = time.monotonic() - old.get("at", 0.0) if old else float("inf")
+            if old and not force and age < self.RETRY_SECONDS:
+                return False
+            new = self._timed(key[0])
+            if old:
+                total = lambda f: f["step"][0] + f["step"][1] * work_per_step(self.base_cfg)  # noqa: E731
+                if total(old) < total(new):
+                    new = dict(old, at=new["at"])
+            self._fits[key] = new
+            return True
 
     def ready(self, precision: str = "auto") -> bool:
         """Whether measure() would answer at once."""
@@ -130,9 +154,13 @@ def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:
             raise UserError(f"{zh} {value:,} 超过了共享课堂的上限 {bound:,}，请调小",
                             f"{en} {value:,} is over this shared classroom's limit of {bound:,}; make it smaller")
     seconds = pace.seconds(cfg)
+    if seconds > limits.max_seconds and pace.remeasure(t["precision"]):  # the first timing may have met a busy CPU
+        seconds = pace.seconds(cfg)
     if seconds > limits.max_seconds:
         zh, en = duration_parts(seconds)
-        raise UserError(f"预计要 {zh}，超过上限 {limits.max_seconds / 60:.0f} 分钟，请减少步数或缩小模型",
-                        f"about {en}, over the {limits.max_seconds / 60:.0f}-minute limit; use fewer steps or a "
-                        "smaller model")
+        per = fmt_duration(100 * pace.step_seconds(cfg))
+        raise UserError(f"按这台机器刚测的速度（每 100 步 {per.split(' / ')[0]}）预计要 {zh}，超过上限 "
+                        f"{limits.max_seconds / 60:.0f} 分钟，请减少步数或缩小模型",
+                        f"about {en} at this machine's measured pace ({per.split(' / ')[1]} per 100 steps), over "
+                        f"the {limits.max_seconds / 60:.0f}-minute limit; use fewer steps or a smaller model")
     return seconds
