@@ -13,6 +13,7 @@ import torch
 from . import tokenizer as T
 from .data import FIXED_QUESTIONS, collate, encode_row, normalize_prompt
 from .generate import MIN_ANSWER_TOKENS, Result, Settings, generate
+from .knowledge import CONFIDENCE_THRESHOLD, REFUSAL, SIMILARITY_THRESHOLD, judge, lookup_right, read_dev
 from .serving import BatchServer
 
 USABLE = {"train_f1_ok": 0.95, "val_f1_ok": 0.80}  # with both fixed questions exact: "usable" / promotable
@@ -93,8 +94,6 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
     "history") split into right (F1 >= 0.8, not refused), wrong but answered, refused but would have been right,
     refused and wrong; questions to refuse (dev_out) refused, overall and per "kind". Shares of 0..1; refusals the
     model wrote itself are counted apart from those of the gate."""
-    from .knowledge import REFUSAL, judge
-
     def replies(rows, results):
         return [judge(r, row["prompt"], course, threshold=threshold, min_similarity=min_similarity,
                       history=row.get("history", ())) for r, row in zip(results, rows)]
@@ -131,8 +130,6 @@ def dev_summary(model, tok, course, train_rows, path, split: str = "report") -> 
     """The class-like development set in a few numbers (for promotion.json and the chat tab): course questions
     answered right with the refusal gate on and raw, the character lookup's share of right facts, and the shares
     of look-alikes and other out-of-course questions refused."""
-    from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, lookup_right, read_dev
-
     dev_in, dev_out = read_dev(path, split)
     r = refusal_report(model, tok, course, dev_in, dev_out, CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD)
     return {"split": split, "n": len(dev_in), "right": r["in_answered_right"], "raw": r["in_f1_ok_raw"],

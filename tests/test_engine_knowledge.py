@@ -10,6 +10,7 @@ from conftest import PAIRS, VAL_PAIRS, assert_one_line_user_error, pair_rows, ru
 
 from gpt_mini import knowledge as K
 from gpt_mini import tokenizer as T
+from gpt_mini.calibrate import sweep
 from gpt_mini.data import encode_row, prompt_prefix
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings, fit_prompt, generate, sampling_stages
@@ -209,7 +210,7 @@ def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
     # known, unsure, unlike the course, both, and one the model refused itself (always refused)
     items = [(1.0, 1.0, False), (c - 0.01, 1.0, False), (1.0, s - 0.01, False), (0.0, 0.0, False), (1.0, 1.0, True)]
-    rows = {(r["confidence"], r["similarity"]): r["refused"] for r in K.sweep(items)}
+    rows = {(r["confidence"], r["similarity"]): r["refused"] for r in sweep(items)}
     assert rows[(c, s)] == 0.8  # the chosen row is in the table, and only the known question passes it
     assert rows[(0.3, 0.0)] == 0.4  # a low bar refuses the question that fails both and the model's own refusal
 

@@ -225,7 +225,7 @@ def test_a_greedy_question_asked_again_is_answered_from_the_cache(tiny_model, to
     server = BatchServer()
     first = server.answer(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=8))
     steps = server.steps_run
-    again = server.answer(tiny_model, tok, "什么是注意力机制?", Settings(max_new_tokens=8))  # the same after normalising
+    again = server.answer(tiny_model, tok, "什么是注意力机制?", Settings(max_new_tokens=8))  # same, normalised
     assert again is first and server.steps_run == steps and server.cache_hits == 1
     assert again.answer == generate(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=8)).answer
     # another setting, another earlier exchange, or sampling: answered by the model again

@@ -1,0 +1,53 @@
+"""python -m gpt_mini.knowledge (or gpt_mini.calibrate): the refusal thresholds at a grid of values on a
+development set, to choose them on the calibration half and report them on the other."""
+
+import json
+
+from .checkpoint import load_model
+from .config import ROOT
+from .errors import ArgumentParser, UserError, run_cli
+from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, read_dev
+from .quality import refusal_report
+
+
+def sweep(items, confidences=None, similarities=None) -> list[dict]:
+    """items: (confidence, similarity, the model refused itself) per question -> share refused at each pair of
+    thresholds. The default grid always holds the thresholds in force, so the calibration table shows the chosen
+    row."""
+    confidences = confidences or sorted({0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, CONFIDENCE_THRESHOLD})
+    similarities = similarities or sorted({0.0, 0.2, 0.25, 0.3, 0.35, 0.4, SIMILARITY_THRESHOLD})
+    return [{"confidence": c, "similarity": s, "refused": sum(no or not (a >= c and b >= s) for a, b, no in items)
+             / max(1, len(items))} for c in confidences for s in similarities]
+
+
+def main(argv=None):
+    p = ArgumentParser(description="校准拒答阈值 / calibrate the refusal threshold on the development set")
+    p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "last.pt"))
+    p.add_argument("--dev", default=str(ROOT / "data" / "dev_class.jsonl"),
+                   help="开发集（有 completion 的要答，没有的要拒答）/ dev set: rows with a completion are answered")
+    p.add_argument("--split", default="calib", choices=("calib", "report", "all"),
+                   help="在哪一半上看：calib 用来选阈值，report 用来报告 / which half: choose on calib, report on "
+                        "report")
+    args = p.parse_args(argv)
+    model, tok, ckpt = load_model(args.ckpt)
+    dev_in, dev_out = read_dev(args.dev, args.split)
+    if not dev_in or not dev_out:
+        raise UserError(f"{args.dev} 的 {args.split} 部分缺少要回答或要拒答的问题",
+                        f"the {args.split} part of {args.dev} lacks questions to answer or to refuse")
+    report = refusal_report(model, tok, course_of(ckpt), dev_in, dev_out, CONFIDENCE_THRESHOLD,
+                            SIMILARITY_THRESHOLD)
+    scores = report.pop("scores")
+    print(json.dumps(report, ensure_ascii=False))
+    right = [(c, s, no) for c, s, f, no in scores["in"] if f >= 0.8]
+    wrong = [(c, s, no) for c, s, f, no in scores["in"] if f < 0.8]
+    print("confidence >= | similarity >= | in-course refused | right answers refused | wrong answers refused | "
+          "out-of-course refused")
+    groups = [[(c, s, no) for c, s, _, no in scores["in"]], right, wrong, scores["out"]]
+    for rows in zip(*(sweep(g) for g in groups)):
+        print(f"{rows[0]['confidence']:13.2f} | {rows[0]['similarity']:13.2f} | "
+              + " | ".join(f"{r['refused']:.1%}" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
