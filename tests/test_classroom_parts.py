@@ -234,3 +234,8 @@ def test_a_slow_first_timing_never_refuses_the_lesson(monkeypatch):
     assert pace.remeasure(force=True) and pace.seconds(lesson) < LIMITS.max_seconds
     with pytest.raises(UserError, match="100 steps"):  # a run that is really too long says how long and why
         check_limits(make_config(None, {"max_steps": 20000}), pace)
+    slow["value"] = 500.0
+    assert pace.remeasure(force=True) and pace.seconds(lesson) < LIMITS.max_seconds  # still the faster timing
+    monkeypatch.setattr(limits.Pace, "_fits", {})  # a process whose only timing met a very busy machine
+    assert Pace(load_config()).seconds(lesson) > LIMITS.max_seconds
+    assert check_limits(lesson, Pace(load_config())) > LIMITS.max_seconds  # the lesson still runs

@@ -142,7 +142,8 @@ class Pace:
 
 def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:
     """Raise UserError (one line, Chinese and English) if a run is beyond what the Space can serve; else return
-    its estimated seconds."""
+    its estimated seconds. The committed config (the lesson preset) is never refused for its estimated time: a
+    busy machine must not cancel the lesson."""
     m, t = cfg["model"], cfg["training"]
     params = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])["params"]
     checks = [(params, limits.max_params, "参数量", "parameters"),
@@ -156,7 +157,8 @@ def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:
     seconds = pace.seconds(cfg)
     if seconds > limits.max_seconds and pace.remeasure(t["precision"]):  # the first timing may have met a busy CPU
         seconds = pace.seconds(cfg)
-    if seconds > limits.max_seconds:
+    lesson = {k: v for k, v in cfg.items() if k != "save"} == {k: v for k, v in pace.base_cfg.items() if k != "save"}
+    if seconds > limits.max_seconds and not lesson:  # the lesson's own model always runs, whatever the estimate
         zh, en = duration_parts(seconds)
         per = fmt_duration(100 * pace.step_seconds(cfg))
         raise UserError(f"按这台机器刚测的速度（每 100 步 {per.split(' / ')[0]}）预计要 {zh}，超过上限 "
