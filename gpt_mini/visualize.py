@@ -8,15 +8,19 @@ next_token_stages  one generation step's distribution before/after repetition pe
 measure_train_step  seconds for one real forward + backward + optimizer step
 trace            one forward pass with every intermediate (stage_view: one stage's values, formula and a number
                  worked out by hand; trace_json: bounded JSON; CLI: python -m gpt_mini.visualize --trace "问题")
+logit_lens_compare  the logit lens of several models side by side (a run's step 0, 25% and final model)
+bench_stages     milliseconds to trace and show every stage (CLI: python -m gpt_mini.visualize --bench)
 """
 
 import math
+import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
 from . import tokenizer as T
+from .checkpoint import model_from_config
 from .config import param_count_formula
 from .data import prompt_prefix
 from .errors import UserError, run_cli
@@ -202,17 +206,22 @@ LAYER_STAGES = STAGES[2:12]  # these repeat in every layer
 MAX_COLS = 256  # heatmap columns shown (the MLP's 4d hidden units are cut to the first 256)
 
 
+def _trace_input(model, tok, text: str, max_tokens: int) -> tuple[list[int], list[str]]:
+    """(ids, pieces) of the chat prompt <bos>用户:{text}\\n助手:, cut to its last max_tokens tokens."""
+    if not (text or "").strip():
+        raise UserError("请输入一个问题", "type a question first")
+    ids, pieces = token_pieces(tok, prompt_prefix(text))
+    keep = min(max_tokens, model.seq_len)
+    return ids[-keep:], pieces[-keep:]
+
+
 @torch.no_grad()
 def trace(model, tok, text: str, max_tokens: int = TRACE_TOKENS) -> dict:
     """One forward pass written out with the model's own modules and weights, keeping every intermediate.
     The input is the chat's prompt <bos>用户:{text}\\n助手:, cut to its last max_tokens tokens (positions start at 0).
     Tensors have no batch dimension: vectors (T, d), per head (H, T, hd), attention maps (H, T, T).
     The operations and their order are model.forward's, so the logits equal model(idx)'s (the tests check)."""
-    if not (text or "").strip():
-        raise UserError("请输入一个问题", "type a question first")
-    ids, pieces = token_pieces(tok, prompt_prefix(text))
-    keep = min(max_tokens, model.seq_len)
-    ids, pieces = ids[-keep:], pieces[-keep:]
+    ids, pieces = _trace_input(model, tok, text, max_tokens)
     model.eval()
     idx = torch.tensor([ids], device=next(model.parameters()).device)
     n, C = len(ids), model.tok_emb.embedding_dim
@@ -265,6 +274,40 @@ def _decode_top(model, tok, vec, k: int = 3) -> list[dict]:
     best = torch.topk(p, min(k, p.numel()))
     return [{"id": int(i), "token": token_text(tok, int(i)), "prob": float(v)}
             for v, i in zip(best.values, best.indices)]
+
+
+def initial_model(cfg: dict, vocab_size: int):
+    """The model a training run with this config starts from, before its first step: the same config and seed give
+    the same weights as the run's step-0 snapshot (which stores them in int8). In eval mode."""
+    return model_from_config(cfg, vocab_size, torch.Generator().manual_seed(cfg["training"]["seed"])).eval()
+
+
+@torch.no_grad()
+def logit_lens_compare(models: dict, tok, text: str, k: int = 3, max_tokens: int = TRACE_TOKENS) -> dict:
+    """The logit lens of several models side by side, for the position that predicts the answer's first token (the
+    last position of trace()'s input, the same tokens): after the embedding and after each layer, the k tokens the
+    residual stream would decode to through the final norm and the tied output layer.
+    models: {label: model}, e.g. a run's step-0 snapshot, its 25% snapshot and the final model; one tokenizer.
+    Returns {"labels": [...] (as given, in order), "tokens": the input pieces, "position": the predicting position,
+    "layers": [-1 (embedding), 0, ..., L-1] (the longest model's), "lens": {label: [[{"id", "token", "prob"}] per
+    layer]}} (a model with fewer layers has a shorter list)."""
+    if not models:
+        raise UserError("没有可比较的模型", "no models to compare")
+    out = {"labels": list(models), "lens": {}, "layers": [-1]}
+    for label, model in models.items():
+        ids, pieces = _trace_input(model, tok, text, max_tokens)
+        model.eval()
+        n = len(ids)
+        x = model.drop(model.tok_emb(torch.tensor([ids], device=next(model.parameters()).device)))
+        rows = [_decode_top(model, tok, x[0, -1], k)]
+        for block in model.blocks:  # the model's own blocks, as in model.forward
+            x = block(x, model.rope_cos[:n], model.rope_sin[:n])
+            rows.append(_decode_top(model, tok, x[0, -1], k))
+        out["lens"][label] = rows
+        out["layers"] = list(range(-1, max(len(rows), len(out["layers"])) - 1))
+        out.setdefault("tokens", pieces)
+        out.setdefault("position", n - 1)
+    return out
 
 
 def step_stage(stage: str, layer: int, n_layer: int, delta: int) -> tuple[str, int]:
@@ -448,6 +491,49 @@ def trace_json(tr: dict, layer: int = 0, head: int = 0, cols: int = 8, digits: i
             "top": top, "lens": lens}
 
 
+# ---- how fast a stage renders ----------------------------------------------------------------------------------
+
+def stage_order(n_layer: int) -> list[tuple[str, int]]:
+    """Every (stage, layer) that 下一步 / Next walks through, in order, from the tokens to the top-10."""
+    at, order = (STAGES[0], 0), [(STAGES[0], 0)]
+    while (nxt := step_stage(*at, n_layer, 1)) != at:
+        order.append(at := nxt)
+    return order
+
+
+def bench_stages(model, tok, question: str, figure=None, repeats: int = 3) -> dict:
+    """Milliseconds to show each stage as the dashboard does on a click: trace() the question again, stage_view()
+    the stage and, with `figure` (a function view -> plotly Figure, e.g. the dashboard's stage_figure), draw it and
+    serialise it to JSON (what Gradio's gr.Plot sends). Every stage of every layer, `repeats` times; the first
+    stage is shown once before timing (warm-up). Returns {"ms": [every render], "median_ms", "max_ms",
+    "p95_ms", "slowest": (stage, layer), "parts": {part: median ms}, "renders", "stages"}."""
+    order = stage_order(len(model.blocks))
+
+    def render(stage, layer):
+        t0 = time.perf_counter()
+        tr = trace(model, tok, question)
+        t1 = time.perf_counter()
+        view = stage_view(tr, stage, layer, 0)
+        t2 = time.perf_counter()
+        if figure is not None:
+            fig = figure(view)
+            t3 = time.perf_counter()
+            fig.to_json()
+        else:
+            t3 = t2
+        t4 = time.perf_counter()
+        return {"trace": t1 - t0, "stage_view": t2 - t1, "figure": t3 - t2, "to_json": t4 - t3, "total": t4 - t0}
+
+    render(*order[0])
+    runs = [(at, render(*at)) for _ in range(repeats) for at in order]
+    ms = [1000 * r["total"] for _, r in runs]
+    parts = {k: 1000 * statistics.median(r[k] for _, r in runs) for k in ("trace", "stage_view", "figure", "to_json")}
+    slowest = max(runs, key=lambda x: x[1]["total"])[0]
+    p95 = sorted(ms)[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+    return {"ms": ms, "median_ms": statistics.median(ms), "p95_ms": p95, "max_ms": max(ms), "slowest": slowest,
+            "parts": parts, "renders": len(ms), "stages": len(order)}
+
+
 # ---- CLI -----------------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -456,12 +542,19 @@ def main(argv=None):
     from .errors import ArgumentParser
 
     p = ArgumentParser(description="一次前向计算的每一步 / one forward pass, stage by stage")
-    p.add_argument("--trace", required=True, metavar="问题", help="要计算的问题 / the question to trace")
+    p.add_argument("--trace", metavar="问题", help="要计算的问题 / the question to trace")
+    p.add_argument("--bench", action="store_true",
+                   help="计时：每一步显示要多少毫秒 / time how many ms each stage takes to show")
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "last.pt"), help="检查点 / checkpoint")
     p.add_argument("--layer", type=int, default=0, help="显示哪一层 / which layer to show")
     p.add_argument("--head", type=int, default=0, help="显示哪个注意力头 / which attention head to show")
+    p.add_argument("--repeats", type=int, default=3, help="--bench: 每一步计时几次 / renders per stage")
     args = p.parse_args(argv)
+    if not args.trace and not args.bench:
+        raise UserError("请给出 --trace \"问题\" 或 --bench", 'give --trace "question" or --bench')
     model, tok, _ = load_model(resolve(args.ckpt))
+    if args.bench:
+        return _bench_cli(model, tok, args.trace or "什么是注意力机制？", max(1, args.repeats))
     out = trace_json(trace(model, tok, args.trace), args.layer, args.head, cols=4)
     print(f"词元 / tokens ({len(out['ids'])}): " + " ".join(out["tokens"]))
     print(f"第 {out['layer']} 层 第 {out['head']} 个头 / layer {out['layer']}, head {out['head']}; "
@@ -476,6 +569,27 @@ def main(argv=None):
     for row in out["lens"]:
         where = "词嵌入 / embedding" if row["layer"] < 0 else f"第 {row['layer']} 层 / layer {row['layer']}"
         print(f"逐层解读 / logit lens, {where}: " + "  ".join(f"{c['token']} {c['prob']:.3f}" for c in row["top"]))
+    return 0
+
+
+def _bench_cli(model, tok, question: str, repeats: int) -> int:
+    """Print how long a stage takes to show, with one torch thread like the dashboard's handlers. The figure is the
+    dashboard's own (ui.attention_tab.stage_figure, which imports Gradio); without Gradio only the numbers."""
+    torch.set_num_threads(1)
+    try:
+        from ui.attention_tab import stage_figure
+    except ImportError as e:  # the engine alone: no dashboard installed
+        stage_figure, why = None, str(e)
+    r = bench_stages(model, tok, question, stage_figure, repeats)
+    what = ("trace + stage_view + 图 stage_figure + to_json" if stage_figure
+            else f"trace + stage_view（没有画图 / no figure: {why}）")
+    print(f"问题 / question: {question}   每次点击 / per click: {what}")
+    print(f"{r['stages']} 个步骤 × {repeats} 次 = {r['renders']} 次显示 / renders, torch 1 thread")
+    stage, layer = r["slowest"]
+    where = f", 第 {layer} 层 / layer {layer}" if stage in LAYER_STAGES else ""
+    print(f"中位数 / median {r['median_ms']:.1f} ms   95% {r['p95_ms']:.1f} ms   最大 / max {r['max_ms']:.1f} ms"
+          f"（最慢 / slowest: {stage}{where}）")
+    print("各部分中位数 / median per part: " + "  ".join(f"{k} {v:.1f} ms" for k, v in r["parts"].items()))
     return 0
 
 

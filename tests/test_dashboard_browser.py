@@ -21,9 +21,11 @@ from gpt_mini.checkpoint import load_model  # noqa: E402
 from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
 from gpt_mini.generate import generate  # noqa: E402
 from gpt_mini.knowledge import REFUSAL, course_of, reply_in_context  # noqa: E402
-from gpt_mini.visualize import LAYER_STAGES, step_stage  # noqa: E402
+from gpt_mini.visualize import LAYER_STAGES, step_stage, trace  # noqa: E402
 from ui.app import build_app, launch_local  # noqa: E402
+from ui.attention_tab import lens_models  # noqa: E402
 from ui.i18n import TEXT  # noqa: E402
+from ui.models import DEFAULT_KEY  # noqa: E402
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine: be patient, never sleep
 UPDATE = os.environ.get("UPDATE_SCREENSHOTS") == "1"
@@ -94,17 +96,35 @@ def test_attention(page):
     shoot(page, "attention")
 
 
-def test_one_forward_pass_steps_through_every_stage(page):
-    """A Chinese question, then 下一步 through every stage of every layer to the top-10 next tokens."""
-    open_tab(page, "注意力与RoPE")
-    page.locator("#trace-question textarea").fill(REWORDED)
-    page.locator("#trace-run").click()
+def shoot_plot(page, name: str):
+    """The viewport with the forward pass's plot scrolled into view."""
+    page.locator("#trace-plot").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)  # let plotly finish drawing
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / f"screenshot_{name}.png"))
+
+
+def shoot_region(page, name: str, first: str, last: str):
+    """The page from the top of element `first` to the bottom of element `last`, full width."""
+    page.locator(last).scroll_into_view_if_needed()
+    page.locator(first).scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    top, bottom = page.locator(first).bounding_box(), page.locator(last).bounding_box()
+    y = page.evaluate("window.scrollY")
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / f"screenshot_{name}.png"), full_page=True,
+                    clip={"x": 0, "y": y + top["y"] - 8, "width": 1280,
+                          "height": bottom["y"] + bottom["height"] - top["y"] + 16})
+
+
+def walk_every_stage(page, n_layer: int, top_id: int, shots=None) -> None:
+    """From the tokens stage, 下一步 through every stage of every layer to the top-10 next tokens, checking each
+    stage's title and sentence; the first bar of the top-10 is the model's own likeliest token (top_id).
+    shots: {(stage, layer): name} plot screenshots taken on the way."""
     title, text = page.locator("#trace-plot .gtitle"), page.locator("#trace-text")
     expect(text).to_contain_text(TEXT["trace.say.tokens"][0])
     expect(text).to_contain_text("→ id")  # the worked example: the last token's id
     expect(page.locator("#trace-stage input")).to_have_value(TEXT["trace.stage.tokens"][0])
-    n_layer = len(SERVER["demo"].model_store.get()[0].blocks)
-    expect(page.locator("#trace-lens")).to_contain_text(f"第 {n_layer - 1} 层")  # the logit lens, every layer
     at, steps = ("tokens", 0), 0
     while (nxt := step_stage(*at, n_layer, 1)) != at:
         at, steps = nxt, steps + 1
@@ -115,15 +135,45 @@ def test_one_forward_pass_steps_through_every_stage(page):
             expect(title).to_contain_text(f"第 {layer} 层")
         expect(text).to_contain_text(TEXT[f"trace.say.{stage}"][0])
         expect(text).to_contain_text("=")
-        if at == ("softmax", 0):
-            page.locator("#trace-plot").scroll_into_view_if_needed()
-            page.wait_for_timeout(500)  # let plotly finish drawing
-            DOCS.mkdir(exist_ok=True)
-            page.screenshot(path=str(DOCS / "screenshot_forward_pass.png"))
+        if at in (shots or {}):
+            shoot_plot(page, shots[at])
     assert steps == 1 + n_layer * len(LAYER_STAGES) + 3 and at == ("top", n_layer - 1)
     expect(page.locator("#trace-plot .bars path")).to_have_count(10)  # the top-10 next tokens
+    expect(page.locator("#trace-plot .xtick").first).to_contain_text(f"#{top_id}")
+
+
+def expect_lens_compare(page, key: str, question: str):
+    """The side-by-side logit lens shows the columns lens_models picks for this checkpoint, each with that model's
+    likeliest token after the last layer."""
+    models, tok, fresh = lens_models(SERVER["demo"].model_store, key)
+    table = page.locator("#trace-lens-compare")
+    for label, model in models.items():
+        expect(table).to_contain_text(label)
+        expect(table).to_contain_text(trace(model, tok, question)["lens"][-1]["top"][0]["token"])
+    expect(page.locator("#trace-lens-note")).to_contain_text("新初始化" if fresh else "快照")
+    return models, fresh
+
+
+def test_one_forward_pass_steps_through_every_stage(page):
+    """A Chinese question on the default model, then 下一步 through every stage of every layer to the top-10 next
+    tokens; the logit lens next to a fresh 'step 0' (the default model's snapshots are not in the repository).
+    Screenshots: the attention weights, the scores with the mask, the logit lens and the top-10 next tokens."""
+    open_tab(page, "注意力与RoPE")
+    page.locator("#trace-question textarea").fill(REWORDED)
+    page.locator("#trace-run").click()
+    model, tok, ckpt = SERVER["demo"].model_store.get()
+    n_layer = len(model.blocks)
+    expect(page.locator("#trace-lens")).to_contain_text(f"第 {n_layer - 1} 层")  # the logit lens, every layer
+    models, fresh = expect_lens_compare(page, DEFAULT_KEY, REWORDED)
+    assert fresh and list(models)[0] == "第 0 步（新初始化）/ step 0 (fresh init)" and len(models) == 2
+    assert list(models)[-1] == f"最终：第 {ckpt['step']} 步 / final, step {ckpt['step']}"
+    expect(page.locator("#trace-lens-compare")).to_contain_text(f"第 {n_layer - 1} 层")
+    shoot_region(page, "logit_lens", "#trace-lens", "#trace-lens-note")
+    top_id = int(trace(model, tok, REWORDED)["probs"][-1].argmax())
+    walk_every_stage(page, n_layer, top_id, {("softmax", 0): "forward_pass", ("mask", 0): "forward_scores"})
+    shoot_plot(page, "forward_top10")
     page.locator("#trace-prev").click()
-    expect(title).to_contain_text(TEXT["trace.stage.logits"][0])
+    expect(page.locator("#trace-plot .gtitle")).to_contain_text(TEXT["trace.stage.logits"][0])
     page.locator("#trace-question textarea").fill("")
     page.locator("#trace-run").click()
     expect(page.get_by_text("请输入一个问题").first).to_be_visible()  # the error next to the controls
@@ -152,7 +202,7 @@ def ask_in_chat(page, question: str):
 def test_chat_answers_rewordings_and_refuses_what_it_has_not_learned(page):
     open_tab(page, "对话")
     expect(ask_in_chat(page, Q1)).to_contain_text(FIXED_QUESTIONS[Q1])
-    expect(page.get_by_text(re.compile(r"第 \d+ 步")).first).to_be_visible()  # the next-token distribution chart
+    expect(page.get_by_text(re.compile(r"第 \d+ 步：下一个词元")).first).to_be_visible()  # the next-token chart
     expect(page.get_by_text("把握 confidence").first).to_be_visible()  # the confidence badge
     reworded = engine_reply(REWORDED, [(Q1, FIXED_QUESTIONS[Q1])])
     assert reworded.known and reworded.text == FIXED_QUESTIONS[Q1]  # the shipped model generalises to it
@@ -235,3 +285,40 @@ def test_only_a_shown_training_tab_polls_the_run(page):
         assert len(calls) == hidden_from  # no polling while another tab is shown
     finally:
         run.status = real
+
+
+STEP0_QUESTION = "蒸馏水和纯水有什么区别？"
+
+
+def step0_run(store) -> str:
+    """A saved run with a step-0 snapshot: the one the training test trained through the UI, or (this test alone)
+    a 4-step run of the default config trained here (snapshots at steps 0, 1 = 25%, 2 and 4)."""
+    for _, key in store.choices():
+        if key.startswith("snap:") and key.endswith(":0"):
+            return key.split(":")[1]
+    from gpt_mini.config import load_config
+    from gpt_mini.train import Trainer
+
+    cfg = load_config(overrides=["training.max_steps=4", "training.eval_interval=4"])
+    assert Trainer(cfg, save_dir=store.runs_dir / "tiny4", keep_resume=False, probe_questions=()).run() == "finished"
+    return "tiny4"
+
+
+def test_one_forward_pass_on_a_step_0_snapshot(page):
+    """The same walk on the untrained model: a run's step-0 snapshot picked in the list, with the logit lens of the
+    run's step 0, 25% (when kept) and final model side by side."""
+    store = SERVER["demo"].model_store
+    run = step0_run(store)
+    key = f"snap:{run}:0"
+    open_tab(page, "对话")
+    open_tab(page, "注意力与RoPE")  # showing the tab refreshes its checkpoint lists
+    page.locator("#trace-question textarea").fill(STEP0_QUESTION)
+    page.locator("#trace-ckpt input").click()
+    page.get_by_role("option", name=f"训练 run: {run} · 第 0 步 / step 0", exact=True).click()
+    page.locator("#trace-stage input").click()
+    page.get_by_role("option", name=TEXT["trace.stage.tokens"][0], exact=True).click()
+    models, fresh = expect_lens_compare(page, key, STEP0_QUESTION)
+    assert not fresh and list(models)[0] == "第 0 步 / step 0"
+    model, tok, ckpt = store.get(key)
+    assert ckpt["step"] == 0
+    walk_every_stage(page, len(model.blocks), int(trace(model, tok, STEP0_QUESTION)["probs"][-1].argmax()))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_one_line_user_error, run_module, sharpen, torch_single_thread
+from conftest import Project, assert_one_line_user_error, run_module, sharpen, torch_single_thread
 
 from gpt_mini import tokenizer as T
 from gpt_mini import visualize as V
@@ -194,6 +194,66 @@ def test_trace_json_is_bounded():
     assert len(out["top"]) == 10 and len(out["lens"]) == 5 and out["layer"] == 3
 
 
+def test_logit_lens_compare_puts_models_side_by_side(tok):
+    trained = sharpen(GPT(tok.get_vocab_size(), 2, 2, n_embd=32, seq_len=64), 1).eval()
+    middle = sharpen(GPT(tok.get_vocab_size(), 2, 2, n_embd=32, seq_len=64), 2).eval()
+    start = GPT(tok.get_vocab_size(), 2, 2, n_embd=32, seq_len=64).eval()
+    models = {"第 0 步 / step 0": start, "第 250 步（25%）/ step 250 (25%)": middle, "最终 / final": trained}
+    cmp = V.logit_lens_compare(models, tok, QUESTION)
+    assert cmp["labels"] == list(models) and list(cmp["lens"]) == list(models)  # labels as given, in order
+    assert cmp["layers"] == [-1, 0, 1] and all(len(rows) == 3 for rows in cmp["lens"].values())
+    for label, model in models.items():  # every column is that model's own logit lens, as trace() shows it
+        tr = V.trace(model, tok, QUESTION)
+        assert cmp["tokens"] == tr["tokens"] and cmp["position"] == len(tr["ids"]) - 1
+        for got, want in zip(cmp["lens"][label], tr["lens"], strict=True):
+            assert [c["id"] for c in got] == [c["id"] for c in want["top"]]
+            assert [c["prob"] for c in got] == pytest.approx([c["prob"] for c in want["top"]], abs=1e-6)
+            assert len(got) == 3 and all(c["token"] for c in got)
+    best = torch.topk(V.trace(trained, tok, QUESTION)["probs"][-1], 3).indices.tolist()
+    assert [c["id"] for c in cmp["lens"]["最终 / final"][-1]] == best  # the last layer: the model's own answer
+    deeper = sharpen(GPT(tok.get_vocab_size(), 3, 2, n_embd=32, seq_len=64), 3).eval()
+    mixed = V.logit_lens_compare({"a": start, "b": deeper}, tok, QUESTION, k=2)
+    assert mixed["layers"] == [-1, 0, 1, 2] and [len(mixed["lens"][x]) for x in "ab"] == [3, 4]
+    assert all(len(row) == 2 for row in mixed["lens"]["b"])
+    with pytest.raises(UserError):
+        V.logit_lens_compare({}, tok, QUESTION)
+    with pytest.raises(UserError, match="请输入"):
+        V.logit_lens_compare(models, tok, " ")
+
+
+def test_initial_model_is_the_runs_step_0(tok, tmp_path):
+    """The fresh 'step 0' the dashboard shows without snapshots is the model a run starts from, weight for weight."""
+    from gpt_mini.train import Trainer, snapshot_path
+
+    cfg = Project(tmp_path / "project", tok).cfg("training.precision=fp32")
+    trainer = Trainer(cfg, save_dir=tmp_path / "run", keep_resume=False)
+    fresh = V.initial_model(cfg, tok.get_vocab_size())
+    assert not fresh.training
+    for (name, a), (_, b) in zip(trainer.model.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    trainer._snapshot_if_due()  # what a run keeps at step 0: the same weights in int8
+    snap, _, ckpt = load_model(snapshot_path(tmp_path / "run", 0), tok)
+    assert ckpt["step"] == 0 and ckpt["format"] == "int8"
+    for (name, a), (_, b) in zip(snap.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.allclose(a, b, atol=float(b.abs().max()) / 127 + 1e-7), name
+
+
+def test_bench_times_every_stage(tok):
+    model = GPT(tok.get_vocab_size(), 2, 2, n_embd=32, seq_len=64).eval()
+    assert V.stage_order(2)[-1] == ("top", 1) and len(V.stage_order(2)) == 2 + 2 * len(V.LAYER_STAGES) + 3
+    drawn = []
+    r = V.bench_stages(model, tok, QUESTION, figure=lambda view: drawn.append(view["stage"]) or _Json(), repeats=2)
+    assert r["stages"] == len(V.stage_order(2)) and r["renders"] == len(r["ms"]) == 2 * r["stages"]
+    assert set(drawn) == set(V.STAGES) and len(drawn) == r["renders"] + 1  # and one warm-up
+    assert 0 < r["median_ms"] <= r["p95_ms"] <= r["max_ms"] == max(r["ms"]) and r["slowest"] in V.stage_order(2)
+    assert set(r["parts"]) == {"trace", "stage_view", "figure", "to_json"}
+
+
+class _Json:
+    def to_json(self):
+        return "{}"
+
+
 def test_trace_cli_prints_every_stage_and_one_line_for_a_missing_checkpoint(tmp_path):
     proc = run_module("gpt_mini.visualize", "--trace", QUESTION)
     assert proc.returncode == 0, proc.stderr
@@ -201,3 +261,4 @@ def test_trace_cli_prints_every_stage_and_one_line_for_a_missing_checkpoint(tmp_
         assert name in proc.stdout
     assert_one_line_user_error(run_module("gpt_mini.visualize", "--trace", QUESTION, "--ckpt", tmp_path / "no.pt"),
                                "找不到检查点")
+    assert_one_line_user_error(run_module("gpt_mini.visualize"), "--trace", "--bench")

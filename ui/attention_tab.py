@@ -10,6 +10,7 @@ from gpt_mini.visualize import (
     STAGES,
     attention_maps,
     causal_mask,
+    logit_lens_compare,
     qk_vs_offset,
     rope_frequencies,
     rope_rotation,
@@ -20,7 +21,7 @@ from gpt_mini.visualize import (
 )
 
 from .i18n import TEXT, t
-from .models import DEFAULT_KEY
+from .models import DEFAULT_KEY, DEFAULT_KEYS
 from .style import FONT, SEQUENTIAL, error_line, figure
 
 EXAMPLE = "注意力机制通过分配权重让模型关注关键位置。"
@@ -146,6 +147,42 @@ def trace_view(store, question: str, checkpoint: str, stage: str, layer: int, he
     return view, stage_figure(view), text, lens, shape
 
 
+def lens_models(store, checkpoint: str) -> tuple[dict, object, bool]:
+    """The models whose logit lens is compared, {column label: model}: the checkpoint's run at step 0, at 25% of its
+    steps and the final model, only the snapshots that exist. Without the run's snapshots (the default model: the
+    runs folder is not in the repository) step 0 is a fresh model with the same config and seed. Also returns the
+    tokenizer and whether step 0 is that fresh model."""
+    key = checkpoint or DEFAULT_KEY
+    model, tok, ckpt = store.get(key)
+    run, columns = store.run_of(key), {}
+    if run:
+        if key not in DEFAULT_KEYS and not key.startswith("run:"):  # a snapshot: its run's final model
+            model, _, ckpt = store.get(f"run:{run}")
+        steps, quarter = store.snapshot_steps(run), round(0.25 * ckpt["config"]["training"]["max_steps"])
+        for step, label in ((0, "第 0 步 / step 0"), (quarter, f"第 {quarter} 步（25%）/ step {quarter} (25%)")):
+            if step in steps and step < ckpt["step"] and step not in columns:
+                columns[step] = label
+        columns = {label: store.get(f"snap:{run}:{step}")[0] for step, label in columns.items()}
+    else:
+        columns["第 0 步（新初始化）/ step 0 (fresh init)"] = store.initial(key)
+    columns[f"最终：第 {ckpt['step']} 步 / final, step {ckpt['step']}"] = model
+    return columns, tok, not run
+
+
+def lens_compare_view(store, question: str, checkpoint: str):
+    """The side-by-side logit lens as a table (rows: after the embedding and after each layer; columns: the
+    models of lens_models; cells: the top-3 tokens and their probabilities) and the note under it."""
+    models, tok, fresh = lens_models(store, checkpoint)
+    cmp = logit_lens_compare(models, tok, (question or "").strip()[:MAX_TEXT])
+    rows = []
+    for i, layer in enumerate(cmp["layers"]):
+        name = "词嵌入 / embedding" if layer < 0 else f"第 {layer} 层 / layer {layer}"
+        rows.append([name] + [" · ".join(f"{c['token']} {c['prob']:.3f}" for c in cmp["lens"][label][i])
+                              if i < len(cmp["lens"][label]) else "" for label in cmp["labels"]])
+    table = {"headers": ["之后 / after", *cmp["labels"]], "data": rows}
+    return table, str(t("trace.cmp.fresh") if fresh else t("trace.cmp.snapshots"))
+
+
 def build(store, cfg):
     m = cfg["model"]
     gr.Markdown(t("attention.intro"), elem_classes="tab-intro")
@@ -211,6 +248,9 @@ def build(store, cfg):
             stage_text = gr.Markdown(elem_id="trace-text")
             lens = gr.Dataframe(headers=["之后 / after", "1", "2", "3"], label=t("trace.lens"), interactive=False,
                                 elem_id="trace-lens")
+            lens_cmp = gr.Dataframe(headers=["之后 / after"], label=t("trace.cmp"), interactive=False, wrap=True,
+                                    elem_id="trace-lens-compare")
+            lens_note = gr.Markdown(elem_id="trace-lens-note")
 
     def show(question, checkpoint, stage, layer, head, delta=0):
         try:
@@ -219,6 +259,16 @@ def build(store, cfg):
             return (gr.skip(),) * 6 + (error_line(str(e)),)
         return (view["stage"], gr.Slider(value=view["layer"], maximum=shape["n_layer"] - 1),
                 gr.Slider(value=view["head"], maximum=shape["n_head"] - 1), fig, text, rows, "")
+
+    def compare(question, checkpoint):
+        try:
+            return lens_compare_view(store, question, checkpoint)
+        except UserError:  # show() puts the error next to the controls
+            return gr.skip(), gr.skip()
+
+    gr.on([run.click, question.submit, trace_ckpt.input], compare, [question, trace_ckpt], [lens_cmp, lens_note],
+          api_name="ui_trace_lens_compare", api_visibility="undocumented", concurrency_limit=4,
+          concurrency_id="model")
 
     trace_in = [question, trace_ckpt, stage, t_layer, t_head]
     trace_out = [stage, t_layer, t_head, stage_plot, stage_text, lens, trace_err]
@@ -242,7 +292,8 @@ def build(store, cfg):
     gr.api(trace_api, api_name="trace", concurrency_limit=4, concurrency_id="model")
 
     def load():
-        first = show(TRACE_EXAMPLE, DEFAULT_KEY, STAGES[0], 0, 0)[3:6]
+        first = show(TRACE_EXAMPLE, DEFAULT_KEY, STAGES[0], 0, 0)[3:6] + compare(TRACE_EXAMPLE, DEFAULT_KEY)
         return (attention(EXAMPLE, 0, 0, DEFAULT_KEY)[0],) + rope_figures(m["n_embd"] // m["n_head"], 3, 24) + first
 
-    return load, [att_plot, rot_plot, freq_plot, qk_plot, stage_plot, stage_text, lens], [ckpt, trace_ckpt]
+    return load, [att_plot, rot_plot, freq_plot, qk_plot, stage_plot, stage_text, lens, lens_cmp, lens_note], \
+        [ckpt, trace_ckpt]

@@ -105,6 +105,25 @@ TEXT = {  # key: (中文, English)
     "trace.stage": ("步骤", "Stage"),
     "trace.lens": ("逐层解读：每一层之后，最后一个位置最可能的 3 个词元",
                    "Logit lens: the top-3 tokens at the last position after each layer"),
+    "trace.cmp": ("逐层解读，训练前后对比：预测回答第一个词元的位置上，每一层之后最可能的 3 个词元",
+                  "Logit lens across training: the top-3 tokens after each layer at the position that predicts the "
+                  "answer's first token"),
+    "trace.cmp.snapshots": ("每一列是同一次训练的一个快照：第 0 步（还没训练）、训练到 25% 和最终的模型"
+                            "（只显示存在的快照）。训练前每一层都猜不出来；训练后越往后的层越接近最终答案。"
+                            "形如 `<e6 b3>` 的词元是一个汉字的前几个字节（UTF-8），下一个词元把它补完整。",
+                            "Each column is a snapshot of the same training run: step 0 (untrained), 25% of the "
+                            "steps and the final model (only the snapshots that exist). Untrained, no layer can guess; "
+                            "trained, later layers get closer to the final answer. A token like `<e6 b3>` is the first "
+                            "bytes of a Chinese character (UTF-8); the next token completes it."),
+    "trace.cmp.fresh": ("第 0 步是用同样的配置和随机种子新初始化的模型，和这次训练开始时的模型一样；"
+                        "这个模型训练时的快照不在这里（checkpoints/runs/ 不随仓库提供），"
+                        "所以没有 25% 这一列。在训练页训练一次，再选它的检查点，就能看到三列。"
+                        "形如 `<e6 b3>` 的词元是一个汉字的前几个字节（UTF-8），下一个词元把它补完整。",
+                        "Step 0 is a freshly initialised model with the same config and seed, the model this training "
+                        "run started from; the run's snapshots are not here (checkpoints/runs/ is not in the "
+                        "repository), so there is no 25% column. Train a run on the training tab and pick its "
+                        "checkpoint to see all three. A token like `<e6 b3>` is the first bytes of a Chinese "
+                        "character (UTF-8); the next token completes it."),
     "trace.stage.tokens": ("词元", "Tokens"),
     "trace.stage.embedding": ("词嵌入", "Token embedding"),
     "trace.stage.norm": ("均方根归一化 RMSNorm", "RMSNorm"),

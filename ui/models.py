@@ -3,6 +3,7 @@
 The browser only ever sends a key from the list built here (scan of checkpoints/ and the runs folder);
 a key that is not in the list is refused, so no path chosen by a visitor is ever opened."""
 
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -12,8 +13,10 @@ from gpt_mini.checkpoint import load_model
 from gpt_mini.config import ROOT, resolve
 from gpt_mini.errors import UserError
 from gpt_mini.train import snapshot_path
+from gpt_mini.visualize import initial_model
 
 DEFAULT_KEY = "default-fp32"
+DEFAULT_KEYS = (DEFAULT_KEY, "default-int8")
 CHECKPOINT_DIR = ROOT / "checkpoints"
 
 
@@ -24,6 +27,7 @@ class ModelStore:
         self.runs_dir, self.cfg = Path(runs_dir), cfg
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
+        self._initial: dict = {}  # freshly initialised models ("step 0"), one per config
         self._lock = threading.Lock()
 
     def run_dirs(self) -> list[Path]:
@@ -79,6 +83,38 @@ class ModelStore:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
             return loaded
+
+    def snapshot_steps(self, run: str) -> list[int]:
+        """The steps at which a saved run kept a snapshot, in order."""
+        return sorted(int(p.stem[5:]) for p in (self.runs_dir / run / "snapshots").glob("step_*.pt"))
+
+    def run_of(self, key: str) -> str | None:
+        """The saved run whose snapshots belong to a key: X for 'run:X' and 'snap:X:S'. For the default model, the
+        run it was promoted from (checkpoints/promotion.json) when that run is in the runs folder with its snapshots
+        and its final checkpoint has the same provenance; otherwise None (checkpoints/runs/ is not in the repo)."""
+        key = key or DEFAULT_KEY
+        if key not in DEFAULT_KEYS:
+            self.path_of(key)  # only listed keys
+            return key.split(":")[1]
+        try:
+            run = json.loads((CHECKPOINT_DIR / "promotion.json").read_text(encoding="utf-8")).get("run")
+        except (OSError, ValueError, AttributeError):
+            return None
+        keys = [k for _, k in self.choices()]
+        if not run or f"run:{run}" not in keys or f"snap:{run}:0" not in keys:
+            return None
+        made = self.get(key)[2].get("provenance")
+        return run if made and self.get(f"run:{run}")[2].get("provenance") == made else None
+
+    def initial(self, key: str = DEFAULT_KEY):
+        """A freshly initialised model with the key's config and seed: what its training run started from (step 0),
+        for when that run's snapshots are not here. Built once and kept for the latest config."""
+        _, _, ckpt = self.get(key)
+        stamp = (json.dumps(ckpt["config"], sort_keys=True, default=str), ckpt["vocab_size"])
+        with self._lock:
+            if stamp not in self._initial:
+                self._initial = {stamp: initial_model(ckpt["config"], ckpt["vocab_size"])}  # keep only the latest
+            return self._initial[stamp]
 
     def tokenizer(self):
         """The default model's tokenizer (falls back to the configured one if the model cannot load)."""
