@@ -5,6 +5,7 @@ gradients. Only rank 0 evaluates, logs and saves."""
 from collections import defaultdict
 
 import pandas as pd
+import pytest
 import torch
 from conftest import PAIRS, pair_rows, run_module, write_jsonl
 
@@ -23,19 +24,24 @@ def equal_length_rows(tok, n=8):
     return rows[:n]
 
 
-def _args(project, data, save_dir, steps=6):
-    return ["--config", project.config_path, "--set", f"data.train_path={data}", "--set", f"save.dir={save_dir}",
+def _args(project, data, save_dir, steps=6, recipe=()):
+    return [*recipe, "--config", project.config_path, "--set", f"data.train_path={data}",
+            "--set", f"save.dir={save_dir}",
             "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2",
             "--set", f"training.max_steps={steps}", "--set", "training.eval_interval=3",
             "--set", "training.batch_size=4", "--set", "training.micro_batch=4", "--set", "training.precision=fp32"]
 
 
-def test_two_cpu_processes_match_one_process_with_the_same_global_batch(project, tok, tmp_path):
+MUON_PACKED = ("--set", "training.optimizer=muon", "--set", "training.pack=true")
+
+
+@pytest.mark.parametrize("recipe", [(), MUON_PACKED], ids=["adamw", "muon-packed"])
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(project, tok, tmp_path, recipe):
     data = write_jsonl(tmp_path / "train.jsonl", equal_length_rows(tok))  # 8 rows: whole batches of 4
-    one = run_module("gpt_mini.train", *_args(project, data, tmp_path / "one"))
+    one = run_module("gpt_mini.train", *_args(project, data, tmp_path / "one", recipe=recipe))
     assert one.returncode == 0, one.stderr
     two = run_module("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gpt_mini.train",
-                     *_args(project, data, tmp_path / "two"), timeout=300)
+                     *_args(project, data, tmp_path / "two", recipe=recipe), timeout=300)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-1500:]
     assert two.stdout.count("finished: 6 steps") == 1  # rank 0 alone reports, logs and saves
     assert "processes 2" in two.stdout
