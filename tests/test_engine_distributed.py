@@ -49,12 +49,18 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(project,
     assert two_ckpt["metrics"]["tokens"] * 2 == one_ckpt["metrics"]["tokens"]  # rank 0 computed half of each batch
     a, b = one_ckpt["model"], two_ckpt["model"]
     assert a.keys() == b.keys()
-    for name in a:  # equal shards: the same update up to float rounding (gloo sums in another order)
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    # AdamW: equal shards give the same update up to float rounding (gloo sums in another order). Muon maps every
+    # singular direction of a gradient to full size, the rounding noise in the tiny ones too (and orthogonalises
+    # in bf16): its weights drift apart by a few percent of one update, so there the losses are what must agree.
+    if not recipe:
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
     for column in ("train_loss", "eval_loss"):
         loss_a = pd.read_csv(tmp_path / "one" / "metrics.csv")[column]
         loss_b = pd.read_csv(tmp_path / "two" / "metrics.csv")[column]
-        assert ((loss_a - loss_b).abs() / loss_a).max() < 1e-4, column
+        assert ((loss_a - loss_b).abs() / loss_a).max() < (1e-3 if recipe else 1e-4), column
+    assert recipe != MUON_PACKED or set(torch.load(tmp_path / "two" / "resume.pt", weights_only=True)["optimizer"]) \
+        == {"adamw", "muon"}  # rank 0 saved both optimizers' states
 
 
 def test_torchrun_resume_continues_from_the_saved_step(project, tmp_path):
