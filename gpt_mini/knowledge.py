@@ -80,6 +80,12 @@ def similarity_of(course: "Course", closest: list) -> float:
     return closest[0][1] if closest else 0.0
 
 
+def asked_with(question: str, history=()) -> str:
+    """What similarity is measured on: the question, after the earlier question when there is an earlier exchange
+    (a follow-up such as 那它有什么用 names nothing by itself)."""
+    return "".join([q for q, _ in history][-1:] + [question])
+
+
 def lookup_right(train_rows, rows) -> float:
     """The baseline a GPT must beat: the share of course questions (rows with a "completion") whose closest
     training fact by shared characters (Course.closest, with the earlier question for a follow-up) is the fact
@@ -93,8 +99,7 @@ def lookup_right(train_rows, rows) -> float:
     rows = [r for r in rows if "completion" in r]
     hits = 0
     for r in rows:
-        asked = "".join([q for q, _ in r.get("history", ())][-1:] + [r["prompt"]])
-        top = course.closest(asked, 1)
+        top = course.closest(asked_with(r["prompt"], r.get("history", ())), 1)
         hits += bool(top) and fact_of.get(top[0][0]) == r["completion"]
     return hits / max(1, len(rows))
 
@@ -108,6 +113,7 @@ class Reply:
     known: bool
     suggestions: list = field(default_factory=list)
     similarity: float = 1.0
+    said_no: bool = False  # the model itself wrote the refusal line
 
 
 def refusal_line(suggestions) -> str:
@@ -121,17 +127,16 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
           history=()) -> Reply:
     """Refuse (when `refuse`) if the model itself says it has not learned this (it was trained to, on questions
     outside the course), is unsure of its own answer, or the question is like nothing it was taught. With an
-    earlier exchange in the context, similarity is of the earlier question and this one together: a follow-up
-    such as 那它有什么用 names nothing by itself. Without a course (an old checkpoint) only the model decides."""
-    asked = "".join([q for q, _ in history][-1:] + [question])
-    closest = course.closest(asked) if course else []
+    earlier exchange in the context, similarity is of the earlier question and this one together (asked_with).
+    Without a course (an old checkpoint) only the model decides."""
+    closest = course.closest(asked_with(question, history)) if course else []
     similarity = similarity_of(course, closest) if course else 1.0
     said_no = result.answer.startswith(REFUSAL)
     known = (not said_no and result.confidence >= threshold and similarity >= min_similarity
              and bool(result.answer))
     suggestions = [q for q, _ in closest] if not known else []
     text = result.answer if known or not refuse else refusal_line(suggestions)
-    return Reply(text, result.answer, result.confidence, known, suggestions, similarity)
+    return Reply(text, result.answer, result.confidence, known, suggestions, similarity, said_no)
 
 
 def reply_in_context(ask, question: str, history, course: Course | None, refuse: bool = True):

@@ -13,7 +13,7 @@ import torch
 from . import tokenizer as T
 from .data import FIXED_QUESTIONS, collate, encode_row, normalize_prompt
 from .generate import MIN_ANSWER_TOKENS, Result, Settings, generate
-from .knowledge import CONFIDENCE_THRESHOLD, REFUSAL, SIMILARITY_THRESHOLD, judge, lookup_right, read_dev
+from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, judge, lookup_right, read_dev
 from .serving import BatchServer
 
 USABLE = {"train_f1_ok": 0.95, "val_f1_ok": 0.80}  # with both fixed questions exact: "usable" / promotable
@@ -119,11 +119,10 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
             "in_refused": sum(not r.known for r in in_rep) / n_in,
             "in_right_by_kind": by_kind(dev_in, [ok and r.known for ok, r in zip(right, in_rep)]),
             "out_refused": sum(not r.known for r in out_rep) / n_out,
-            "out_refused_by_model": sum(r.answer.startswith(REFUSAL) for r in out_rep) / n_out,
+            "out_refused_by_model": sum(r.said_no for r in out_rep) / n_out,
             "out_refused_by_kind": by_kind(dev_out, [not r.known for r in out_rep]),
-            "scores": {"in": [(r.confidence, r.similarity, f, r.answer.startswith(REFUSAL))
-                              for r, f in zip(in_rep, in_f1)],
-                       "out": [(r.confidence, r.similarity, r.answer.startswith(REFUSAL)) for r in out_rep]}}
+            "scores": {"in": [(r.confidence, r.similarity, f, r.said_no) for r, f in zip(in_rep, in_f1)],
+                       "out": [(r.confidence, r.similarity, r.said_no) for r in out_rep]}}
 
 
 def dev_summary(model, tok, course, train_rows, path, split: str = "report") -> dict:
