@@ -50,10 +50,11 @@ class Course:
 
     @classmethod
     def from_rows(cls, rows) -> "Course":
-        """Training rows -> facts in file order; a fact's first wording is the one suggested."""
+        """Training rows -> facts in file order; a fact's first wording is the one suggested. Rows that teach the
+        refusal line are not a fact: questions outside the course are neither suggested nor counted as similar."""
         by_answer: dict[str, list[str]] = {}
         for r in rows:
-            if "prompt" in r and not r.get("history"):
+            if "prompt" in r and not r.get("history") and not r["completion"].startswith(REFUSAL):
                 wordings = by_answer.setdefault(r["completion"], [])
                 if r["prompt"] not in wordings:
                     wordings.append(r["prompt"])

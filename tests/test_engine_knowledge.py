@@ -215,6 +215,15 @@ def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
     assert rows[(0.3, 0.0)] == 0.4  # a low bar refuses the question that fails both and the model's own refusal
 
 
+def test_rows_that_teach_the_refusal_are_not_a_fact_to_suggest():
+    rows = [{"prompt": "什么是注意力机制？", "completion": "A"},
+            {"prompt": "下周二北京会下雨吗", "completion": f"{REFUSAL}。"},
+            {"prompt": "Où est la bibliothèque ?", "completion": f"{REFUSAL}。"}]
+    course = K.Course.from_rows(rows)
+    assert course.facts == [["什么是注意力机制？"]]
+    assert course.similarity("下周二北京会下雨吗") < 0.35  # an out-of-course question is not "like" the course
+
+
 def test_lookup_baseline_counts_questions_whose_closest_fact_has_the_right_answer():
     train = [{"prompt": "什么是注意力机制？", "completion": "A"}, {"prompt": "注意力是啥", "completion": "A"},
              {"prompt": "天空为什么是蓝色的？", "completion": "B"}, {"prompt": "水的化学式是什么？", "completion": "C"}]
