@@ -15,16 +15,18 @@ from pathlib import Path
 
 import torch
 
-from . import tokenizer as T
+from . import tokenizer as bpe
 from .checkpoint import load_model
 from .config import ROOT, add_config_args, load_config, resolve
 from .data import read_jsonl
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate, generate_steps
+from .hardware import matmul_peak, pick_precision, time_windows
 from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, lookup_right, read_dev, read_questions
+from .promote import DEV_CLASS
 from .quality import USABLE, answer_report, refusal_report, usable
 from .serving import BatchServer
-from .train import DEV_CLASS, Trainer, pick_precision
+from .train import Trainer
 from .visualize import model_size
 
 
@@ -36,20 +38,6 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "os": platform.platform()}
-
-
-def matmul_peak(dtype=torch.float32, m: int = 2048, k: int = 256, n: int = 1024, repeats: int = 9) -> float:
-    """GFLOP/s of one matrix multiply shaped like the model's MLP (2048 tokens x 256 -> 1024) in one precision:
-    the ceiling MFU is measured against. Square 1024 x 1024 products run bf16 at half this speed here."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * m * k * n / statistics.median(times) / 1e9
 
 
 def train_flops_per_token(cfg: dict, vocab: int, mean_len: float) -> float:
@@ -69,21 +57,20 @@ def train_throughput(cfg: dict, precision: str, steps: int = 8, windows: int = 5
 
     def counting_next(*args):
         x, y, docs = real_next(*args)
-        sizes.append((int((x != T.PAD_ID).sum()), x.numel()))
+        sizes.append((int((x != bpe.PAD_ID).sum()), x.numel()))
         return x, y, docs
 
     trainer.batches.next = counting_next
-    rates, real_rates, step_s = [], [], []
-    for w in range(windows + 1):  # the first window warms up
-        mark, start = len(sizes), time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-            trainer.step += 1
-        dt = time.perf_counter() - start
-        if w:
-            rates.append(sum(n for _, n in sizes[mark:]) / dt)
-            real_rates.append(sum(r for r, _ in sizes[mark:]) / dt)
-            step_s.append(dt / steps)
+    def step():
+        trainer.train_step()
+        trainer.step += 1
+
+    window = steps * (cfg["training"]["batch_size"] // cfg["training"]["micro_batch"])  # batches drawn per window
+    seconds = time_windows(step, steps, windows)
+    drawn = [sizes[(w + 1) * window:(w + 2) * window] for w in range(windows)]  # after the warm-up window
+    rates = [sum(n for _, n in d) / dt for d, dt in zip(drawn, seconds)]
+    real_rates = [sum(r for r, _ in d) / dt for d, dt in zip(drawn, seconds)]
+    step_s = [dt / steps for dt in seconds]
     real_rate = statistics.median(real_rates)
     mean_len = sum(r for r, _ in sizes) / len(sizes) / cfg["training"]["micro_batch"]
     return {"precision": precision, "tokens_per_s": statistics.median(rates), "real_tokens_per_s": real_rate,

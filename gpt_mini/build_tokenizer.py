@@ -1,7 +1,7 @@
 """python -m gpt_mini.build_tokenizer: train the byte-level BPE tokenizer on the course data."""
 
 
-from . import tokenizer as T
+from . import tokenizer as bpe
 from .config import add_config_args, load_config, resolve
 from .data import prompt_prefix, read_jsonl
 from .errors import ArgumentParser, run_cli
@@ -14,7 +14,7 @@ def corpus_texts(rows) -> list[str]:
 
 def build(cfg: dict, vocab_size: int | None = None, extra_rows=()):
     rows = read_jsonl(resolve(cfg["data"]["train_path"])) + list(extra_rows)
-    return T.train_tokenizer(corpus_texts(rows), vocab_size or cfg["tokenizer"]["vocab_size"])
+    return bpe.train_tokenizer(corpus_texts(rows), vocab_size or cfg["tokenizer"]["vocab_size"])
 
 
 def main(argv=None):
@@ -28,9 +28,9 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(out))
     sample = "什么是注意力机制?"
-    ids = T.encode(tok, sample)
+    ids = bpe.encode(tok, sample)
     print(f"词表大小 / vocab size: {tok.get_vocab_size()} -> {out}")
-    print(f"示例 / example: {sample} -> {len(ids)} tokens {ids} -> {T.decode(tok, ids)}")
+    print(f"示例 / example: {sample} -> {len(ids)} tokens {ids} -> {bpe.decode(tok, ids)}")
     return 0
 
 

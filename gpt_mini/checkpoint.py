@@ -1,13 +1,17 @@
 """Checkpoints as plain dicts (safe to load with weights_only=True), atomic saves, int8 export."""
 
+import hashlib
 import os
 import pickle
+import platform
+import subprocess
+import time
 from pathlib import Path
 
 import torch
 
-from . import tokenizer as T
-from .config import resolve
+from . import tokenizer as bpe
+from .config import ROOT, resolve
 from .errors import UserError
 from .model import GPT
 
@@ -42,7 +46,7 @@ def make_checkpoint(model: GPT, cfg: dict, tok, step: int, metrics: dict, course
     """course: the training questions grouped by fact (lists of strings), for knowledge.Course.
     provenance: what made it (train.provenance). Plain types only, so it loads with weights_only=True."""
     return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "config": cfg,
-            "tokenizer_fingerprint": T.fingerprint(tok), "vocab_size": tok.get_vocab_size(),
+            "tokenizer_fingerprint": bpe.fingerprint(tok), "vocab_size": tok.get_vocab_size(),
             "step": step, "metrics": metrics, "format": "fp32", "course": [list(f) for f in course],
             "provenance": provenance or {}}
 
@@ -102,8 +106,8 @@ def load_model(path, tok=None, device: str = "cpu"):
         raise UserError(f"检查点 {path} 的配置无效：{e.zh}",
                         f"checkpoint {path} has an invalid config: {e.en}") from None
     if tok is None:
-        tok = T.load_tokenizer(resolve(cfg["tokenizer"]["path"]))
-    if T.fingerprint(tok) != ckpt["tokenizer_fingerprint"] or tok.get_vocab_size() != ckpt["vocab_size"]:
+        tok = bpe.load_tokenizer(resolve(cfg["tokenizer"]["path"]))
+    if bpe.fingerprint(tok) != ckpt["tokenizer_fingerprint"] or tok.get_vocab_size() != ckpt["vocab_size"]:
         raise UserError(f"检查点 {path} 与当前分词器不匹配（词表大小 {ckpt['vocab_size']} vs {tok.get_vocab_size()}）",
                         f"checkpoint {path} does not match this tokenizer "
                         f"(vocab {ckpt['vocab_size']} vs {tok.get_vocab_size()})")
@@ -137,3 +141,20 @@ def summary_line(ckpt: dict) -> str:
         parts.append(f"训练 {d['train_seconds']:.0f} 秒 / s")
     parts += [x for x in (d.get("created"), f"commit {d['commit']}" if d.get("commit") else None, d.get("torch")) if x]
     return " · ".join(str(p) for p in parts)
+
+
+def provenance(cfg: dict, tok, precision: str) -> dict:
+    """What made a checkpoint: config, tokenizer and data hashes, versions, the code commit when known."""
+    def sha(path_text):
+        path = resolve(path_text) if path_text else None
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path and path.is_file() else None
+
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"config": cfg, "tokenizer": bpe.fingerprint(tok),
+            "data": {k: sha(v) for k, v in cfg["data"].items()}, "torch": str(torch.__version__),
+            "python": platform.python_version(), "commit": commit, "precision": precision,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import tokenizer as T
+from . import tokenizer as bpe
 from .errors import UserError
 
 USER, ASSISTANT = "用户:", "助手:"
@@ -93,11 +93,11 @@ def encode_row(tok, row: dict, seq_len: int):
     y is x shifted by one; the first len(prefix)-1 targets are -100 (ignored), so the target at position
     len(prefix)-1 is the first answer token: the model learns how an answer starts."""
     if "text" in row:
-        prefix, body = [T.BOS_ID], T.encode(tok, row["text"])
+        prefix, body = [bpe.BOS_ID], bpe.encode(tok, row["text"])
     else:
-        prefix = [T.BOS_ID] + T.encode(tok, prompt_prefix(row["prompt"], row.get("history", ())))
-        body = T.encode(tok, row["completion"])
-    ids = (prefix + body + [T.EOS_ID])[: seq_len + 1]  # a sample longer than the context is cut
+        prefix = [bpe.BOS_ID] + bpe.encode(tok, prompt_prefix(row["prompt"], row.get("history", ())))
+        body = bpe.encode(tok, row["completion"])
+    ids = (prefix + body + [bpe.EOS_ID])[: seq_len + 1]  # a sample longer than the context is cut
     x = torch.tensor(ids[:-1], dtype=torch.long)
     y = torch.tensor(ids[1:], dtype=torch.long)
     if "text" not in row:
@@ -154,7 +154,7 @@ class Batches:
 
 def collate(samples, pad_to: int | None = None):
     T_max = pad_to or max(len(x) for x, _ in samples)
-    x = torch.full((len(samples), T_max), T.PAD_ID, dtype=torch.long)
+    x = torch.full((len(samples), T_max), bpe.PAD_ID, dtype=torch.long)
     y = torch.full((len(samples), T_max), -100, dtype=torch.long)
     for i, (xi, yi) in enumerate(samples):
         x[i, : len(xi)], y[i, : len(yi)] = xi, yi
@@ -182,7 +182,7 @@ def pack(samples, width: int, rows: int | None = None):
         members[row].append(i)
         room[row] -= n
     T_max = width - min(room)
-    x = torch.full((len(members), T_max), T.PAD_ID, dtype=torch.long)
+    x = torch.full((len(members), T_max), bpe.PAD_ID, dtype=torch.long)
     y = torch.full((len(members), T_max), -100, dtype=torch.long)
     docs = torch.full((len(members), T_max), -1, dtype=torch.long)
     for r, row_members in enumerate(members):

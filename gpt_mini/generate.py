@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import tokenizer as T
+from . import tokenizer as bpe
 from .data import normalize_prompt, prompt_prefix
 from .errors import UserError
 
@@ -15,13 +15,20 @@ MAX_NEW_TOKENS_CAP = 512
 MIN_ANSWER_TOKENS = 2  # EOS is masked for the first steps so the model cannot answer with nothing
 
 
+# The sampling controls: name -> (default, slider min, max, step). The chat's sliders and reset, its /generate and
+# /ask endpoints, Settings and the infer CLI all take their defaults from here.
+SAMPLING = {"temperature": (0.0, 0.0, 2.0, 0.05), "top_k": (0, 0, 100, 1), "top_p": (1.0, 0.05, 1.0, 0.05),
+            "repetition_penalty": (1.0, 0.5, 2.0, 0.05), "max_new_tokens": (128, 1, 256, 1)}
+DEFAULT = {name: spec[0] for name, spec in SAMPLING.items()}
+
+
 @dataclass
 class Settings:
-    temperature: float = 0.0  # 0 = greedy decoding
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
-    repetition_penalty: float = 1.0  # 1 = off
-    max_new_tokens: int = 128
+    temperature: float = DEFAULT["temperature"]  # 0 = greedy decoding
+    top_k: int = DEFAULT["top_k"]  # 0 = off
+    top_p: float = DEFAULT["top_p"]  # 1 = off
+    repetition_penalty: float = DEFAULT["repetition_penalty"]  # 1 = off
+    max_new_tokens: int = DEFAULT["max_new_tokens"]
     stop_strings: list = field(default_factory=list)
     seed: int | None = None
 
@@ -80,9 +87,9 @@ def sampling_stages(logits, answer_ids, step: int, s: Settings) -> dict:
     """The next-token distribution at each stage, for the classroom panel and for sampling itself.
     Returns logits after: masks + repetition penalty ('raw'), temperature, top-k, top-p."""
     logits = logits.float().clone()
-    logits[[T.PAD_ID, T.BOS_ID, T.UNK_ID]] = float("-inf")  # never valid output, above all at the first step
+    logits[[bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID]] = float("-inf")  # never valid output, above all at the first step
     if step < MIN_ANSWER_TOKENS:
-        logits[T.EOS_ID] = float("-inf")
+        logits[bpe.EOS_ID] = float("-inf")
     raw = apply_repetition_penalty(logits, answer_ids, s.repetition_penalty)
     if s.temperature == 0:
         return {"raw": raw, "temperature": raw, "top_k": raw, "top_p": raw}
@@ -134,13 +141,13 @@ def fit_prompt(tok, prompt: str, seq_len: int, reserve: int, history=()):
     if not norm:
         raise UserError("问题不能为空", "the prompt is empty")
     limit, notices, history = max(8, seq_len - reserve), [], list(history)
-    ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm, history))
+    ids = [bpe.BOS_ID] + bpe.encode(tok, prompt_prefix(norm, history))
     while len(ids) > limit and history:
         history.pop(0)
-        ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm, history))
+        ids = [bpe.BOS_ID] + bpe.encode(tok, prompt_prefix(norm, history))
     while len(ids) > limit and len(norm) > 1:
         norm = norm[: max(1, int(len(norm) * limit / len(ids)) - 1)]
-        ids = [T.BOS_ID] + T.encode(tok, prompt_prefix(norm))
+        ids = [bpe.BOS_ID] + bpe.encode(tok, prompt_prefix(norm))
     if norm != normalize_prompt(prompt):
         notices.append(f"问题太长，只保留了前 {len(norm)} 个字符 / prompt cut to its first {len(norm)} characters")
     return ids, notices
@@ -166,17 +173,17 @@ class Decoding:
         final = stages["top_p"]
         nxt = pick_token(final, s, self.rng)
         probs = torch.softmax(final, dim=-1)
-        info = {"id": nxt, "text": T.decode(tok, [nxt]), "prob": float(probs[nxt]), "top": [],
+        info = {"id": nxt, "text": bpe.decode(tok, [nxt]), "prob": float(probs[nxt]), "top": [],
                 "logprob": float(torch.log_softmax(stages["raw"], dim=-1)[nxt])}  # the model's own, for confidence
         if self.top_n:
             top = torch.topk(probs, min(self.top_n, probs.numel()))
-            info["top"] = [(T.decode(tok, [int(i)]) or tok.id_to_token(int(i)), float(p))
+            info["top"] = [(bpe.decode(tok, [int(i)]) or tok.id_to_token(int(i)), float(p))
                            for p, i in zip(top.values, top.indices)]
         self.steps.append(info)
-        if nxt == T.EOS_ID:
+        if nxt == bpe.EOS_ID:
             return self._finish("eos")
         self.answer_ids.append(nxt)
-        text = T.decode(tok, self.answer_ids)
+        text = bpe.decode(tok, self.answer_ids)
         answer, hit = clean_answer(text, s.stop_strings)
         if hit or "用户:" in text:
             return self._finish("stop_string")
@@ -187,7 +194,7 @@ class Decoding:
     def _finish(self, stopped_by: str):
         if stopped_by == "context":
             self.notices.append(f"已到达上下文长度 {self.seq_len} / reached the context length {self.seq_len}")
-        answer, _ = clean_answer(T.decode(self.tok, self.answer_ids), self.s.stop_strings)
+        answer, _ = clean_answer(bpe.decode(self.tok, self.answer_ids), self.s.stop_strings)
         lowest = min((st["logprob"] for st in self.steps), default=float("-inf"))
         self.result = Result(answer, self.answer_ids, self.steps, self.notices, stopped_by, len(self.ids),
                              math.exp(lowest))

@@ -4,13 +4,13 @@ import json
 import sys
 from pathlib import Path
 
-from . import tokenizer as T
+from . import tokenizer as bpe
 from .checkpoint import describe, load_model, read_checkpoint
 from .config import ROOT, add_config_args, load_config, resolve
 from .errors import ArgumentParser, UserError, run_cli
-from .generate import Settings, generate
+from .generate import DEFAULT, Settings, generate
+from .hardware import pick_device
 from .knowledge import course_of, reply_in_context
-from .train import pick_device
 
 
 def build_parser():
@@ -18,11 +18,11 @@ def build_parser():
     p.add_argument("--prompt", default=None, help="问题；省略则进入交互模式 / question; omit for interactive mode")
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "last.pt"), help="检查点（last.pt 或 quantized.pt）")
     add_config_args(p)
-    p.add_argument("--temperature", type=float, default=0.0, help="温度，0 = 贪心解码 / 0 = greedy")
-    p.add_argument("--top_k", type=int, default=0)
-    p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--repetition_penalty", type=float, default=1.0)
-    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=DEFAULT["temperature"], help="温度，0 = 贪心解码 / 0 = greedy")
+    p.add_argument("--top_k", type=int, default=DEFAULT["top_k"])
+    p.add_argument("--top_p", type=float, default=DEFAULT["top_p"])
+    p.add_argument("--repetition_penalty", type=float, default=DEFAULT["repetition_penalty"])
+    p.add_argument("--max_new_tokens", type=int, default=DEFAULT["max_new_tokens"])
     p.add_argument("--stop_strings", nargs="+", default=[], help="停止词，可多个 / stop strings")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda", "mps"],
@@ -60,7 +60,7 @@ def main(argv=None):
                         args.stop_strings, args.seed).check()
     tok = None
     if args.config or args.overrides:  # an explicit config names the tokenizer; otherwise the checkpoint's does
-        tok = T.load_tokenizer(resolve(load_config(args.config, args.overrides)["tokenizer"]["path"]))
+        tok = bpe.load_tokenizer(resolve(load_config(args.config, args.overrides)["tokenizer"]["path"]))
     model, tok, ckpt = load_model(resolve(args.ckpt), tok, str(pick_device(args.device)))
     course, history = course_of(ckpt), []
 

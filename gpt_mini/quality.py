@@ -10,7 +10,7 @@ from collections import Counter
 
 import torch
 
-from . import tokenizer as T
+from . import tokenizer as bpe
 from .data import FIXED_QUESTIONS, collate, encode_row, normalize_prompt
 from .generate import MIN_ANSWER_TOKENS, Result, Settings, generate
 from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, judge, lookup_right, read_dev
@@ -29,6 +29,19 @@ def char_f1(prediction: str, reference: str) -> float:
 
 
 @torch.no_grad()
+def mean_loss(model, samples, device="cpu", batch: int = 32) -> float:
+    """Mean answer-token loss over a whole held-out set."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            x, y = collate(samples[i:i + batch])
+            _, loss = model(x.to(device), y.to(device))
+            n = int((y != -100).sum())
+            total, count = total + loss.item() * n, count + n
+    return total / max(1, count)
+
+
 def greedy_exact(model, tok, rows, batch: int = 64) -> list[bool]:
     """Per row: would greedy generation write exactly the reference answer? (teacher-forced, batched)"""
     model.eval()
@@ -39,12 +52,12 @@ def greedy_exact(model, tok, rows, batch: int = 64) -> list[bool]:
         x, y = collate(samples)
         logits, _ = model(x.to(device))
         logits = logits.float()
-        logits[..., [T.PAD_ID, T.BOS_ID, T.UNK_ID]] = float("-inf")
+        logits[..., [bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID]] = float("-inf")
         answer_pos = (y != -100).cumsum(1) - 1  # 0 at the first answer token
         early = (answer_pos >= 0) & (answer_pos < MIN_ANSWER_TOKENS)
-        logits[..., T.EOS_ID] = logits[..., T.EOS_ID].masked_fill(early.to(device), float("-inf"))
+        logits[..., bpe.EOS_ID] = logits[..., bpe.EOS_ID].masked_fill(early.to(device), float("-inf"))
         hit = (logits.argmax(-1).cpu() == y) | (y == -100)
-        complete = [len(xi) < model.seq_len or int(yi[-1]) == T.EOS_ID for xi, yi in samples]  # not cut short
+        complete = [len(xi) < model.seq_len or int(yi[-1]) == bpe.EOS_ID for xi, yi in samples]  # not cut short
         out += [bool(h.all()) and c for h, c in zip(hit, complete)]
     return out
 

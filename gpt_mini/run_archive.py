@@ -19,14 +19,13 @@ import yaml
 from .checkpoint import load_model, read_checkpoint
 from .config import validate
 from .errors import UserError
-from .train import ANSWER_FIELDS, METRIC_FIELDS
+from .runs import ANSWER_FIELDS, ANSWERS, METRIC_FIELDS, METRICS
+from .runs import QUANTIZED as CHECKPOINT
 
-CHECKPOINT = "quantized.pt"
-MEMBERS = ("config.yaml", "metrics.csv", CHECKPOINT, "answers.csv")
-REQUIRED = ("config.yaml", "metrics.csv", CHECKPOINT)
+MEMBERS = ("config.yaml", METRICS, CHECKPOINT, ANSWERS)
+REQUIRED = ("config.yaml", METRICS, CHECKPOINT)
 MAX_ZIP_BYTES = 60 * 2**20
-MAX_MEMBER_BYTES = {"config.yaml": 64 * 2**10, "metrics.csv": 8 * 2**20, CHECKPOINT: 60 * 2**20,
-                    "answers.csv": 8 * 2**20}
+MAX_MEMBER_BYTES = {"config.yaml": 64 * 2**10, METRICS: 8 * 2**20, CHECKPOINT: 60 * 2**20, ANSWERS: 8 * 2**20}
 
 
 def safe_name(name: str, fallback: str) -> str:
@@ -54,7 +53,7 @@ def export_zip(run_dir: Path, out_dir: Path) -> Path:
     tmp = out_dir / f".{run_dir.name}.{uuid.uuid4().hex}.zip.tmp"  # two visitors packing at once never collide
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("config.yaml", yaml.safe_dump(ckpt["config"], allow_unicode=True, sort_keys=False))
-        for name in ("metrics.csv", CHECKPOINT, "answers.csv"):
+        for name in (METRICS, CHECKPOINT, ANSWERS):
             if (run_dir / name).is_file():
                 z.write(run_dir / name, name)
     tmp.replace(target)
@@ -99,7 +98,7 @@ def _check_table(data: bytes, name: str, columns: list[str]) -> None:
         raise _bad(f"{name} 不是 UTF-8 的 CSV", f"{name} is not UTF-8 CSV") from None
     if not rows or rows[0] != columns:
         raise _bad(f"{name} 的表头应为 {','.join(columns)}", f"{name} must have the header {','.join(columns)}")
-    if name == "metrics.csv":
+    if name == METRICS:
         for row in rows[1:]:
             try:
                 int(row[0]), float(row[1]), float(row[2])
@@ -117,9 +116,9 @@ def import_zip(path, runs_dir: Path, tok) -> str:
         raise _bad("config.yaml 不是合法的 YAML 配置", "config.yaml is not a valid YAML config") from None
     except UserError as e:
         raise _bad(f"config.yaml：{e.zh}", f"config.yaml: {e.en}") from None
-    _check_table(members["metrics.csv"], "metrics.csv", METRIC_FIELDS)
-    if "answers.csv" in members:
-        _check_table(members["answers.csv"], "answers.csv", ANSWER_FIELDS)
+    _check_table(members[METRICS], METRICS, METRIC_FIELDS)
+    if ANSWERS in members:
+        _check_table(members[ANSWERS], ANSWERS, ANSWER_FIELDS)
     with tempfile.TemporaryDirectory(prefix="gpt_mini_upload_") as tmp:
         ckpt_path = Path(tmp) / CHECKPOINT
         ckpt_path.write_bytes(members[CHECKPOINT])

@@ -46,11 +46,6 @@ class BatchServer:
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
 
-    @property
-    def active(self) -> int:
-        """Questions taken by the worker and not finished yet."""
-        return len(self._taken)
-
     def busy(self) -> bool:
         """True while any question is waiting or being answered."""
         return bool(self._pending) or bool(self._taken)

@@ -5,7 +5,6 @@ causal_mask      the lower-triangular mask for n tokens
 rope_*           how rotary position embedding rotates pairs, and why q·k then depends only on the offset
 model_size       parameter count, memory and FLOPs per token for a model shape
 next_token_stages  one generation step's distribution before/after repetition penalty, temperature, top-k, top-p
-measure_train_step  seconds for one real forward + backward + optimizer step
 trace            one forward pass with every intermediate (stage_view: one stage's values, formula and a number
                  worked out by hand; trace_json: bounded JSON; CLI: python -m gpt_mini.visualize --trace "问题")
 logit_lens_compare  the logit lens of several models side by side (a run's step 0, 25% and final model)
@@ -19,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import tokenizer as T
+from . import tokenizer as bpe
 from .checkpoint import model_from_config
 from .config import param_count_formula
 from .data import prompt_prefix
@@ -31,9 +30,9 @@ from .model import apply_rope, rope_tables
 
 def token_text(tok, token_id: int) -> str:
     """What one token shows on its own: its text, a special token's name, or its bytes if it is part of a character."""
-    if token_id < len(T.SPECIAL_TOKENS):
-        return T.SPECIAL_TOKENS[token_id]
-    raw = T.token_bytes(tok, token_id)
+    if token_id < len(bpe.SPECIAL_TOKENS):
+        return bpe.SPECIAL_TOKENS[token_id]
+    raw = bpe.token_bytes(tok, token_id)
     text = raw.decode("utf-8", errors="replace")
     if "\ufffd" in text:
         return "<" + raw.hex(" ") + ">"
@@ -42,10 +41,10 @@ def token_text(tok, token_id: int) -> str:
 
 def token_pieces(tok, text: str, add_bos: bool = True) -> tuple[list[int], list[str]]:
     """(ids, pieces) of <bos>+text; a token holding part of a character shows that character and '…'."""
-    rows = T.explain(tok, text)
+    rows = bpe.explain(tok, text)
     pieces = ["<bos>"] * add_bos + [r["text"].replace(" ", "␣").replace("\n", "↵") + "…" * r["partial"] for r in rows]
-    ids = ([T.BOS_ID] if add_bos else []) + [r["id"] for r in rows]
-    return (ids, pieces) if ids else ([T.BOS_ID], ["<bos>"])
+    ids = ([bpe.BOS_ID] if add_bos else []) + [r["id"] for r in rows]
+    return (ids, pieces) if ids else ([bpe.BOS_ID], ["<bos>"])
 
 
 @torch.no_grad()
@@ -164,37 +163,6 @@ def next_token_stages(model, tok, prompt: str, answer_ids, step: int, s: Setting
     tokens = [token_text(tok, i) for i in order]
     return {"ids": order, "tokens": tokens, "probs": {name: [float(p[i]) for i in order] for name, p in probs.items()},
             "kept": {name: int((p > 0).sum()) for name, p in probs.items()}}
-
-
-def measure_train_step(cfg: dict, repeats: int = 3) -> dict:
-    """Time real training steps of cfg's model: Trainer.train_step itself (the loop users run, with its precision,
-    clipping and accumulation) on the course data. Returns seconds per step, the tokens in a step, and the seconds
-    to build the Trainer (data, model) and for one evaluation (held-out losses and the probe answers)."""
-    from .data import PROBE_QUESTIONS
-    from .train import Trainer
-
-    t0 = time.perf_counter()
-    trainer = Trainer(cfg, save_dir=None, keep_resume=False)
-    setup = time.perf_counter() - t0
-    times, tokens = [], 0
-    for r in range(repeats + 1):  # the first step warms up and is not counted
-        before, t0 = trainer.tokens_seen, time.perf_counter()
-        trainer.train_step()
-        if r:
-            times.append(time.perf_counter() - t0)
-            tokens += trainer.tokens_seen - before
-    sec = sorted(times)[len(times) // 2]
-    # One evaluation, from a part of it: 64 held-out rows and one probe question, scaled up to the whole.
-    held_out = trainer.val_samples + trainer.unseen_samples
-    t0 = time.perf_counter()
-    trainer.evaluate(held_out[:64])
-    eval_seconds = (time.perf_counter() - t0) * len(held_out) / max(1, min(64, len(held_out)))
-    t0 = time.perf_counter()
-    trainer.probe_questions = trainer.probe_questions[:1]
-    trainer.probe()
-    eval_seconds += (time.perf_counter() - t0) * len(PROBE_QUESTIONS)
-    return {"seconds_per_step": sec, "tokens_per_step": tokens / repeats, "params": trainer.num_params(),
-            "precision": trainer.precision, "setup_seconds": setup, "seconds_per_eval": eval_seconds}
 
 
 # ---- one forward pass, every number --------------------------------------------------------------------------
