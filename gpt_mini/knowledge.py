@@ -19,7 +19,7 @@ from .data import normalize_prompt, read_jsonl
 from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
-CONFIDENCE_THRESHOLD = 0.70  # both calibrated with `python -m gpt_mini.knowledge` (see README)
+CONFIDENCE_THRESHOLD = 0.60  # both calibrated with `python -m gpt_mini.knowledge` (see README)
 SIMILARITY_THRESHOLD = 0.30
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
