@@ -27,14 +27,14 @@ def main(argv=None):
     from ui.app import build_app, launch_kwargs
 
     try:
-        demo = build_app(args.config, teacher_password=args.teacher_password)
+        app = build_app(args.config, teacher_password=args.teacher_password)
     except UserError as e:
         print(f"错误 / error: {e}", file=sys.stderr)
         return 2
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+        app.blocks.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
     finally:
-        demo.training_run.shutdown()
+        app.run.shutdown()
     return 0
 
 

@@ -10,9 +10,9 @@ import time
 
 from gpt_mini.config import load_config
 from ui.limits import Pace
+from ui.planner import RunPlanner
 from ui.torch_threads import one_thread_by_default
 from ui.training_run import TrainingRun
-from ui.training_tab import RunPlanner
 
 PLANS = {  # name -> (preset, values, minutes)
     "demo30": ("demo30", {}, None),

@@ -1,7 +1,13 @@
-"""Shared fixtures for the engine tests: a real tiny tokenizer, a tiny project in a temporary folder,
-tiny models, one end-to-end training run shared by several tests, and a helper that runs the CLIs."""
+"""Shared fixtures: a real tiny tokenizer, a tiny project in a temporary folder, tiny models, one end-to-end training
+run shared by several tests, a helper that runs the CLIs, and for the dashboard one server without a password, one in
+teacher mode and one Chromium, each started once per session.
+
+Markers (pyproject.toml): `slow` (browser, torchrun, long training; `pytest -m "not slow"` skips them) and
+`single_thread` (torch runs on one thread in that test or module, see one_torch_thread)."""
 
 import contextlib
+import importlib
+import io
 import json
 import os
 import re
@@ -13,12 +19,13 @@ import pytest
 import torch
 import yaml
 
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.build_tokenizer import corpus_texts
 from gpt_mini.config import load_config
+from gpt_mini.errors import run_cli
 from gpt_mini.model import GPT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 
 # The tiny course: short pairs in Chinese, English and emoji. Prompts use full-width ？ as students type them.
 PAIRS = [
@@ -56,9 +63,9 @@ def pair_rows(pairs):
 
 
 # The machine has 2 cores shared with other jobs: two torch threads fighting other processes run a tiny model
-# ~10x slower than one thread. The engine tests run torch single-threaded; Trainer.run's
+# ~10x slower than one thread. Tests and modules marked `single_thread` run torch single-threaded; Trainer.run's
 # set_num_threads(os.cpu_count()) request is recorded (TORCH_THREAD_REQUESTS, checked in test_engine_train.py)
-# and honoured as 1 thread. Only test_engine_* modules (and the shared training run) are affected.
+# and honoured as 1 thread. The dashboard's own tests are not marked: they check its thread handling.
 TORCH_THREAD_REQUESTS = []
 _real_set_num_threads = torch.set_num_threads
 
@@ -77,8 +84,21 @@ def torch_single_thread():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread(request):
-    if not request.module.__name__.startswith("test_engine_"):
+def _single_thread_module(request):
+    """A module marked single_thread (pytestmark) runs on one torch thread from its first module fixture (a training
+    run in a fixture is covered) to its end. True when it does."""
+    if request.node.get_closest_marker("single_thread") is None:
+        yield False
+        return
+    with torch_single_thread():
+        yield True
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(request, _single_thread_module):
+    """The recorded set_num_threads requests. A test marked single_thread in an unmarked module gets one torch
+    thread for itself."""
+    if _single_thread_module or request.node.get_closest_marker("single_thread") is None:
         yield TORCH_THREAD_REQUESTS
         return
     with torch_single_thread() as requests:
@@ -89,7 +109,7 @@ def one_torch_thread(request):
 def tok():
     """A real byte-level BPE tokenizer trained by the engine on the tiny course (plus a few extra strings)."""
     texts = corpus_texts(pair_rows(PAIRS + VAL_PAIRS + UNSEEN_PAIRS)) + TOKENIZER_EXTRA
-    return T.train_tokenizer(texts, VOCAB)
+    return bpe.train_tokenizer(texts, VOCAB)
 
 
 class Project:
@@ -178,9 +198,31 @@ ENGLISH = re.compile(r"[A-Za-z]{3,}")
 def run_module(module: str, *args, timeout: float = 180):
     """Run `python -m module args` from the repository root, as a student would."""
     env = dict(os.environ, PYTHONIOENCODING="utf-8", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, encoding="utf-8", timeout=timeout, env=env)
+
+
+def call_module(module: str, *args):
+    """What `python -m module args` does, in this process: the module's main through run_cli (every CLI's
+    __main__ is `raise SystemExit(run_cli(main))`), stdout and stderr captured. Milliseconds instead of the ~1.5 s
+    a fresh interpreter takes to import torch."""
+    main = importlib.import_module(module).main
+    out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = run_cli(main, [str(a) for a in args])
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess([module, *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(params=["in_process", pytest.param("python_m", marks=pytest.mark.slow)])
+def cli(request):
+    """Runs a CLI: in this process (fast), and in the full suite also as `python -m` in a fresh interpreter, as a
+    student would. Same arguments and result (returncode, stdout, stderr) as run_module."""
+    return call_module if request.param == "in_process" else run_module
 
 
 def assert_one_line_user_error(proc, *must_contain):
@@ -196,22 +238,78 @@ def assert_one_line_user_error(proc, *must_contain):
     return err
 
 
+# ---- the dashboard: one server of each kind and one browser per session -----------------------------------------
+
+TEACHER_PASSWORD = "correct horse 7"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium: a test tool's own browser download cannot work here
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
 @contextlib.contextmanager
 def served_app(runs_dir, **build_kwargs):
-    """The dashboard on a free localhost port with a gradio_client Client: {demo, client, runs_dir, url}."""
+    """The dashboard on a free localhost port with a gradio_client Client: {app, client, runs_dir, url}."""
     from gradio_client import Client
 
     from ui.app import build_app, launch_local
 
-    demo = build_app(runs_dir=runs_dir, **build_kwargs)
-    url = launch_local(demo)
+    app = build_app(runs_dir=runs_dir, **build_kwargs)
+    url = launch_local(app)
     client = Client(url, verbose=False)
     try:
-        yield {"demo": demo, "client": client, "runs_dir": runs_dir, "url": url}
+        yield {"app": app, "client": client, "runs_dir": runs_dir, "url": url}
     finally:
         client.close()
-        demo.training_run.shutdown()
-        demo.close()
+        app.close()
+
+
+def idle(served: dict) -> dict:
+    """A shared server's training run stopped and back to an empty chart: each module using it starts from idle
+    and leaves nothing training behind (a run a failed test left going would slow every later test)."""
+    run = served["app"].run
+    run.stop(wait=60)
+    run.reset()
+    return served
+
+
+@pytest.fixture(scope="session")
+def open_server(tmp_path_factory):
+    """The dashboard as on a student's laptop: no teacher password, every control open. Modules take it through a
+    module fixture that calls idle() before and after."""
+    with served_app(tmp_path_factory.mktemp("runs"), teacher_password="") as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def teacher_server(tmp_path_factory):
+    """The dashboard as on a class Space: TEACHER_PASSWORD guards the controls; promoting copies to a temporary
+    folder, never to checkpoints/."""
+    with served_app(tmp_path_factory.mktemp("teacher_runs"), teacher_password=TEACHER_PASSWORD,
+                    promote_dir=tmp_path_factory.mktemp("promoted")) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium (Playwright) for every browser test; each module opens its own contexts in it."""
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium (/usr/bin/chromium) is not installed: apt-get install chromium fonts-noto-cjk")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # a shared 2-core machine: be patient (retrying assertions), never sleep
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def new_page(browser, url: str, locale: str = "zh-CN"):
+    """A fresh context (its own cookies and session) with one page on `url`: (context, page)."""
+    context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    return context, page
 
 
 def wait_status(client, predicate, timeout=60.0):

@@ -8,8 +8,12 @@ import pytest
 import yaml
 
 from gpt_mini import run_archive
-from gpt_mini.config import SCHEMA, load_config, parse_override
+from gpt_mini.config import SCHEMA, load_config, parse_override, resolve
+from gpt_mini.data import FIXED_QUESTIONS, PROBE_QUESTIONS, REWORDED_PROBES, read_jsonl
+from gpt_mini.durations import fmt_duration
 from gpt_mini.errors import UserError
+from gpt_mini.generate import generate
+from gpt_mini.train import Trainer
 from ui.hyperparameters import (
     BY_NAME,
     HYPERPARAMETERS,
@@ -21,8 +25,11 @@ from ui.hyperparameters import (
     preset_values,
 )
 from ui.i18n import TEXT
-from ui.limits import LIMITS, Limits, Pace, check_limits, fmt_duration
+from ui.limits import LIMITS, Limits, Pace, check_limits
+from ui.planner import RunPlanner, series_names
 from ui.teacher import ENV_NAME, TeacherGate
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 
 def test_every_hyperparameter_is_a_config_key_with_its_default_inside_its_range():
@@ -107,12 +114,14 @@ def test_time_estimate_and_budget_with_a_known_pace():
     assert pace.seconds(cfg) == pytest.approx(2 + 100 * 0.1 + 2 * 1.0)
     steps = pace.steps_for(cfg, 60)
     assert pace.seconds(cfg, steps) <= 60 < pace.seconds(cfg, steps + 1)
-    assert fmt_duration(130) == "2 分 10 秒 / 2 min 10 s"
+
+
+def test_one_duration_formatter_writes_words_and_a_clock():
+    assert fmt_duration(130) == "2 分 10 秒 / 2 min 10 s" and fmt_duration(9) == "9 秒 / 9 s"
+    assert fmt_duration(130, clock=True) == "2:10" and fmt_duration(59.6, clock=True) == "1:00"
 
 
 def test_a_series_preset_plans_one_run_per_optimizer_with_the_same_seed_and_steps():
-    from ui.training_tab import RunPlanner, series_names
-
     planner = RunPlanner(None, load_config(), FixedPace(load_config()))
     runs = planner.plan_runs({}, 0, "adamw_vs_muon")
     assert [(value, label) for _, _, value, label in runs] == [("adamw", "AdamW"), ("muon", "Muon")]
@@ -239,3 +248,34 @@ def test_a_slow_first_timing_never_refuses_the_lesson(monkeypatch):
     monkeypatch.setattr(limits.Pace, "_fits", {})  # a process whose only timing met a very busy machine
     assert Pace(load_config()).seconds(lesson) > LIMITS.max_seconds
     assert check_limits(lesson, Pace(load_config())) > LIMITS.max_seconds  # the lesson still runs
+
+
+def test_the_30_second_demo_trains_on_a_course_subset_that_holds_both_fixed_questions():
+    """demo30 trains on data/demo_train.jsonl: rows of train.jsonl only (same wordings, same answers), the two fixed
+    questions' facts among them, held-out wordings of the same facts as its val; the take-home command says so."""
+    base = load_config()
+    cfg, _ = RunPlanner(None, base, FixedPace(base)).plan({}, 0, "demo30")
+    subset, val = read_jsonl(resolve(cfg["data"]["train_path"])), read_jsonl(resolve(cfg["data"]["val_path"]))
+    course = {(r["prompt"], r["completion"]) for r in read_jsonl(resolve(base["data"]["train_path"]))
+              if not r.get("history")}
+    assert subset and all((r["prompt"], r["completion"]) in course for r in subset)
+    facts = {r["completion"] for r in subset}
+    assert set(FIXED_QUESTIONS.values()) <= facts and len(facts) < 20
+    assert val and {r["completion"] for r in val} <= facts
+    assert not {r["prompt"] for r in val} & {r["prompt"] for r in subset}
+    assert "--set data.train_path=data/demo_train.jsonl" in cli_command(cfg, base, "checkpoints/runs/demo")
+    lesson, _ = RunPlanner(None, base, FixedPace(base)).plan({}, 0, "lesson")
+    assert lesson["data"] == base["data"]
+
+
+@pytest.mark.slow
+def test_the_30_second_demo_ends_with_the_fixed_questions_and_a_rewording_answered(tmp_path):
+    """The demo preset's model and data, trained for 60 steps (a 30-second budget plans more on this 2-core CPU):
+    both fixed questions come out exactly, and at least one student rewording the data never taught."""
+    base = load_config()
+    cfg, _ = RunPlanner(None, base, FixedPace(base)).plan({"max_steps": 60}, 0, "demo30")
+    trainer = Trainer(cfg, save_dir=tmp_path, probe_questions=(), keep_resume=False)
+    assert trainer.run() == "finished"
+    answers = {q: generate(trainer.model, trainer.tok, q).answer for q in PROBE_QUESTIONS}
+    assert all(answers[q] == a for q, a in FIXED_QUESTIONS.items())
+    assert any(answers[q] == FIXED_QUESTIONS[fixed] for q, fixed in REWORDED_PROBES.items())

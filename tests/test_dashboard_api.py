@@ -4,31 +4,29 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import served_app, wait_status
+from conftest import ROOT, idle, wait_status
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.checkpoint import load_model, read_checkpoint
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.generate import generate
 from gpt_mini.knowledge import REFUSAL, course_of, judge
 from gpt_mini.visualize import trace
+from ui.charts import chart
 from ui.hyperparameters import make_config
 from ui.training_run import MAX_KEPT_RUNS, YIELD_SECONDS, TrainingRun, prune_runs, sanitize_name
-from ui.training_tab import chart
 
-ROOT = Path(__file__).resolve().parent.parent
 Q1, Q2 = list(FIXED_QUESTIONS)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with served_app(tmp_path_factory.mktemp("runs"), teacher_password="") as served:  # a laptop: every control open
-        yield served
+def server(open_server):  # a laptop: every control open
+    yield idle(open_server)
+    idle(open_server)
 
 
 def plotly_data(value) -> dict:
@@ -46,10 +44,10 @@ def test_every_named_endpoint_is_listed(server):
 
 
 def test_tokenize(server):
-    tok = server["demo"].model_store.tokenizer()
+    tok = server["app"].store.tokenizer()
     text = "什么是注意力机制? GPT <b>&</b> 😀"
     r = server["client"].predict(text, api_name="/tokenize")
-    assert r["ids"] == T.encode(tok, text)
+    assert r["ids"] == bpe.encode(tok, text)
     assert r["decoded"] == text
     assert r["n_tokens"] == len(r["ids"]) and r["chars"] == len(text)
     assert r["without_decoder"] != text  # the 乱码 lesson: byte symbols, not Chinese
@@ -150,6 +148,7 @@ def test_bad_hyperparameter_is_a_clear_message(server):
         server["client"].predict(lr=-1.0, api_name="/train_start")
 
 
+@pytest.mark.slow
 def test_training_run_lifecycle(server):
     c, runs_dir = server["client"], server["runs_dir"]
     s = c.predict(max_steps=30, eval_interval=10, batch_size=16, micro_batch=16, name="api test/../x",
@@ -186,6 +185,7 @@ def test_training_run_lifecycle(server):
     assert isinstance(c.predict(Q1, max_new_tokens=8, checkpoint="run:api_test_x", api_name="/generate"), str)
 
 
+@pytest.mark.slow
 def test_causal_demo_switch_and_extra_rows(server):
     c = server["client"]
     s = c.predict(max_steps=2, eval_interval=1, batch_size=16, micro_batch=16, causal=False, name="nocausal",
@@ -207,10 +207,11 @@ def test_failure_inside_the_thread_shows_failed_with_reason(tmp_path):
     assert s["state"] == "failed" and "找不到数据文件" in s["message"]
 
 
+@pytest.mark.slow
 def test_concurrent_clients_during_training_get_the_engines_answers(server):
     """Eight gradio_client clients ask at once while a run trains: every answer is the one the engine gives
     alone, the questions really shared batched forward passes, and training kept stepping."""
-    c, batcher = server["client"], server["demo"].batch_server
+    c, batcher = server["client"], server["app"].server
     rows = [json.loads(line) for line in (ROOT / "data" / "val.jsonl").read_text(encoding="utf-8").splitlines()]
     prompts = [r["prompt"] for r in rows[:16]]
     model, tok, _ = load_model(ROOT / "checkpoints" / "last.pt")
@@ -243,6 +244,7 @@ def test_concurrent_clients_during_training_get_the_engines_answers(server):
     assert batcher.largest_batch >= 2
 
 
+@pytest.mark.slow
 def test_training_rests_while_questions_wait_but_keeps_stepping(tmp_path):
     run = TrainingRun(tmp_path, chat_busy=lambda: True)  # a class that never stops asking
     run.start(make_config(None, {"max_steps": 3, "eval_interval": 100, "n_layer": 1, "n_embd": 32, "n_head": 2}))
@@ -256,6 +258,7 @@ def test_training_rests_while_questions_wait_but_keeps_stepping(tmp_path):
     assert s["elapsed"] >= 3 * YIELD_SECONDS * 0.9  # rested after each step
 
 
+@pytest.mark.slow
 def test_only_the_newest_runs_are_kept_and_nothing_else_is_touched(tmp_path):
     for i in range(MAX_KEPT_RUNS + 4):
         run_dir = tmp_path / f"run_{i:02d}"

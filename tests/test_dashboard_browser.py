@@ -8,30 +8,21 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, idle, new_page
+from playwright.sync_api import expect
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.is_file():
-    pytest.skip("Debian chromium (/usr/bin/chromium) is not installed: apt-get install chromium fonts-noto-cjk",
-                allow_module_level=True)
+from gpt_mini.checkpoint import load_model
+from gpt_mini.data import FIXED_QUESTIONS
+from gpt_mini.generate import generate
+from gpt_mini.knowledge import REFUSAL, course_of, reply_in_context
+from gpt_mini.visualize import LAYER_STAGES, step_stage, trace
+from ui.attention_tab import lens_models
+from ui.i18n import TEXT
+from ui.models import DEFAULT_KEY
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from gpt_mini.checkpoint import load_model  # noqa: E402
-from gpt_mini.data import FIXED_QUESTIONS  # noqa: E402
-from gpt_mini.generate import generate  # noqa: E402
-from gpt_mini.knowledge import REFUSAL, course_of, reply_in_context  # noqa: E402
-from gpt_mini.visualize import LAYER_STAGES, step_stage, trace  # noqa: E402
-from ui.app import build_app, launch_local  # noqa: E402
-from ui.attention_tab import lens_models  # noqa: E402
-from ui.i18n import TEXT  # noqa: E402
-from ui.models import DEFAULT_KEY  # noqa: E402
-
-expect.set_options(timeout=20_000)  # a shared 2-core machine: be patient, never sleep
+pytestmark = pytest.mark.slow
 UPDATE = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 DOCS = ROOT / "docs" if UPDATE else Path(tempfile.mkdtemp(prefix="gpt_mini_shots_"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
 Q1 = list(FIXED_QUESTIONS)[0]
 REWORDED = "注意力机制是啥呀"  # data.REWORDED_PROBES: never in the training data
 OUTSIDE = "今天天气怎么样"
@@ -39,20 +30,12 @@ SERVER: dict = {}
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"), teacher_password="")  # a laptop: no teacher mode
-    SERVER["demo"] = demo
-    url = launch_local(demo)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})  # the Chinese UI
-        pg = context.new_page()
-        pg.set_default_timeout(30_000)
-        pg.goto(url)
-        yield pg
-        browser.close()
-    demo.training_run.shutdown()
-    demo.close()
+def page(open_server, chromium):  # a laptop: no teacher mode
+    SERVER["app"] = idle(open_server)["app"]
+    context, pg = new_page(chromium, open_server["url"])  # the Chinese UI
+    yield pg
+    context.close()
+    idle(open_server)
 
 
 def open_tab(page, name: str):
@@ -145,7 +128,7 @@ def walk_every_stage(page, n_layer: int, top_id: int, shots=None) -> None:
 def expect_lens_compare(page, key: str, question: str):
     """The side-by-side logit lens shows the columns lens_models picks for this checkpoint, each with that model's
     likeliest token after the last layer."""
-    models, tok, fresh = lens_models(SERVER["demo"].model_store, key)
+    models, tok, fresh = lens_models(SERVER["app"].store, key)
     table = page.locator("#trace-lens-compare")
     for label, model in models.items():
         expect(table).to_contain_text(label)
@@ -161,7 +144,7 @@ def test_one_forward_pass_steps_through_every_stage(page):
     open_tab(page, "注意力与RoPE")
     page.locator("#trace-question textarea").fill(REWORDED)
     page.locator("#trace-run").click()
-    model, tok, ckpt = SERVER["demo"].model_store.get()
+    model, tok, ckpt = SERVER["app"].store.get()
     n_layer = len(model.blocks)
     expect(page.locator("#trace-lens")).to_contain_text(f"第 {n_layer - 1} 层")  # the logit lens, every layer
     models, fresh = expect_lens_compare(page, DEFAULT_KEY, REWORDED)
@@ -213,8 +196,11 @@ def test_chat_answers_rewordings_and_refuses_what_it_has_not_learned(page):
     suggestion = page.get_by_text(refused.suggestions[0], exact=True).last  # clickable suggested questions
     expect(suggestion).to_be_visible()
     shoot(page, "chat")
+    answers = page.get_by_test_id("bot").count()
     suggestion.click()
     expect(page.get_by_test_id("user").last).to_contain_text(refused.suggestions[0].rstrip("？?"), timeout=60_000)
+    expect(page.get_by_test_id("bot")).to_have_count(answers + 1)
+    expect(page.get_by_test_id("bot").last).to_contain_text("把握", timeout=60_000)  # answered: no race with the next
     box = page.get_by_placeholder(re.compile("输入问题"))
     box.fill("<script>window.hacked=1</script><b>bold?</b>")
     box.press("Enter")
@@ -270,7 +256,7 @@ def test_training_updates_chart_and_status(page):
 
 
 def test_only_a_shown_training_tab_polls_the_run(page):
-    run, calls = SERVER["demo"].training_run, []
+    run, calls = SERVER["app"].run, []
     real = run.status
     run.status = lambda: (calls.append(time.time()), real())[1]  # the training tab's poll reads run.status()
     try:
@@ -307,7 +293,7 @@ def step0_run(store) -> str:
 def test_one_forward_pass_on_a_step_0_snapshot(page):
     """The same walk on the untrained model: a run's step-0 snapshot picked in the list, with the logit lens of the
     run's step 0, 25% (when kept) and final model side by side."""
-    store = SERVER["demo"].model_store
+    store = SERVER["app"].store
     run = step0_run(store)
     key = f"snap:{run}:0"
     open_tab(page, "对话")
@@ -315,9 +301,9 @@ def test_one_forward_pass_on_a_step_0_snapshot(page):
     page.locator("#trace-question textarea").fill(STEP0_QUESTION)
     page.locator("#trace-ckpt input").click()
     page.get_by_role("option", name=f"训练 run: {run} · 第 0 步 / step 0", exact=True).click()
+    models, fresh = expect_lens_compare(page, key, STEP0_QUESTION)  # the new checkpoint's trace has landed
     page.locator("#trace-stage input").click()
     page.get_by_role("option", name=TEXT["trace.stage.tokens"][0], exact=True).click()
-    models, fresh = expect_lens_compare(page, key, STEP0_QUESTION)
     assert not fresh and list(models)[0] == "第 0 步 / step 0"
     model, tok, ckpt = store.get(key)
     assert ckpt["step"] == 0

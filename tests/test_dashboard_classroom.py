@@ -7,24 +7,24 @@ import zipfile
 
 import pandas as pd
 import pytest
-from conftest import served_app, wait_status
+from conftest import TEACHER_PASSWORD, idle, wait_status
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from gpt_mini.checkpoint import read_checkpoint
 from gpt_mini.config import load_config
-from gpt_mini.train import lr_at, snapshot_steps
+from gpt_mini.runs import snapshot_steps
+from gpt_mini.train import lr_at
 
-SECRET = "correct horse 7"
+SECRET = TEACHER_PASSWORD
 TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2}
 CONTROLS = ["/train_pause", "/train_resume", "/train_stop", "/train_reset", "/train_promote"]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with served_app(tmp_path_factory.mktemp("runs"), teacher_password=SECRET,
-                    promote_dir=tmp_path_factory.mktemp("promoted")) as served:
-        yield served
+def server(teacher_server):
+    yield idle(teacher_server)
+    idle(teacher_server)
 
 
 def wait_done(client, timeout=120.0):
@@ -55,6 +55,7 @@ def test_every_control_endpoint_refuses_a_missing_or_wrong_password(server):
     assert (after["state"], after["name"], after["step"]) == (before["state"], before["name"], before["step"])
 
 
+@pytest.mark.slow
 def test_the_teacher_starts_pauses_resumes_and_stops(server):
     c = server["client"]
     s = c.predict(**TINY, max_steps=5000, eval_interval=1000, name="teacher_run", teacher_password=SECRET,
@@ -69,6 +70,7 @@ def test_the_teacher_starts_pauses_resumes_and_stops(server):
     assert c.predict(teacher_password=SECRET, api_name="/train_reset")["state"] == "idle"
 
 
+@pytest.mark.slow  # refusing a run over the time limit first times both models again (Pace.remeasure)
 @pytest.mark.parametrize("password", ["", SECRET])
 def test_an_oversize_run_is_refused_with_or_without_the_password(server, password):
     c, runs_dir = server["client"], server["runs_dir"]
@@ -84,6 +86,7 @@ def test_an_oversize_run_is_refused_with_or_without_the_password(server, passwor
         c.predict(max_steps=20000, batch_size=64, teacher_password=SECRET, api_name="/train_start")
 
 
+@pytest.mark.slow
 def test_the_password_never_reaches_the_page_or_the_status(server, capfd):
     c = server["client"]
     tiny_run(c, "secret_check", steps=3)
@@ -115,6 +118,7 @@ def test_presets_and_time_budget_size_the_run(server):
         c.predict(preset="nope", api_name="/train_estimate")
 
 
+@pytest.mark.slow
 def test_a_time_budget_run_ends_its_cosine_schedule_at_the_budget(server):
     c, runs_dir = server["client"], server["runs_dir"]
     planned = c.predict(preset="demo30", minutes=0.1, api_name="/train_estimate")["hyperparameters"]
@@ -128,6 +132,7 @@ def test_a_time_budget_run_ends_its_cosine_schedule_at_the_budget(server):
     assert last_lr == pytest.approx(lr_at(planned["max_steps"] - 1, planned["max_steps"], planned["lr"], 0.05))
 
 
+@pytest.mark.slow
 def test_snapshots_are_listed_and_answer(server):
     c, runs_dir = server["client"], server["runs_dir"]
     tiny_run(c, "snaps", steps=20)
@@ -144,6 +149,7 @@ def test_snapshots_are_listed_and_answer(server):
     assert fig  # the attention tab reads a snapshot too
 
 
+@pytest.mark.slow
 def test_compare_two_runs_side_by_side(server):
     c = server["client"]
     tiny_run(c, "cmp_a", steps=20)
@@ -159,6 +165,7 @@ def test_compare_two_runs_side_by_side(server):
     assert both[0]["answer"] and both[0]["confidence"] > both[1]["confidence"]  # trained vs untrained
 
 
+@pytest.mark.slow
 def test_the_adamw_vs_muon_preset_trains_both_and_compares_them(server):
     c = server["client"]
     planned = c.predict(preset="adamw_vs_muon", minutes=1.0, api_name="/train_estimate")  # sized: never refused
@@ -171,7 +178,7 @@ def test_the_adamw_vs_muon_preset_trains_both_and_compares_them(server):
     assert "在“对比”页看两条曲线" in done["message"] and "see both curves in the Compare tab" in done["message"]
     adamw, muon = done["series"]["runs"]
     assert adamw.startswith("adamw_vs_muon_adamw_") and muon.startswith("adamw_vs_muon_muon_")
-    assert server["demo"].training_run.last_series() == (adamw, muon)  # what the compare tab puts into A and B
+    assert server["app"].run.last_series() == (adamw, muon)  # what the compare tab puts into A and B
     keys = [key for _, key in c.predict(api_name="/checkpoints")]
     assert f"run:{adamw}" in keys and f"run:{muon}" in keys
     rows = {r["name"]: r for r in c.predict(f"run:{adamw}", f"run:{muon}", api_name="/compare")}
@@ -186,6 +193,7 @@ def test_the_adamw_vs_muon_preset_trains_both_and_compares_them(server):
     assert "value" not in picker_a and [f"run:{adamw}" in key for _, key in picker_a["choices"]].count(True) >= 1
 
 
+@pytest.mark.slow
 def test_zip_round_trip_and_bad_uploads(server, tmp_path):
     c, runs_dir = server["client"], server["runs_dir"]
     tiny_run(c, "home", steps=20)

@@ -8,43 +8,30 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TEACHER_PASSWORD, idle, new_page
+from playwright.sync_api import expect
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.is_file():
-    pytest.skip("Debian chromium (/usr/bin/chromium) is not installed: apt-get install chromium fonts-noto-cjk",
-                allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from ui.app import build_app, launch_local  # noqa: E402
-
-expect.set_options(timeout=30_000)
+pytestmark = pytest.mark.slow
 UPDATE = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 DOCS = ROOT / "docs" if UPDATE else Path(tempfile.mkdtemp(prefix="gpt_mini_shots_"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-SECRET = "teacher-only-42"
+SECRET = TEACHER_PASSWORD
 
 
 @pytest.fixture(scope="module")
-def classroom(tmp_path_factory):
-    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"), teacher_password=SECRET)
-    url = launch_local(demo)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        pages = {}
-        for role, locale in (("teacher", "zh-CN"), ("student", "zh-CN"), ("english", "en-US")):
-            context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            page.set_default_timeout(30_000)
-            page.goto(url)
-            page.get_by_role("tab", name=re.compile("训练|Training")).click()
-            pages[role] = page
-        yield pages, demo
-        browser.close()
-    demo.training_run.shutdown()
-    demo.close()
+def classroom(teacher_server, chromium):
+    """Three browsers on the teacher-mode server, each on the training tab: the teacher, a student, and an
+    English-language visitor. The run starts idle."""
+    app = idle(teacher_server)["app"]
+    contexts, pages = [], {}
+    for role, locale in (("teacher", "zh-CN"), ("student", "zh-CN"), ("english", "en-US")):
+        context, page = new_page(chromium, teacher_server["url"], locale)
+        page.get_by_role("tab", name=re.compile("训练|Training")).click()
+        contexts.append(context)
+        pages[role] = page
+    yield pages, app
+    for context in contexts:
+        context.close()
+    idle(teacher_server)
 
 
 def set_slider(page, name: str, value):
@@ -54,12 +41,12 @@ def set_slider(page, name: str, value):
 
 
 def test_student_watches_live_but_cannot_control_the_teachers_run(classroom):
-    pages, demo = classroom
+    pages, app = classroom
     teacher, student = pages["teacher"], pages["student"]
     # the student tries first: refused with one line, nothing starts
     student.locator("#train-start").click()
     expect(student.get_by_text("只有老师可以控制训练").first).to_be_visible()
-    assert demo.training_run.status()["state"] == "idle"
+    assert app.run.status()["state"] == "idle"
     # the teacher: password, a small model from the sliders, start
     teacher.locator("#teacher-password input").fill(SECRET)
     for name, value in (("n_layer", 1), ("n_embd", 32), ("n_head", 2), ("max_steps", 5000)):
@@ -74,12 +61,12 @@ def test_student_watches_live_but_cannot_control_the_teachers_run(classroom):
     student.locator("#train-stop").click()
     expect(student.get_by_text("只有老师可以控制训练").first).to_be_visible()
     student.locator("#train-pause").click()
-    assert demo.training_run.status()["state"] == "running"  # neither pause nor stop reached the run
+    assert app.run.status()["state"] == "running"  # neither pause nor stop reached the run
     # a wrong password is refused too, and never shown back
     student.locator("#teacher-password input").fill("guess")
     student.locator("#train-stop").click()
     expect(student.get_by_text("教师密码不对").first).to_be_visible()
-    assert demo.training_run.status()["state"] == "running"
+    assert app.run.status()["state"] == "running"
     # the teacher stops it; both pages see it stopped
     teacher.locator("#train-stop").click()
     expect(teacher.locator("#train-status")).to_contain_text(re.compile("已停止 stopped|已完成 finished"))
@@ -122,9 +109,9 @@ def test_presets_fill_the_sliders_and_screenshots_in_both_languages(classroom):
 
 
 def test_compare_tab_puts_a_run_beside_its_own_snapshot(classroom):
-    pages, demo = classroom
+    pages, app = classroom
     student = pages["student"]  # comparing changes nothing shared: students may do it
-    run_name = next(d.name for d in demo.model_store.run_dirs())
+    run_name = next(d.name for d in app.store.run_dirs())
     student.get_by_role("tab", name="对比").click()
     snapshot = f"训练 run: {run_name} · 第 0 步 / step 0"
     for box, label in (("#compare-a", f"训练 run: {run_name}"), ("#compare-b", snapshot)):

@@ -3,16 +3,12 @@ language (zh-CN: Chinese, en-US: English), checked in Debian's chromium."""
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
+from conftest import ROOT, idle, new_page
 
 from ui.i18n import I18N, TEXT, t
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -48,38 +44,9 @@ def test_unknown_key_fails_when_the_app_is_built():
 # ---- in a real browser ----
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian chromium (/usr/bin/chromium) is not installed")
-    from ui.app import build_app, launch_local
-
-    demo = build_app(runs_dir=tmp_path_factory.mktemp("runs"), teacher_password="")  # a laptop: no teacher mode
-    try:
-        yield launch_local(demo)
-    finally:
-        demo.training_run.shutdown()
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian chromium (/usr/bin/chromium) is not installed")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=20_000)  # a shared 2-core machine
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
-def open_page(browser, url: str, locale: str):
-    context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(url)
-    return context, page
+def app_url(open_server):  # a laptop: no teacher mode
+    yield idle(open_server)["url"]
+    idle(open_server)
 
 
 def no_raw_keys(page):
@@ -88,10 +55,11 @@ def no_raw_keys(page):
     assert not [key for key in TEXT if key in body]  # a key with no text would show as itself
 
 
-def test_english_browser_gets_english(browser, app_url):
+@pytest.mark.slow
+def test_english_browser_gets_english(chromium, app_url):
     from playwright.sync_api import expect
 
-    context, page = open_page(browser, app_url, "en-US")
+    context, page = new_page(chromium, app_url, "en-US")
     try:
         for name in ("Overview", "Tokenizer", "Training", "Attention & RoPE", "Chat", "Compare"):
             expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
@@ -117,10 +85,11 @@ def test_english_browser_gets_english(browser, app_url):
         context.close()
 
 
-def test_chinese_browser_gets_chinese(browser, app_url):
+@pytest.mark.slow
+def test_chinese_browser_gets_chinese(chromium, app_url):
     from playwright.sync_api import expect
 
-    context, page = open_page(browser, app_url, "zh-CN")
+    context, page = new_page(chromium, app_url, "zh-CN")
     try:
         for name in ("概览", "分词器", "训练", "注意力与RoPE", "对话", "对比"):
             expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()

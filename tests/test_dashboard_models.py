@@ -7,6 +7,8 @@ import pytest
 from gpt_mini.errors import UserError
 from ui.models import ModelStore
 
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
+
 
 @pytest.fixture
 def store(trained_run, tmp_path):
@@ -43,7 +45,7 @@ def test_unlisted_keys_are_refused(store, key):
 def test_the_logit_lens_compares_a_runs_step_0_25_percent_and_final_model(trained_run, tmp_path):
     """The forward-pass tab's side-by-side logit lens: a run's own snapshots; the default model (whose run is not in
     this runs folder) next to a fresh model with its config and seed; a stopped run shows only what it kept."""
-    from gpt_mini.train import snapshot_steps
+    from gpt_mini.runs import snapshot_steps
     from gpt_mini.visualize import initial_model
     from ui.attention_tab import lens_compare_view, lens_models
     from ui.models import DEFAULT_KEY

@@ -5,14 +5,14 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from gpt_mini.data import FIXED_QUESTIONS, REWORDED_PROBES, normalize_prompt, read_jsonl
 from gpt_mini.knowledge import REFUSAL
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = ROOT / "data"
 FILLER = re.compile(r"[请问老师吗呢呀啊吧嘛哦啦~\s?？!！。.,，、:：;；…]")
 
 
@@ -69,6 +69,7 @@ def bigrams(text: str) -> set:
     return {s[i:i + 2] for i in range(len(s) - 1)} or {s}
 
 
+@pytest.mark.slow  # every dev question against every training question: ~13 s
 def test_class_like_dev_set_is_far_from_train_and_apart_from_train_and_val(train, val):
     """dev_class.jsonl: real-style course questions whose wording is far from every training question (char-bigram
     Jaccard < 0.5 each, median <= 0.3), look-alikes and other questions to refuse, two-turn cases; two halves."""

@@ -5,14 +5,16 @@ import math
 import pytest
 import torch
 
-from gpt_mini import bench
+from gpt_mini import bench, hardware
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 SMALL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]
 
 
 def test_matmul_peak_is_positive_in_both_precisions():
-    assert bench.matmul_peak(torch.float32, m=64, k=32, n=64, repeats=3) > 0
-    assert bench.matmul_peak(torch.bfloat16, m=64, k=32, n=64, repeats=3) > 0
+    assert hardware.matmul_peak(torch.float32, m=64, k=32, n=64, repeats=3) > 0
+    assert hardware.matmul_peak(torch.bfloat16, m=64, k=32, n=64, repeats=3) > 0
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

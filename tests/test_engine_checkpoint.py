@@ -8,15 +8,17 @@ import random
 
 import pytest
 import torch
-from conftest import PAIRS, REPO_ROOT
+from conftest import PAIRS, ROOT
 from tokenizers import Tokenizer
 
 from gpt_mini import checkpoint as C
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.config import load_config
 from gpt_mini.errors import UserError
 from gpt_mini.generate import generate
 from gpt_mini.model import GPT
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def saved(project, tok, tmp_path):
 
 
 def logits_of(model, tok, text="什么是注意力机制？"):
-    idx = torch.tensor([[T.BOS_ID] + T.encode(tok, text)])
+    idx = torch.tensor([[bpe.BOS_ID] + bpe.encode(tok, text)])
     with torch.no_grad():
         return model(idx)[0]
 
@@ -48,7 +50,7 @@ def test_checkpoint_round_trip_gives_identical_logits(saved, tok):
 def test_load_model_without_tokenizer_uses_the_one_in_its_config(saved, tok):
     path, model, _ = saved
     loaded, tok2, _ = C.load_model(path)
-    assert T.fingerprint(tok2) == T.fingerprint(tok)
+    assert bpe.fingerprint(tok2) == bpe.fingerprint(tok)
     assert torch.equal(logits_of(loaded, tok2), logits_of(model, tok))
 
 
@@ -57,13 +59,13 @@ def test_checkpoint_is_a_plain_dict_loadable_with_weights_only(saved, tok):
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert isinstance(ckpt, dict)
     assert {"model", "config", "tokenizer_fingerprint", "vocab_size", "step", "metrics"} <= set(ckpt)
-    assert ckpt["tokenizer_fingerprint"] == T.fingerprint(tok) and ckpt["vocab_size"] == tok.get_vocab_size()
+    assert ckpt["tokenizer_fingerprint"] == bpe.fingerprint(tok) and ckpt["vocab_size"] == tok.get_vocab_size()
     assert set(ckpt["model"]) == set(model.state_dict())
     assert all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())
 
 
 def test_int8_file_is_at_most_a_third_of_fp32(tmp_path, tok):
-    cfg = load_config(REPO_ROOT / "config.yaml")  # the default 3.37M shape
+    cfg = load_config(ROOT / "config.yaml")  # the default 3.37M shape
     torch.manual_seed(0)
     model = GPT(824, 4, 4, 256, 128)
     fp32 = C.make_checkpoint(model, cfg, tok, 0, {})
@@ -194,7 +196,7 @@ def test_checkpoint_whose_weights_do_not_fit_its_config_is_user_error(saved, tmp
 
 def test_checkpoint_with_a_different_tokenizer_is_user_error(saved, tok):
     path, _, _ = saved
-    other_size = T.train_tokenizer(["完全不同的语料，用来训练另一个分词器。", "another corpus entirely"] * 3, 320)
+    other_size = bpe.train_tokenizer(["完全不同的语料，用来训练另一个分词器。", "another corpus entirely"] * 3, 320)
     with pytest.raises(UserError):
         C.load_model(path, other_size)
     # same vocabulary size, two token ids swapped: only the fingerprint tells them apart

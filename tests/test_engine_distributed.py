@@ -10,7 +10,10 @@ import torch
 from conftest import PAIRS, pair_rows, run_module, write_jsonl
 
 from gpt_mini import checkpoint as C
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
+
+pytestmark = [pytest.mark.slow,  # torchrun starts 2 processes that each import torch: seconds per test
+              pytest.mark.single_thread]  # a shared 2-core machine: torch on one thread
 
 
 def equal_length_rows(tok, n=8):
@@ -18,7 +21,7 @@ def equal_length_rows(tok, n=8):
     two processes must reproduce one process up to float rounding."""
     by_length = defaultdict(list)
     for c in "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥":
-        by_length[len(T.encode(tok, c * 4))].append({"text": c * 4})
+        by_length[len(bpe.encode(tok, c * 4))].append({"text": c * 4})
     rows = max(by_length.values(), key=len)
     assert len(rows) >= n
     return rows[:n]

@@ -4,10 +4,12 @@ subprocesses with bad input (non-zero exit, one line of Chinese and English on s
 import json
 
 import pytest
-from conftest import PAIRS, assert_one_line_user_error, run_module, write_jsonl
+from conftest import PAIRS, assert_one_line_user_error, write_jsonl
 
 from gpt_mini.config import load_config, parse_override
 from gpt_mini.errors import UserError
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 # ---- config -------------------------------------------------------------------------------------------------
 
@@ -106,94 +108,94 @@ def ckpt(trained_run):
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])
-def test_infer_empty_prompt(ckpt, prompt):
-    assert_one_line_user_error(run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompt", prompt), "empty")
+def test_infer_empty_prompt(cli, ckpt, prompt):
+    assert_one_line_user_error(cli("gpt_mini.infer", "--ckpt", ckpt, "--prompt", prompt), "empty")
 
 
-def test_infer_missing_checkpoint(tmp_path):
+def test_infer_missing_checkpoint(cli, tmp_path):
     missing = tmp_path / "nope.pt"
-    assert_one_line_user_error(run_module("gpt_mini.infer", "--ckpt", missing, "--prompt", "你好？"), str(missing))
+    assert_one_line_user_error(cli("gpt_mini.infer", "--ckpt", missing, "--prompt", "你好？"), str(missing))
 
 
 @pytest.mark.parametrize("content", [b"hello, this is not a checkpoint\n", b"\x00" * 64], ids=["text", "zeros"])
-def test_infer_garbage_checkpoint(tmp_path, content):
+def test_infer_garbage_checkpoint(cli, tmp_path, content):
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(content)
-    assert_one_line_user_error(run_module("gpt_mini.infer", "--ckpt", bad, "--prompt", "你好？"), str(bad))
+    assert_one_line_user_error(cli("gpt_mini.infer", "--ckpt", bad, "--prompt", "你好？"), str(bad))
 
 
 @pytest.mark.parametrize("flag,value,name", [("--top_p", "1.5", "top_p"), ("--top_p", "0", "top_p"),
                                              ("--temperature", "-1", "temperature"),
                                              ("--max_new_tokens", "0", "max_new_tokens")])
-def test_infer_sampling_parameter_out_of_range(ckpt, flag, value, name):
-    assert_one_line_user_error(run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompt", "你好？", flag, value), name)
+def test_infer_sampling_parameter_out_of_range(cli, ckpt, flag, value, name):
+    assert_one_line_user_error(cli("gpt_mini.infer", "--ckpt", ckpt, "--prompt", "你好？", flag, value), name)
 
 
-def test_infer_non_numeric_parameter(ckpt):
-    assert_one_line_user_error(run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompt", "你好？", "--top_p", "abc"),
+def test_infer_non_numeric_parameter(cli, ckpt):
+    assert_one_line_user_error(cli("gpt_mini.infer", "--ckpt", ckpt, "--prompt", "你好？", "--top_p", "abc"),
                                "top_p")
 
 
 @pytest.mark.parametrize("module", ["gpt_mini.infer", "gpt_mini.train", "gpt_mini.build_tokenizer"])
-def test_cli_bad_set_names_the_key(project, ckpt, module, tmp_path):
+def test_cli_bad_set_names_the_key(cli, project, ckpt, module, tmp_path):
     extra = ["--ckpt", ckpt, "--prompt", "你好？"] if module == "gpt_mini.infer" else []
-    proc = run_module(module, "--config", project.config_path, "--set", "training.lrr=0.1", *extra)
+    proc = cli(module, "--config", project.config_path, "--set", "training.lrr=0.1", *extra)
     assert_one_line_user_error(proc, "training.lrr")
 
 
-def test_train_wrong_type_names_the_key(project):
-    proc = run_module("gpt_mini.train", "--config", project.config_path, "--set", "training.lr=abc")
+def test_train_wrong_type_names_the_key(cli, project):
+    proc = cli("gpt_mini.train", "--config", project.config_path, "--set", "training.lr=abc")
     assert_one_line_user_error(proc, "training.lr")
 
 
-def _train_with_data(project, path, module="gpt_mini.train"):
-    return run_module(module, "--config", project.config_path, "--set", f"data.train_path={path}")
+def _train_with_data(cli, project, path, module="gpt_mini.train"):
+    return cli(module, "--config", project.config_path, "--set", f"data.train_path={path}")
 
 
-def test_train_malformed_jsonl_names_file_and_line(project, tmp_path):
+def test_train_malformed_jsonl_names_file_and_line(cli, project, tmp_path):
     path = tmp_path / "broken.jsonl"
     good = json.dumps({"prompt": "问？", "completion": "答。"}, ensure_ascii=False)
     path.write_text(f"{good}\n{good}\n{{not json\n", encoding="utf-8")
-    assert_one_line_user_error(_train_with_data(project, path), str(path), "line 3")
+    assert_one_line_user_error(_train_with_data(cli, project, path), str(path), "line 3")
 
 
-def test_build_tokenizer_malformed_jsonl_names_file_and_line(project, tmp_path):
+def test_build_tokenizer_malformed_jsonl_names_file_and_line(cli, project, tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text('{"prompt": "问？", "completion": "答。"}\n{"prompt": \n', encoding="utf-8")
-    assert_one_line_user_error(_train_with_data(project, path, "gpt_mini.build_tokenizer"), str(path), "line 2")
+    assert_one_line_user_error(_train_with_data(cli, project, path, "gpt_mini.build_tokenizer"), str(path), "line 2")
 
 
-def test_train_missing_fields(project, tmp_path):
+def test_train_missing_fields(cli, project, tmp_path):
     path = write_jsonl(tmp_path / "fields.jsonl", [{"prompt": "问？", "completion": "答。"}, {"question": "问？"}])
-    assert_one_line_user_error(_train_with_data(project, path), str(path), "line 2", "prompt")
+    assert_one_line_user_error(_train_with_data(cli, project, path), str(path), "line 2", "prompt")
 
 
-def test_train_empty_data_file(project, tmp_path):
+def test_train_empty_data_file(cli, project, tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("", encoding="utf-8")
-    assert_one_line_user_error(_train_with_data(project, path), str(path), "empty")
+    assert_one_line_user_error(_train_with_data(cli, project, path), str(path), "empty")
 
 
-def test_train_impossible_shape(project):
-    proc = run_module("gpt_mini.train", "--config", project.config_path, "--set", "model.n_embd=63")
+def test_train_impossible_shape(cli, project):
+    proc = cli("gpt_mini.train", "--config", project.config_path, "--set", "model.n_embd=63")
     assert_one_line_user_error(proc, "n_embd")
 
 
 # ---- CLIs: the good path, for contrast ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["last.pt", "quantized.pt"])
-def test_infer_answers_full_width_question_from_both_files(trained_run, name):
+def test_infer_answers_full_width_question_from_both_files(cli, trained_run, name):
     prompt, answer = PAIRS[0]
     assert "？" in prompt
-    proc = run_module("gpt_mini.infer", "--ckpt", trained_run.save_dir / name, "--prompt", prompt,
+    proc = cli("gpt_mini.infer", "--ckpt", trained_run.save_dir / name, "--prompt", prompt,
                       "--temperature", "0", "--show_label")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"助手: {answer}"
     assert proc.stderr.strip() == ""
 
 
-def test_infer_1000_character_prompt_is_cut_with_notice(ckpt):
-    proc = run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompt", "什么是注意力机制" * 125)
+def test_infer_1000_character_prompt_is_cut_with_notice(cli, ckpt):
+    proc = cli("gpt_mini.infer", "--ckpt", ckpt, "--prompt", "什么是注意力机制" * 125)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "cut" in proc.stderr

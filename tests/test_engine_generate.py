@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import PAIRS
 
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.errors import UserError
 from gpt_mini.generate import (
     MIN_ANSWER_TOKENS,
@@ -22,6 +22,8 @@ from gpt_mini.generate import (
     top_k_filter,
     top_p_filter,
 )
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 # ---- filters ------------------------------------------------------------------------------------------------
 
@@ -71,9 +73,9 @@ def test_sampling_stages_mask_specials_and_eos_only_at_first_steps():
     assert MIN_ANSWER_TOKENS == 2
     for step in range(4):
         raw = sampling_stages(logits, [], step, s)["raw"]
-        for special in (T.PAD_ID, T.BOS_ID, T.UNK_ID):
+        for special in (bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID):
             assert raw[special] == float("-inf")
-        assert (raw[T.EOS_ID] == float("-inf")) == (step < 2)
+        assert (raw[bpe.EOS_ID] == float("-inf")) == (step < 2)
         others = [i for i in range(V) if i not in (0, 1, 2, 3)]
         assert torch.equal(raw[others], logits[others])
     assert torch.equal(logits, torch.linspace(-1, 1, V))  # caller's tensor untouched
@@ -185,16 +187,16 @@ def test_kv_cache_generation_equals_full_recomputation(tiny_model, tok, fused):
 
 def test_greedy_tokens_are_argmax_of_one_full_forward_pass(tiny_model, tok):
     result = generate(tiny_model, tok, "天空为什么是蓝色的？", Settings(max_new_tokens=16))
-    prompt_ids = [T.BOS_ID] + T.encode(tok, "用户:天空为什么是蓝色的?\n助手:")
+    prompt_ids = [bpe.BOS_ID] + bpe.encode(tok, "用户:天空为什么是蓝色的?\n助手:")
     assert result.prompt_tokens == len(prompt_ids)
     generated = [st["id"] for st in result.steps]
     with torch.no_grad():
         logits, _ = tiny_model(torch.tensor([prompt_ids + generated]))
     for i, tid in enumerate(generated):
         row = logits[0, len(prompt_ids) - 1 + i].clone()
-        row[[T.PAD_ID, T.BOS_ID, T.UNK_ID]] = float("-inf")
+        row[[bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID]] = float("-inf")
         if i < 2:
-            row[T.EOS_ID] = float("-inf")
+            row[bpe.EOS_ID] = float("-inf")
         assert int(row.argmax()) == tid
 
 
@@ -229,7 +231,7 @@ def test_1000_character_prompt_is_cut_with_notice_and_answers(tiny_model, tok, p
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_max_new_tokens_above_context_stops_at_context(tiny_model, tok, use_cache):
     with torch.no_grad():  # EOS logit = h·0 = 0, below the largest of ~400 random logits: greedy never ends
-        tiny_model.tok_emb.weight[T.EOS_ID] = 0.0
+        tiny_model.tok_emb.weight[bpe.EOS_ID] = 0.0
     result = generate(tiny_model, tok, "你好？", Settings(max_new_tokens=500), use_cache=use_cache)
     assert result.stopped_by == "context"
     assert any("context" in n for n in result.notices)

@@ -6,16 +6,18 @@ import math
 
 import pytest
 import torch
-from conftest import PAIRS, VAL_PAIRS, assert_one_line_user_error, pair_rows, run_module
+from conftest import PAIRS, VAL_PAIRS, assert_one_line_user_error, pair_rows
 
 from gpt_mini import knowledge as K
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.calibrate import sweep
 from gpt_mini.data import encode_row, prompt_prefix
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings, fit_prompt, generate, sampling_stages
 from gpt_mini.knowledge import REFUSAL, Course, judge
 from gpt_mini.quality import char_f1, greedy_exact
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 COURSE = Course([["什么是注意力机制？", "注意力机制是啥"], ["天空为什么是蓝色的？", "天为啥是蓝的"],
                  ["水的化学式是什么？"], ["如何保持健康？", "怎么才能身体好"]])
@@ -97,7 +99,7 @@ def test_course_from_rows_groups_wordings_by_answer_in_file_order():
 def test_confidence_is_the_lowest_token_probability_recomputed_without_cache(tiny_model, tok, settings):
     r = generate(tiny_model, tok, "什么是注意力机制？", Settings(**{**settings.__dict__, "max_new_tokens": 12}))
     ids, _ = fit_prompt(tok, "什么是注意力机制？", tiny_model.seq_len, 12)
-    chosen = r.token_ids + ([T.EOS_ID] if r.stopped_by == "eos" else [])
+    chosen = r.token_ids + ([bpe.EOS_ID] if r.stopped_by == "eos" else [])
     logps = []
     with torch.no_grad():
         for i, token in enumerate(chosen):
@@ -118,22 +120,22 @@ def test_trained_model_is_confident_on_what_it_learned(trained_run):
 
 def test_history_is_in_the_context_in_the_seed_format(tok):
     ids, _ = fit_prompt(tok, "水呢？", 128, 32, history=[("你好", "你好呀。")])
-    assert T.decode(tok, ids) == "用户:你好?\n助手:你好呀。\n用户:水呢?\n助手:"
+    assert bpe.decode(tok, ids) == "用户:你好?\n助手:你好呀。\n用户:水呢?\n助手:"
     assert prompt_prefix("水呢？", [("你好", "你好呀。")]) == "用户:你好?\n助手:你好呀。\n用户:水呢?\n助手:"
 
 
 def test_history_that_does_not_fit_is_dropped_before_the_question_is_cut(tok):
     long_answer = "很长的回答。" * 30
     ids, notices = fit_prompt(tok, "什么是注意力机制？", 64, 32, history=[("你好", long_answer)])
-    assert T.decode(tok, ids) == "用户:什么是注意力机制?\n助手:" and not notices
+    assert bpe.decode(tok, ids) == "用户:什么是注意力机制?\n助手:" and not notices
 
 
 def test_two_turn_row_trains_only_on_the_last_answer(tok):
     row = {"prompt": "水的化学式是什么？", "completion": "H2O。", "history": [["你好", "你好呀。"]]}
     x, y = encode_row(tok, row, 128)
-    answer = T.encode(tok, "H2O。") + [T.EOS_ID]
+    answer = bpe.encode(tok, "H2O。") + [bpe.EOS_ID]
     assert [int(t) for t in y if t != -100] == answer
-    assert T.decode(tok, x.tolist()).startswith("用户:你好?\n助手:你好呀。\n用户:")
+    assert bpe.decode(tok, x.tolist()).startswith("用户:你好?\n助手:你好呀。\n用户:")
 
 
 @pytest.mark.parametrize("history", ["你好", [["只有问题"]], [[1, 2]], [["", "回答"]]])
@@ -166,11 +168,11 @@ def ckpt(trained_run):
     return trained_run.save_dir / "last.pt"
 
 
-def test_prompts_file_prints_one_json_line_per_question(ckpt, tmp_path):
+def test_prompts_file_prints_one_json_line_per_question(cli, ckpt, tmp_path):
     questions = [PAIRS[0][0], "今天天气怎么样呀，适合出去玩吗", "   ", "？"]
     path = tmp_path / "q.txt"
     path.write_text("\n".join(questions) + "\n", encoding="utf-8")
-    proc = run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", path)
+    proc = cli("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", path)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [x["prompt"] for x in lines] == [PAIRS[0][0], questions[1], "？"]  # blank lines skipped
@@ -181,25 +183,25 @@ def test_prompts_file_prints_one_json_line_per_question(ckpt, tmp_path):
     assert "error" in lines[2]  # a question with nothing in it: its own line, the others still answered
 
 
-def test_no_refuse_prints_the_raw_answer(ckpt, tmp_path, trained_run):
+def test_no_refuse_prints_the_raw_answer(cli, ckpt, tmp_path, trained_run):
     question = "今天天气怎么样呀，适合出去玩吗"
     raw = generate(trained_run.model, trained_run.tok, question)
     path = tmp_path / "q.txt"
     path.write_text(question, encoding="utf-8")
-    proc = run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", path, "--no_refuse")
+    proc = cli("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", path, "--no_refuse")
     assert json.loads(proc.stdout)["answer"] == raw.answer
 
 
-def test_prompts_file_missing_is_one_clear_line(ckpt, tmp_path):
-    assert_one_line_user_error(run_module("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", tmp_path / "no.txt"),
+def test_prompts_file_missing_is_one_clear_line(cli, ckpt, tmp_path):
+    assert_one_line_user_error(cli("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", tmp_path / "no.txt"),
                                "no.txt")
 
 
-def test_info_prints_what_made_the_checkpoint(ckpt, trained_run):
-    proc = run_module("gpt_mini.infer", "--info", ckpt)
+def test_info_prints_what_made_the_checkpoint(cli, ckpt, trained_run):
+    proc = cli("gpt_mini.infer", "--info", ckpt)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    assert info["step"] == 200 and info["tokenizer"] == T.fingerprint(trained_run.tok)
+    assert info["step"] == 200 and info["tokenizer"] == bpe.fingerprint(trained_run.tok)
     assert info["config"] == trained_run.cfg and info["torch"] == torch.__version__
     assert info["precision"] in ("fp32", "bf16") and info["train_seconds"] > 0
     assert set(info["data"]) == {"train_path", "val_path", "unseen_path"} and all(info["data"].values())

@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import REPO_ROOT, sharpen
+from conftest import ROOT, sharpen
 
 from gpt_mini import model as M
 from gpt_mini.checkpoint import model_from_config
 from gpt_mini.config import load_config, param_count_formula
 from gpt_mini.model import GPT, CausalSelfAttention, RMSNorm, apply_rope, rope_tables
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 # ---- RMSNorm ------------------------------------------------------------------------------------------------
 
@@ -185,7 +187,7 @@ def test_without_causal_mask_later_token_changes_earlier_logits(fused):
 # ---- size, tying, loss --------------------------------------------------------------------------------------
 
 def test_default_shape_parameter_count_is_3368192():
-    cfg = load_config(REPO_ROOT / "config.yaml")
+    cfg = load_config(ROOT / "config.yaml")
     m = cfg["model"]
     assert (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"]) == (4, 4, 256, 256)
     model = model_from_config(cfg, 824)

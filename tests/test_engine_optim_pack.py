@@ -11,10 +11,12 @@ from conftest import PAIRS, VAL_PAIRS, sharpen
 
 from gpt_mini import checkpoint as C
 from gpt_mini import data as D
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.model import GPT
 from gpt_mini.optim import make_optimizer
 from gpt_mini.train import Trainer
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 SMALL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]
 MUON = ["training.optimizer=muon", "training.pack=true"]
@@ -92,7 +94,7 @@ def test_packed_batches_are_95_percent_real_tokens_and_visit_every_sample(tok):
     seen = []
     for _ in range(30):  # three epochs of 10 batches
         x, y, docs = batches.next()
-        real, total = real + int((x != T.PAD_ID).sum()), total + x.numel()
+        real, total = real + int((x != bpe.PAD_ID).sum()), total + x.numel()
         begins = (docs >= 0) & torch.cat((torch.ones_like(docs[:, :1], dtype=torch.bool),
                                           docs[:, 1:] != docs[:, :-1]), 1)
         seen += [int(x[r, c + 1]) - 4 for r, c in begins.nonzero().tolist()]

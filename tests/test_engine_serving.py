@@ -7,11 +7,13 @@ import pytest
 import torch
 from conftest import sharpen
 
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings, generate, generate_steps
 from gpt_mini.model import GPT
 from gpt_mini.serving import BatchServer
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 PROMPTS = ["什么是注意力机制？", "What is AI?", "🤖 你好", "天空为什么是蓝色的？请用一句话回答，谢谢老师！",
            "<script>alert(1)</script>", "水", "a😊中 " * 250, "Mixed 中英 text, 全角？半角?"]
@@ -76,7 +78,7 @@ def test_batched_answers_equal_one_at_a_time(tiny_model, tok):
 
 def test_long_answers_fill_the_context_in_a_batch(tiny_model, tok):
     with torch.no_grad():  # EOS logit = 0, below the largest random logit: answers run to the context end
-        tiny_model.tok_emb.weight[T.EOS_ID] = 0.0
+        tiny_model.tok_emb.weight[bpe.EOS_ID] = 0.0
     jobs = [(p, Settings(max_new_tokens=500)) for p in ("你好？", "天空为什么是蓝色的？请用一句话回答", "a😊中 " * 250)]
     for (prompt, s), result in zip(jobs, ask_all(BatchServer(), tiny_model, tok, jobs)):
         alone = generate(tiny_model, tok, prompt, s)
@@ -125,7 +127,7 @@ def test_bad_input_is_a_user_error_in_the_callers_thread(tiny_model, tok):
 
 def test_closed_stream_leaves_the_batch_and_others_are_unaffected(tiny_model, tok):
     with torch.no_grad():
-        tiny_model.tok_emb.weight[T.EOS_ID] = 0.0  # long answers, so the closed one would run for a while
+        tiny_model.tok_emb.weight[bpe.EOS_ID] = 0.0  # long answers, so the closed one would run for a while
     server, s = BatchServer(), Settings(max_new_tokens=40)
     stream = server.stream(tiny_model, tok, "你好？", s)
     next(stream)
@@ -170,7 +172,7 @@ def test_worker_survives_a_failure_in_its_own_bookkeeping(tiny_model, tok, monke
     monkeypatch.setattr(serving, part, broken_once)
     server, s = BatchServer(), Settings(max_new_tokens=8)
     with torch.no_grad():
-        tiny_model.tok_emb.weight[T.EOS_ID] = 0.0  # no early EOS: every row reaches _merge and _select
+        tiny_model.tok_emb.weight[bpe.EOS_ID] = 0.0  # no early EOS: every row reaches _merge and _select
     out = ask_all(server, tiny_model, tok, [(p, s) for p in PROMPTS[:3]])
     assert any(isinstance(r, UserError) and "generation failed" in str(r) for r in out)
     assert not server.busy() and server.failures == 1
@@ -185,7 +187,7 @@ def test_one_rows_sampling_failure_leaves_the_other_rows_alone(tiny_model, tok, 
     real = serving.Decoding.step
 
     def step(self, logits):
-        if "坏" in T.decode(self.tok, self.ids):
+        if "坏" in bpe.decode(self.tok, self.ids):
             raise ValueError("simulated sampling bug")
         return real(self, logits)
 

@@ -8,9 +8,11 @@ from conftest import PAIRS, write_jsonl
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from gpt_mini import data as D
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini.errors import UserError
 from gpt_mini.generate import fit_prompt
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 # ---- tokenizer ----------------------------------------------------------------------------------------------
 
@@ -27,10 +29,10 @@ ROUND_TRIP_TEXTS = [
 
 @pytest.mark.parametrize("text", ROUND_TRIP_TEXTS)
 def test_tokenizer_round_trip_is_exact_without_replacement_chars(tok, text):
-    ids = T.encode(tok, text)
+    ids = bpe.encode(tok, text)
     assert ids
-    assert all(i not in (T.PAD_ID, T.BOS_ID, T.EOS_ID, T.UNK_ID) for i in ids)  # no unknowns, no specials
-    out = T.decode(tok, ids)
+    assert all(i not in (bpe.PAD_ID, bpe.BOS_ID, bpe.EOS_ID, bpe.UNK_ID) for i in ids)  # no unknowns, no specials
+    out = bpe.decode(tok, ids)
     assert "\ufffd" not in out
     assert out == text
 
@@ -38,29 +40,29 @@ def test_tokenizer_round_trip_is_exact_without_replacement_chars(tok, text):
 def test_tokenizer_round_trip_survives_save_and_load(tok, tmp_path):
     path = tmp_path / "tok.json"
     tok.save(str(path))
-    loaded = T.load_tokenizer(path)
+    loaded = bpe.load_tokenizer(path)
     text = "混合 mixed 文本 🤖!"
-    assert T.encode(loaded, text) == T.encode(tok, text)
-    assert T.decode(loaded, T.encode(loaded, text)) == text
-    assert T.fingerprint(loaded) == T.fingerprint(tok)
+    assert bpe.encode(loaded, text) == bpe.encode(tok, text)
+    assert bpe.decode(loaded, bpe.encode(loaded, text)) == text
+    assert bpe.fingerprint(loaded) == bpe.fingerprint(tok)
 
 
 def test_decoding_without_bytelevel_decoder_gives_mojibake_for_chinese(tok):
     # GPT-2's byte table: 中 = E4 B8 AD -> 'ä' (E4) '¸' (B8) and AD (not printable) -> chr(256 + 67) = 'Ń'.
-    ids = T.encode(tok, "中")
-    assert T.decode_without_decoder(tok, ids) == "ä¸Ń"
+    ids = bpe.encode(tok, "中")
+    assert bpe.decode_without_decoder(tok, ids) == "ä¸Ń"
     text = "注意力机制"
-    ids = T.encode(tok, text)
-    garbled = T.decode_without_decoder(tok, ids)
-    assert garbled != T.decode(tok, ids) == text
+    ids = bpe.encode(tok, text)
+    garbled = bpe.decode_without_decoder(tok, ids)
+    assert garbled != bpe.decode(tok, ids) == text
     assert not any(ch in garbled for ch in text)
-    assert T.decode_without_decoder(tok, T.encode(tok, "abc")) == "abc"  # ASCII letters are their own symbols
+    assert bpe.decode_without_decoder(tok, bpe.encode(tok, "abc")) == "abc"  # ASCII letters are their own symbols
 
 
 @pytest.mark.parametrize("text", ["什么是注意力机制？", "AI 🤖 模型", "龘"])
 def test_explain_rows_match_encode_and_bytes_concatenate_to_utf8(tok, text):
-    rows = T.explain(tok, text)
-    assert [r["id"] for r in rows] == T.encode(tok, text)
+    rows = bpe.explain(tok, text)
+    assert [r["id"] for r in rows] == bpe.encode(tok, text)
     raw = b"".join(bytes.fromhex(r["bytes"]) for r in rows)
     assert raw == text.encode("utf-8")
     for r in rows:
@@ -75,34 +77,34 @@ def test_explain_rows_match_encode_and_bytes_concatenate_to_utf8(tok, text):
 
 
 def test_special_token_ids_are_0_to_3(tok):
-    assert T.SPECIAL_TOKENS == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    assert bpe.SPECIAL_TOKENS == ["<pad>", "<bos>", "<eos>", "<unk>"]
     assert [tok.token_to_id(t) for t in ["<pad>", "<bos>", "<eos>", "<unk>"]] == [0, 1, 2, 3]
-    assert (T.PAD_ID, T.BOS_ID, T.EOS_ID, T.UNK_ID) == (0, 1, 2, 3)
-    assert T.decode(tok, [T.BOS_ID] + T.encode(tok, "你好") + [T.EOS_ID, T.PAD_ID]) == "你好"
+    assert (bpe.PAD_ID, bpe.BOS_ID, bpe.EOS_ID, bpe.UNK_ID) == (0, 1, 2, 3)
+    assert bpe.decode(tok, [bpe.BOS_ID] + bpe.encode(tok, "你好") + [bpe.EOS_ID, bpe.PAD_ID]) == "你好"
 
 
 def test_vocab_table_covers_every_id(tok):
-    rows = T.vocab_table(tok)
+    rows = bpe.vocab_table(tok)
     assert [r["id"] for r in rows] == list(range(tok.get_vocab_size()))
     byte_rows = [r for r in rows if r["id"] >= 4 and r["bytes"] == 1]
     assert len(byte_rows) == 256  # the 256 byte symbols are all in the vocabulary
 
 
 def test_fingerprint_differs_for_a_different_tokenizer_of_same_size():
-    a = T.train_tokenizer([p + c for p, c in PAIRS] + ["the quick brown fox jumps over the lazy dog"] * 3, 300)
-    b = T.train_tokenizer(["月亮本身不发光，它反射太阳的光。", "机器学习让计算机从数据中学习规律。",
+    a = bpe.train_tokenizer([p + c for p, c in PAIRS] + ["the quick brown fox jumps over the lazy dog"] * 3, 300)
+    b = bpe.train_tokenizer(["月亮本身不发光，它反射太阳的光。", "机器学习让计算机从数据中学习规律。",
                            "pack my box with five dozen liquor jugs"] * 3, 300)
     assert a.get_vocab_size() == b.get_vocab_size() == 300
-    assert T.fingerprint(a) != T.fingerprint(b)
+    assert bpe.fingerprint(a) != bpe.fingerprint(b)
 
 
 def test_load_tokenizer_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError):
-        T.load_tokenizer(tmp_path / "missing.json")
+        bpe.load_tokenizer(tmp_path / "missing.json")
     bad = tmp_path / "garbage.json"
     bad.write_text("{not a tokenizer", encoding="utf-8")
     with pytest.raises(UserError):
-        T.load_tokenizer(bad)
+        bpe.load_tokenizer(bad)
     plain = Tokenizer(models.BPE())  # a valid tokenizer file without our special tokens
     plain.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     plain.train_from_iterator(["hello world"] * 5, trainers.BpeTrainer(vocab_size=280, show_progress=False,
@@ -110,7 +112,7 @@ def test_load_tokenizer_errors_are_user_errors(tmp_path):
     path = tmp_path / "plain.json"
     plain.save(str(path))
     with pytest.raises(UserError):
-        T.load_tokenizer(path)
+        bpe.load_tokenizer(path)
 
 
 # ---- samples and targets ------------------------------------------------------------------------------------
@@ -119,16 +121,16 @@ def test_encode_row_aligns_targets_answer_only(tok):
     prompt, answer = "什么是注意力机制？", "注意力机制让模型关注关键位置。"
     x, y = D.encode_row(tok, {"prompt": prompt, "completion": answer}, seq_len=128)
     literal_prefix = "用户:什么是注意力机制?\n助手:"  # half-width ?, written out by hand
-    prefix = [T.BOS_ID] + tok.encode(literal_prefix, add_special_tokens=False).ids
+    prefix = [bpe.BOS_ID] + tok.encode(literal_prefix, add_special_tokens=False).ids
     body = tok.encode(answer, add_special_tokens=False).ids
-    full = prefix + body + [T.EOS_ID]
+    full = prefix + body + [bpe.EOS_ID]
     P = len(prefix)
     assert x.tolist() == full[:-1]
     assert y.tolist()[P - 1:] == full[P:]  # shifted by one
     assert y.tolist()[:P - 1] == [-100] * (P - 1)  # the prompt is not trained
     assert int(y[P - 1]) == body[0]  # the first answer token is trained (the seed's alignment fix)
     assert int(y[P - 2]) == -100
-    assert int(y[-1]) == T.EOS_ID
+    assert int(y[-1]) == bpe.EOS_ID
     assert torch.equal(x[P:], y[P - 1:-1])
     assert tok.decode(y[P - 1:-1].tolist()) == answer
 
@@ -137,15 +139,15 @@ def test_encode_row_text_rows_train_every_target(tok):
     text = "注意力机制让模型关注关键位置。"
     x, y = D.encode_row(tok, {"text": text}, seq_len=128)
     ids = tok.encode(text, add_special_tokens=False).ids
-    assert x.tolist() == [T.BOS_ID] + ids
-    assert y.tolist() == ids + [T.EOS_ID]
+    assert x.tolist() == [bpe.BOS_ID] + ids
+    assert y.tolist() == ids + [bpe.EOS_ID]
     assert (y != -100).all()
 
 
 def test_encode_row_cuts_to_seq_len(tok):
     x, y = D.encode_row(tok, {"prompt": "长问题？", "completion": "很长的回答。" * 40}, seq_len=16)
-    prefix = [T.BOS_ID] + tok.encode("用户:长问题?\n助手:", add_special_tokens=False).ids
-    full = prefix + tok.encode("很长的回答。" * 40, add_special_tokens=False).ids + [T.EOS_ID]
+    prefix = [bpe.BOS_ID] + tok.encode("用户:长问题?\n助手:", add_special_tokens=False).ids
+    full = prefix + tok.encode("很长的回答。" * 40, add_special_tokens=False).ids + [bpe.EOS_ID]
     assert len(x) == len(y) == 16
     assert x.tolist() == full[:16]
     assert y.tolist()[len(prefix) - 1:] == full[len(prefix):17]
@@ -163,7 +165,7 @@ def test_collate_pads_to_longest_sample_not_seq_len(tok):
     for i, (xi, yi) in enumerate(samples):
         n = len(xi)
         assert torch.equal(x[i, :n], xi) and torch.equal(y[i, :n], yi)
-        assert (x[i, n:] == T.PAD_ID).all()
+        assert (x[i, n:] == bpe.PAD_ID).all()
         assert (y[i, n:] == -100).all()
 
 
@@ -175,7 +177,7 @@ def test_batches_pad_each_batch_to_its_own_longest(tok):
         x, y, docs = b.next()
         assert docs is None
         assert x.shape[0] == 2
-        assert x.shape[1] == max(int((row != T.PAD_ID).sum()) for row in x)
+        assert x.shape[1] == max(int((row != bpe.PAD_ID).sum()) for row in x)
         widths.append(x.shape[1])
     assert min(widths) < max(len(s[0]) for s in samples)  # a batch of short rows is not padded to the longest row
 
@@ -188,7 +190,7 @@ def test_batches_visit_every_sample_once_per_epoch(tok, lengths):
     while len(seen) < len(samples):
         x, _, _ = b.next()
         assert 1 <= x.shape[0] <= 3
-        seen += [int((row != T.PAD_ID).sum()) for row in x]
+        seen += [int((row != bpe.PAD_ID).sum()) for row in x]
     assert sorted(seen) == sorted(len(xi) for xi, _ in samples)
 
 

@@ -8,12 +8,14 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import PAIRS, run_module, write_jsonl
+from conftest import PAIRS, write_jsonl
 
 from gpt_mini import checkpoint as C
-from gpt_mini import train as train_module
+from gpt_mini import hardware
 from gpt_mini.generate import generate
 from gpt_mini.train import Trainer, lr_at
+
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
 EXPECTED_COLUMNS = ["step", "train_loss", "eval_loss", "unseen_loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
 SMALL = ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]  # even smaller than the e2e model
@@ -299,7 +301,7 @@ def test_status_elapsed_is_the_training_clock_of_metrics_csv(project, tmp_path):
 
 
 def test_promote_copies_a_usable_run_and_refuses_one_that_is_not(trained_run, tmp_path):
-    from gpt_mini.train import promote
+    from gpt_mini.promote import promote
 
     target = tmp_path / "checkpoints"
     ok, report = promote(trained_run.save_dir, target)  # the real fixed questions: the tiny model does not know them
@@ -324,13 +326,13 @@ def test_resume_with_nothing_saved_is_user_error(project, tmp_path):
         Trainer(project.cfg(*SMALL), save_dir=tmp_path / "empty", probe_questions=(), resume=True)
 
 
-def test_cli_resume_continues_from_saved_step(project, tmp_path):
+def test_cli_resume_continues_from_saved_step(cli, project, tmp_path):
     args = ["--config", project.config_path, "--set", f"save.dir={tmp_path}", "--set", "model.n_layer=1",
             "--set", "model.n_embd=32", "--set", "training.eval_interval=4"]
-    first = run_module("gpt_mini.train", *args, "--set", "training.max_steps=4")
+    first = cli("gpt_mini.train", *args, "--set", "training.max_steps=4")
     assert first.returncode == 0, first.stderr
     assert C.read_checkpoint(tmp_path / "last.pt")["step"] == 4
-    second = run_module("gpt_mini.train", *args, "--set", "training.max_steps=6", "--resume")
+    second = cli("gpt_mini.train", *args, "--set", "training.max_steps=6", "--resume")
     assert second.returncode == 0, second.stderr
     assert "step     6/6" in second.stdout and "step     4/" not in second.stdout  # steps 1-4 not redone
     assert C.read_checkpoint(tmp_path / "last.pt")["step"] == 6
@@ -347,6 +349,7 @@ def _train_losses(project, tmp_path, precision: str) -> tuple[list[float], Train
     return [loss for _, loss in trainer.losses], trainer
 
 
+@pytest.mark.slow  # two 100-step runs
 def test_fp32_and_bf16_loss_curves_agree_for_the_same_seed(project, tmp_path):
     """bf16 autocast changes rounding, not learning: over 100 steps of the same seed and batches, every 10-step mean
     of the bf16 loss is within 0.05 + 5% of the fp32 one (measured here: within 0.003 while the loss falls from 5.2
@@ -362,6 +365,7 @@ def test_fp32_and_bf16_loss_curves_agree_for_the_same_seed(project, tmp_path):
         assert p.dtype == torch.float32
 
 
+@pytest.mark.slow  # a 200-step run
 def test_bf16_run_answers_every_training_pair_exactly(project, tmp_path):
     trainer = Trainer(project.cfg("training.precision=bf16"), save_dir=tmp_path, probe_questions=(), threads=1)
     trainer.run()
@@ -373,13 +377,13 @@ def test_bf16_run_answers_every_training_pair_exactly(project, tmp_path):
 
 @pytest.mark.parametrize("fp32_s,bf16_s,expected", [(1.0, 0.5, "bf16"), (1.0, 0.9, "fp32"), (1.0, 1.5, "fp32")])
 def test_auto_precision_picks_bf16_only_when_it_is_at_least_1_2x_faster(monkeypatch, fp32_s, bf16_s, expected):
-    monkeypatch.setattr(train_module, "_PRECISION_CACHE", {})
-    monkeypatch.setattr(train_module, "_time_steps", lambda device: (fp32_s, bf16_s))
-    choice, reason = train_module.pick_precision("auto", torch.device("cpu"))
+    monkeypatch.setattr(hardware, "_PRECISION_CACHE", {})
+    monkeypatch.setattr(hardware, "time_block", lambda device: (fp32_s, bf16_s))
+    choice, reason = hardware.pick_precision("auto", torch.device("cpu"))
     assert choice == expected and f"{fp32_s / bf16_s:.1f}" in reason
-    assert train_module.pick_precision("fp32", torch.device("cpu"))[0] == "fp32"  # a set precision is not measured
+    assert hardware.pick_precision("fp32", torch.device("cpu"))[0] == "fp32"  # a set precision is not measured
 
 
 def test_precision_timing_measures_both_precisions_on_this_cpu():
-    fp32_s, bf16_s = train_module._time_steps(torch.device("cpu"), rounds=2)
+    fp32_s, bf16_s = hardware.time_block(torch.device("cpu"), rounds=2)
     assert 0 < fp32_s < 5 and 0 < bf16_s < 5

@@ -3,14 +3,13 @@
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import Project, assert_one_line_user_error, run_module, sharpen, torch_single_thread
+from conftest import ROOT, Project, assert_one_line_user_error, sharpen
 
-from gpt_mini import tokenizer as T
+from gpt_mini import tokenizer as bpe
 from gpt_mini import visualize as V
 from gpt_mini.checkpoint import load_model
 from gpt_mini.data import prompt_prefix
@@ -18,11 +17,13 @@ from gpt_mini.errors import UserError
 from gpt_mini.generate import Settings
 from gpt_mini.model import GPT, apply_rope
 
+pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
+
 
 @pytest.fixture(scope="module")
 def tok():
     texts = ["用户:什么是注意力机制?\n助手:注意力机制通过分配权重让模型关注关键位置。"] * 20 + ["hello world"] * 5
-    return T.train_tokenizer(texts, 300)
+    return bpe.train_tokenizer(texts, 300)
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +81,7 @@ def test_next_token_stages_follow_the_settings(model, tok):
 
 # ---- one forward pass (trace) ----------------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "什么是注意力机制？"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_single_thread():  # a shared 2-core machine
-        yield
 
 
 def check_trace(model, tok, tr):
@@ -129,7 +123,7 @@ def check_trace(model, tok, tr):
 def test_trace_of_the_shipped_checkpoints_equals_the_model(name):
     model, tok, _ = load_model(ROOT / "checkpoints" / name)
     tr = V.trace(model, tok, QUESTION)
-    assert tr["ids"] == ([T.BOS_ID] + T.encode(tok, prompt_prefix(QUESTION)))[-V.TRACE_TOKENS:]
+    assert tr["ids"] == ([bpe.BOS_ID] + bpe.encode(tok, prompt_prefix(QUESTION)))[-V.TRACE_TOKENS:]
     check_trace(model, tok, tr)
 
 
@@ -223,7 +217,8 @@ def test_logit_lens_compare_puts_models_side_by_side(tok):
 
 def test_initial_model_is_the_runs_step_0(tok, tmp_path):
     """The fresh 'step 0' the dashboard shows without snapshots is the model a run starts from, weight for weight."""
-    from gpt_mini.train import Trainer, snapshot_path
+    from gpt_mini.runs import snapshot_path
+    from gpt_mini.train import Trainer
 
     cfg = Project(tmp_path / "project", tok).cfg("training.precision=fp32")
     trainer = Trainer(cfg, save_dir=tmp_path / "run", keep_resume=False)
@@ -254,11 +249,11 @@ class _Json:
         return "{}"
 
 
-def test_trace_cli_prints_every_stage_and_one_line_for_a_missing_checkpoint(tmp_path):
-    proc = run_module("gpt_mini.visualize", "--trace", QUESTION)
+def test_trace_cli_prints_every_stage_and_one_line_for_a_missing_checkpoint(cli, tmp_path):
+    proc = cli("gpt_mini.visualize", "--trace", QUESTION)
     assert proc.returncode == 0, proc.stderr
     for name in ("embedding", "q_rot", "scores", "weights", "silu", "logits", "逐层解读 / logit lens"):
         assert name in proc.stdout
-    assert_one_line_user_error(run_module("gpt_mini.visualize", "--trace", QUESTION, "--ckpt", tmp_path / "no.pt"),
+    assert_one_line_user_error(cli("gpt_mini.visualize", "--trace", QUESTION, "--ckpt", tmp_path / "no.pt"),
                                "找不到检查点")
-    assert_one_line_user_error(run_module("gpt_mini.visualize"), "--trace", "--bench")
+    assert_one_line_user_error(cli("gpt_mini.visualize"), "--trace", "--bench")

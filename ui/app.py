@@ -1,9 +1,11 @@
-"""build_app(): the gr.Blocks with its five tabs, the shared training run and the model cache."""
+"""build_app(): the App, a gr.Blocks with its six tabs, the shared training run, the model cache and the chat's batch
+server; wire_tabs() connects what each tab's TabParts asks for."""
 
 import atexit
 import socket
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -25,7 +27,24 @@ MAX_UPLOAD = "60mb"  # a run's zip (int8 checkpoint and tables) is a few MB; big
 SESSION_CAPACITY = 256  # Gradio keeps ~0.3 MB per browser session (default: 10,000 of them); a class needs ~100
 
 
-def build_app(config_path=None, runs_dir=None, teacher_password: str | None = None, promote_dir=None) -> gr.Blocks:
+@dataclass
+class App:
+    """The dashboard: its Blocks, the shared training run, the model cache, the chat's batch server, the measured
+    training pace and the teacher gate (dashboard.py launches it; tests reach the parts)."""
+    blocks: gr.Blocks
+    run: TrainingRun
+    store: ModelStore
+    server: BatchServer
+    pace: Pace
+    gate: TeacherGate
+
+    def close(self):
+        """Stop a run in progress and the web server."""
+        self.run.shutdown()
+        self.blocks.close()
+
+
+def build_app(config_path=None, runs_dir=None, teacher_password: str | None = None, promote_dir=None) -> App:
     """config_path: config.yaml to start from; runs_dir: where dashboard runs are saved (default checkpoints/runs);
     teacher_password: None reads TEACHER_PASSWORD, '' means no teacher mode; promote_dir: where "make it the
     default model" copies a run (default checkpoints/)."""
@@ -40,39 +59,54 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
     run = TrainingRun(runs_dir, chat_busy=server.busy)
     atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
     # The browser-tab title stays bilingual: gr.I18n does not translate Blocks(title=...) (the raw key shows).
-    with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as demo:
+    with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as blocks:
         gr.HTML("<h2 style='margin:4px 0'>" + t("app.title") + "</h2>")
+        tabs = {}
         with gr.Tabs():
-            with gr.Tab(t("tab.overview"), id="overview") as overview:
-                overview_fast, overview_measured, overview_in, overview_out = overview_tab.build(store, cfg, pace)
-            with gr.Tab(t("tab.tokenizer"), id="tokenizer") as tokenizer:
-                tokenizer_tab.build(store, cfg)
-            with gr.Tab(t("tab.training"), id="training") as training:
-                training_poll = training_tab.build(
+            with gr.Tab(t("tab.overview"), id="overview") as tab:
+                tabs[tab] = overview_tab.build(store, cfg, pace)
+            with gr.Tab(t("tab.tokenizer"), id="tokenizer") as tab:
+                tabs[tab] = tokenizer_tab.build(store, cfg)
+            with gr.Tab(t("tab.training"), id="training") as tab:
+                tabs[tab] = training_tab.build(
                     run, store, cfg, config_path, runs_dir, pace, gate, Path(promote_dir or CHECKPOINT_DIR))
-            with gr.Tab(t("tab.attention"), id="attention") as attention:
-                attention_load, attention_out, (attention_ckpt, trace_ckpt) = attention_tab.build(store, cfg)
-            with gr.Tab(t("tab.chat"), id="chat") as chat:
-                chat_ckpt = chat_tab.build(store, cfg, server)
-            with gr.Tab(t("tab.compare"), id="compare") as compare:
-                compare_tab.build(store, server, tab=compare, last_series=run.last_series)
-        demo.load(overview_fast, None, overview_out, api_name="ui_overview_load", api_visibility="private").then(
-            overview_measured, overview_in, overview_out, api_name="ui_overview_measure", api_visibility="private",
-            show_progress="minimal")
-        demo.load(attention_load, None, attention_out, api_name="ui_attention_load", api_visibility="private")
-        # Only a browser that shows the training tab polls the run every second.
-        training.select(lambda: gr.Timer(active=True), None, training_poll, api_name="ui_training_shown",
-                        api_visibility="private")
-        for tab in (overview, tokenizer, attention, chat, compare):
-            tab.select(lambda: gr.Timer(active=False), None, training_poll, api_name=f"ui_training_hidden_{tab.id}",
+            with gr.Tab(t("tab.attention"), id="attention") as tab:
+                tabs[tab] = attention_tab.build(store, cfg)
+            with gr.Tab(t("tab.chat"), id="chat") as tab:
+                tabs[tab] = chat_tab.build(store, cfg, server)
+            with gr.Tab(t("tab.compare"), id="compare") as tab:
+                tabs[tab] = compare_tab.build(store, server, last_series=run.last_series)
+        wire_tabs(blocks, tabs, store)
+    blocks.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)
+    return App(blocks, run, store, server, pace, gate)
+
+
+def wire_tabs(blocks: gr.Blocks, tabs: dict, store: ModelStore):
+    """What each tab's TabParts asks for: page-load steps (chained), a step when the tab is shown, checkpoint
+    pickers listed again when it is shown, and a poll timer that ticks only while it is shown."""
+    for parts in tabs.values():
+        if parts.on_load:
+            first, *rest = parts.on_load
+            event = blocks.load(first.fn, first.inputs, first.outputs, api_name=first.api_name,
+                                api_visibility=first.visibility, **first.options)
+            for step in rest:
+                event = event.then(step.fn, step.inputs, step.outputs, api_name=step.api_name,
+                                   api_visibility=step.visibility, **step.options)
+    for tab, parts in tabs.items():
+        if parts.poll_timer is not None:  # e.g. only a browser that shows the training tab polls the run
+            tab.select(lambda: gr.Timer(active=True), None, parts.poll_timer, api_name=f"ui_{tab.id}_shown",
                        api_visibility="private")
-        for tab, dropdown in ((attention, attention_ckpt), (attention, trace_ckpt), (chat, chat_ckpt)):
+            for other in tabs:
+                if other is not tab:
+                    other.select(lambda: gr.Timer(active=False), None, parts.poll_timer,
+                                 api_name=f"ui_{tab.id}_hidden_{other.id}", api_visibility="private")
+        for dropdown in parts.checkpoint_dropdowns:
             tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
                        api_name=f"ui_refresh_{tab.id}_{dropdown.elem_id or 'ckpt'}", api_visibility="private")
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)
-    demo.training_run, demo.model_store, demo.batch_server = run, store, server  # for tests and shutdown
-    demo.pace, demo.teacher_gate = pace, gate
-    return demo
+        if parts.on_show is not None:
+            step = parts.on_show
+            tab.select(step.fn, step.inputs, step.outputs, api_name=step.api_name, api_visibility=step.visibility,
+                       **step.options)
 
 
 def launch_kwargs() -> dict:
@@ -89,11 +123,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_local(demo: gr.Blocks, timeout: float = 60.0) -> str:
+def launch_local(app: App, timeout: float = 60.0) -> str:
     """Start the app on a free localhost port without blocking and return its URL once it answers
     ("Running on local URL" is printed before the server is ready). Used by the tests."""
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **launch_kwargs())
+    _, url, _ = app.blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                  quiet=True, **launch_kwargs())
     return wait_until_up(url, timeout)
 
 

@@ -1,10 +1,14 @@
 """Tab 注意力与RoPE: causal mask, the trained model's attention weights, how rotary position embedding works, and
-one forward pass of the model with its real numbers."""
+one forward pass of the model with its real numbers.
+
+build() = three sections (attention, RoPE, one forward pass), each a layout function and its wiring function, plus
+the /trace endpoint; the page load fills every plot (TabParts.on_load)."""
 
 import gradio as gr
 import numpy as np
 from plotly.subplots import make_subplots
 
+from gpt_mini import runs
 from gpt_mini.errors import UserError
 from gpt_mini.visualize import (
     STAGES,
@@ -21,8 +25,10 @@ from gpt_mini.visualize import (
 )
 
 from .i18n import TEXT, t
-from .models import DEFAULT_KEY, DEFAULT_KEYS
+from .limits import MODEL_CONCURRENCY
+from .models import DEFAULT_KEY
 from .style import FONT, SEQUENTIAL, error_line, figure
+from .tabs import Step, TabParts, View
 
 EXAMPLE = "注意力机制通过分配权重让模型关注关键位置。"
 MAX_TEXT = 300
@@ -156,13 +162,13 @@ def lens_models(store, checkpoint: str) -> tuple[dict, object, bool]:
     model, tok, ckpt = store.get(key)
     run, columns = store.run_of(key), {}
     if run:
-        if key not in DEFAULT_KEYS and not key.startswith("run:"):  # a snapshot: its run's final model
-            model, _, ckpt = store.get(f"run:{run}")
+        if runs.parse_key(key)[0] == "snap":  # a snapshot: its run's final model
+            model, _, ckpt = store.get(runs.run_key(run))
         steps, quarter = store.snapshot_steps(run), round(0.25 * ckpt["config"]["training"]["max_steps"])
         for step, label in ((0, "第 0 步 / step 0"), (quarter, f"第 {quarter} 步（25%）/ step {quarter} (25%)")):
             if step in steps and step < ckpt["step"] and step not in columns:
                 columns[step] = label
-        columns = {label: store.get(f"snap:{run}:{step}")[0] for step, label in columns.items()}
+        columns = {label: store.get(runs.snap_key(run, step))[0] for step, label in columns.items()}
     else:
         columns["第 0 步（新初始化）/ step 0 (fresh init)"] = store.initial(key)
     columns[f"最终：第 {ckpt['step']} 步 / final, step {ckpt['step']}"] = model
@@ -183,75 +189,98 @@ def lens_compare_view(store, question: str, checkpoint: str):
     return table, str(t("trace.cmp.fresh") if fresh else t("trace.cmp.snapshots"))
 
 
-def build(store, cfg):
-    m = cfg["model"]
+def attention_layout(store, m: dict) -> View:
+    v = View()
     gr.Markdown(t("attention.intro"), elem_classes="tab-intro")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            text = gr.Textbox(label=t("attention.text"), value=EXAMPLE, lines=3, max_length=MAX_TEXT)
-            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
-                               allow_custom_value=True)  # runs saved later: ModelStore checks every key
-            layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label=t("attention.layer"))
-            head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label=t("attention.head"))
-            show = gr.Button(t("attention.show"), variant="primary")
-            err = gr.HTML()
-            n_mask = gr.Slider(2, 32, value=8, step=1, label=t("attention.mask_tokens"))
+            v.text = gr.Textbox(label=t("attention.text"), value=EXAMPLE, lines=3, max_length=MAX_TEXT)
+            v.ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
+                                 allow_custom_value=True)  # runs saved later: ModelStore checks every key
+            v.layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label=t("attention.layer"))
+            v.head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label=t("attention.head"))
+            v.show = gr.Button(t("attention.show"), variant="primary")
+            v.err = gr.HTML()
+            v.n_mask = gr.Slider(2, 32, value=8, step=1, label=t("attention.mask_tokens"))
         with gr.Column(scale=3):
-            att_plot = gr.Plot(show_label=False)
-            mask_plot = gr.Plot(mask_figure(8), show_label=False)
+            v.att_plot = gr.Plot(show_label=False)
+            v.mask_plot = gr.Plot(mask_figure(8), show_label=False)
+    return v
 
+
+def attention_ui(store):
+    """The heatmap handler: (figure, "") or (skip, one error line)."""
     def attention(text: str, layer: int = 0, head: int = 0, checkpoint: str = DEFAULT_KEY):
         try:
             return attention_figure(store, text, layer, head, checkpoint), ""
         except UserError as e:
             return gr.skip(), error_line(str(e))
+    return attention
 
-    gr.on([show.click, text.submit, layer.release, head.release, ckpt.input], attention, [text, layer, head, ckpt],
-          [att_plot, err], api_name="attention", concurrency_limit=4, concurrency_id="model")
-    n_mask.release(mask_figure, n_mask, mask_plot, api_name="ui_mask", api_visibility="undocumented")
 
+def wire_attention(v: View, store):
+    gr.on([v.show.click, v.text.submit, v.layer.release, v.head.release, v.ckpt.input], attention_ui(store),
+          [v.text, v.layer, v.head, v.ckpt], [v.att_plot, v.err], api_name="attention",
+          concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
+    v.n_mask.release(mask_figure, v.n_mask, v.mask_plot, api_name="ui_mask", api_visibility="undocumented")
+
+
+def rope_layout(m: dict) -> View:
+    v = View()
     gr.Markdown("### " + t("attention.rope_heading"))
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            head_dim = gr.Slider(2, 128, value=m["n_embd"] // m["n_head"], step=2, label=t("attention.head_dim"))
-            freq = gr.Slider(0, 63, value=3, step=1, label=t("attention.freq_index"))
-            positions = gr.Slider(4, 128, value=24, step=1, label=t("attention.positions"))
-            rope_btn = gr.Button(t("attention.draw_rope"))
+            v.head_dim = gr.Slider(2, 128, value=m["n_embd"] // m["n_head"], step=2, label=t("attention.head_dim"))
+            v.freq = gr.Slider(0, 63, value=3, step=1, label=t("attention.freq_index"))
+            v.positions = gr.Slider(4, 128, value=24, step=1, label=t("attention.positions"))
+            v.draw = gr.Button(t("attention.draw_rope"))
             gr.Markdown(t("attention.rope_explain"))
         with gr.Column(scale=3):
-            rot_plot = gr.Plot(show_label=False)
+            v.rot_plot = gr.Plot(show_label=False)
             with gr.Row():
-                freq_plot = gr.Plot(show_label=False)
-                qk_plot = gr.Plot(show_label=False)
-    gr.on([rope_btn.click, head_dim.release, freq.release, positions.release], rope_figures,
-          [head_dim, freq, positions], [rot_plot, freq_plot, qk_plot], api_name="rope", concurrency_limit=4)
+                v.freq_plot = gr.Plot(show_label=False)
+                v.qk_plot = gr.Plot(show_label=False)
+    return v
 
+
+def wire_rope(v: View):
+    gr.on([v.draw.click, v.head_dim.release, v.freq.release, v.positions.release], rope_figures,
+          [v.head_dim, v.freq, v.positions], [v.rot_plot, v.freq_plot, v.qk_plot], api_name="rope",
+          concurrency_limit=4)
+
+
+def trace_layout(store, m: dict) -> View:
+    v = View()
     gr.Markdown("### " + t("trace.heading"))
     gr.Markdown(t("trace.intro"))
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            question = gr.Textbox(label=t("trace.question"), value=TRACE_EXAMPLE, max_length=MAX_TEXT,
-                                  elem_id="trace-question")
-            trace_ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
-                                     allow_custom_value=True, elem_id="trace-ckpt")
-            run = gr.Button(t("trace.run"), elem_id="trace-run")
+            v.question = gr.Textbox(label=t("trace.question"), value=TRACE_EXAMPLE, max_length=MAX_TEXT,
+                                    elem_id="trace-question")
+            v.ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
+                                 allow_custom_value=True, elem_id="trace-ckpt")
+            v.run = gr.Button(t("trace.run"), elem_id="trace-run")
             with gr.Row():
-                prev = gr.Button(t("trace.prev"), elem_id="trace-prev", min_width=80)
-                nxt = gr.Button(t("trace.next"), variant="primary", elem_id="trace-next", min_width=80)
-            stage = gr.Dropdown([(t(f"trace.stage.{s}"), s) for s in STAGES], value=STAGES[0],
-                                label=t("trace.stage"), elem_id="trace-stage")
-            t_layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label=t("attention.layer"))
-            t_head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label=t("attention.head"))
-            trace_err = gr.HTML()
+                v.prev = gr.Button(t("trace.prev"), elem_id="trace-prev", min_width=80)
+                v.next = gr.Button(t("trace.next"), variant="primary", elem_id="trace-next", min_width=80)
+            v.stage = gr.Dropdown([(t(f"trace.stage.{s}"), s) for s in STAGES], value=STAGES[0],
+                                  label=t("trace.stage"), elem_id="trace-stage")
+            v.layer = gr.Slider(0, m["n_layer"] - 1, value=0, step=1, label=t("attention.layer"))
+            v.head = gr.Slider(0, m["n_head"] - 1, value=0, step=1, label=t("attention.head"))
+            v.err = gr.HTML()
         with gr.Column(scale=3):
-            stage_plot = gr.Plot(show_label=False, elem_id="trace-plot")
-            stage_text = gr.Markdown(elem_id="trace-text")
-            lens = gr.Dataframe(headers=["之后 / after", "1", "2", "3"], label=t("trace.lens"), interactive=False,
-                                elem_id="trace-lens")
-            lens_cmp = gr.Dataframe(headers=["之后 / after"], label=t("trace.cmp"), interactive=False, wrap=True,
-                                    elem_id="trace-lens-compare")
-            lens_note = gr.Markdown(elem_id="trace-lens-note")
+            v.plot = gr.Plot(show_label=False, elem_id="trace-plot")
+            v.text = gr.Markdown(elem_id="trace-text")
+            v.lens = gr.Dataframe(headers=["之后 / after", "1", "2", "3"], label=t("trace.lens"), interactive=False,
+                                  elem_id="trace-lens")
+            v.lens_cmp = gr.Dataframe(headers=["之后 / after"], label=t("trace.cmp"), interactive=False, wrap=True,
+                                      elem_id="trace-lens-compare")
+            v.lens_note = gr.Markdown(elem_id="trace-lens-note")
+    return v
 
+
+def trace_ui(store):
+    """The forward-pass handlers: show (a stage, `delta` stages on) and compare (the logit lens side by side)."""
     def show(question, checkpoint, stage, layer, head, delta=0):
         try:
             view, fig, text, rows, shape = trace_view(store, question, checkpoint, stage, layer, head, delta)
@@ -266,19 +295,26 @@ def build(store, cfg):
         except UserError:  # show() puts the error next to the controls
             return gr.skip(), gr.skip()
 
-    gr.on([run.click, question.submit, trace_ckpt.input], compare, [question, trace_ckpt], [lens_cmp, lens_note],
-          api_name="ui_trace_lens_compare", api_visibility="undocumented", concurrency_limit=4,
+    return show, compare
+
+
+def wire_trace(v: View, store):
+    show, compare = trace_ui(store)
+    gr.on([v.run.click, v.question.submit, v.ckpt.input], compare, [v.question, v.ckpt], [v.lens_cmp, v.lens_note],
+          api_name="ui_trace_lens_compare", api_visibility="undocumented", concurrency_limit=MODEL_CONCURRENCY,
           concurrency_id="model")
 
-    trace_in = [question, trace_ckpt, stage, t_layer, t_head]
-    trace_out = [stage, t_layer, t_head, stage_plot, stage_text, lens, trace_err]
-    gr.on([run.click, question.submit, trace_ckpt.input, stage.input, t_layer.release, t_head.release], show,
-          trace_in, trace_out, api_name="ui_trace", api_visibility="undocumented", concurrency_limit=4,
-          concurrency_id="model")
-    for button, delta in ((prev, -1), (nxt, 1)):
+    trace_in = [v.question, v.ckpt, v.stage, v.layer, v.head]
+    trace_out = [v.stage, v.layer, v.head, v.plot, v.text, v.lens, v.err]
+    gr.on([v.run.click, v.question.submit, v.ckpt.input, v.stage.input, v.layer.release, v.head.release], show,
+          trace_in, trace_out, api_name="ui_trace", api_visibility="undocumented",
+          concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
+    for button, delta in ((v.prev, -1), (v.next, 1)):
         button.click(lambda *a, d=delta: show(*a, d), trace_in, trace_out, api_name=f"ui_trace_step{delta:+d}",
-                     api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
+                     api_visibility="undocumented", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
 
+
+def wire_api(store):
     def trace_api(question: str, checkpoint: str = DEFAULT_KEY, layer: int = 0, head: int = 0) -> dict:
         """One forward pass of a checkpoint on the chat prompt of `question` (its last 24 tokens): every stage's
         shape, its values (rounded, first 8 numbers per row) for one layer and head, the top-10 next tokens and
@@ -289,11 +325,32 @@ def build(store, cfg):
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
-    gr.api(trace_api, api_name="trace", concurrency_limit=4, concurrency_id="model")
+    gr.api(trace_api, api_name="trace", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
+
+
+def first_view(store, m: dict):
+    """What a page shows when it opens: the example's attention, the RoPE figures and the example's forward pass."""
+    show, compare = trace_ui(store)
+
+    attention = attention_ui(store)
 
     def load():
-        first = show(TRACE_EXAMPLE, DEFAULT_KEY, STAGES[0], 0, 0)[3:6] + compare(TRACE_EXAMPLE, DEFAULT_KEY)
-        return (attention(EXAMPLE, 0, 0, DEFAULT_KEY)[0],) + rope_figures(m["n_embd"] // m["n_head"], 3, 24) + first
+        heatmap = attention(EXAMPLE, 0, 0, DEFAULT_KEY)[0]
+        forward = show(TRACE_EXAMPLE, DEFAULT_KEY, STAGES[0], 0, 0)[3:6] + compare(TRACE_EXAMPLE, DEFAULT_KEY)
+        return (heatmap, *rope_figures(m["n_embd"] // m["n_head"], 3, 24), *forward)
+    return load
 
-    return load, [att_plot, rot_plot, freq_plot, qk_plot, stage_plot, stage_text, lens, lens_cmp, lens_note], \
-        [ckpt, trace_ckpt]
+
+def build(store, cfg) -> TabParts:
+    m = cfg["model"]
+    attention = attention_layout(store, m)
+    wire_attention(attention, store)
+    rope = rope_layout(m)
+    wire_rope(rope)
+    forward = trace_layout(store, m)
+    wire_trace(forward, store)
+    wire_api(store)
+    outputs = [attention.att_plot, rope.rot_plot, rope.freq_plot, rope.qk_plot, forward.plot, forward.text,
+               forward.lens, forward.lens_cmp, forward.lens_note]
+    return TabParts(on_load=(Step(first_view(store, m), None, outputs, "ui_attention_load"),),
+                    checkpoint_dropdowns=(attention.ckpt, forward.ckpt))

@@ -1,4 +1,6 @@
-"""Tab 对话 Chat: streaming answers, sampling settings, checkpoint choice, and the per-token panel."""
+"""Tab 对话 Chat: streaming answers, sampling settings, checkpoint choice, and the per-token panel.
+
+build() = layout() + wire_chat() (asking, suggestions, settings) + wire_api() (/generate, /ask)."""
 
 import html
 import json
@@ -11,17 +13,18 @@ from gpt_mini.checkpoint import describe, summary_line
 from gpt_mini.config import ROOT
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.errors import UserError
-from gpt_mini.generate import Result, Settings
+from gpt_mini.generate import DEFAULT, SAMPLING, Result, Settings
 from gpt_mini.knowledge import course_of, judge, reply_in_context
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
 from .i18n import t
+from .limits import CHAT_CONCURRENCY, MODEL_CONCURRENCY
 from .models import DEFAULT_KEY
 from .style import error_line, figure
+from .tabs import TabParts, View
 
 MAX_PROMPT_CHARS = 1000
-CHAT_CONCURRENCY = 48  # handlers only wait on the batch server; it runs one forward pass for all of them
 STAGE_NAMES = {"raw": "原始 raw", "temperature": "温度后 temperature", "top_k": "Top-k 后", "top_p": "Top-p 后"}
 STAGE_COLORS = {"raw": "#9ecae1", "temperature": "#4292c6", "top_k": "#2171b5", "top_p": "#08306b"}
 
@@ -142,44 +145,45 @@ def lookup_line(promotion: Path = ROOT / "checkpoints" / "promotion.json") -> st
             f'A GPT must beat the lookup to be worth it.</div>')
 
 
-def build(store, cfg, server: BatchServer):
+def layout(store) -> View:
+    """Settings and the checkpoint on the left, the conversation on the right, the per-token panel below."""
+    v = View()
     gr.Markdown(t("chat.intro"), elem_classes="tab-intro")
     gr.HTML(lookup_line())
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
-                               allow_custom_value=True)  # runs saved later: ModelStore checks every key
-            ckpt_info = gr.HTML(checkpoint_info(store, DEFAULT_KEY))  # a handler's output too: not translated
-            temperature = gr.Slider(0, 2, value=0.0, step=0.05, label=t("chat.temperature"))
-            top_k = gr.Slider(0, 100, value=0, step=1, label=t("chat.top_k"))
-            top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label=t("chat.top_p"))
-            rep = gr.Slider(0.5, 2, value=1.0, step=0.05, label=t("chat.repetition_penalty"))
-            max_new = gr.Slider(1, 256, value=128, step=1, label=t("chat.max_new_tokens"))
-            stops = gr.Textbox(label=t("chat.stop_strings"), value="")
-            reset = gr.Button(t("common.reset"))
+            v.ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
+                                 allow_custom_value=True)  # runs saved later: ModelStore checks every key
+            v.ckpt_info = gr.HTML(checkpoint_info(store, DEFAULT_KEY))  # a handler's output too: not translated
+            v.sampling = [gr.Slider(lo, hi, value=value, step=step, label=t(f"chat.{name}"))
+                          for name, (value, lo, hi, step) in SAMPLING.items()]
+            v.sampling.append(gr.Textbox(label=t("chat.stop_strings"), value=""))
+            v.reset = gr.Button(t("common.reset"))
         with gr.Column(scale=3):
-            bot = gr.Chatbot(label=t("chat.chatbot"), height=380, render_markdown=False, sanitize_html=True,
-                             feedback_options=None, buttons=["copy"])
+            v.bot = gr.Chatbot(label=t("chat.chatbot"), height=380, render_markdown=False, sanitize_html=True,
+                               feedback_options=None, buttons=["copy"])
             with gr.Row():
-                msg = gr.Textbox(placeholder=t("chat.placeholder"), show_label=False,
-                                 max_length=MAX_PROMPT_CHARS, scale=5)
-                send = gr.Button(t("chat.send"), variant="primary", scale=1, min_width=100)
+                v.msg = gr.Textbox(placeholder=t("chat.placeholder"), show_label=False,
+                                   max_length=MAX_PROMPT_CHARS, scale=5)
+                v.send = gr.Button(t("chat.send"), variant="primary", scale=1, min_width=100)
             with gr.Row():
-                refuse = gr.Checkbox(True, label=t("chat.refuse"), scale=3)
-                badge = gr.HTML(scale=2)
+                v.refuse = gr.Checkbox(True, label=t("chat.refuse"), scale=3)
+                v.badge = gr.HTML(scale=2)
             # the samples are questions to the model, in Chinese for every browser (gr.I18n leaves samples alone)
-            suggest = gr.Dataset(components=[msg], samples=[[q] for q in FIXED_QUESTIONS], type="values",
-                                 label=t("chat.suggestions"))
-            err = gr.HTML()
+            v.suggest = gr.Dataset(components=[v.msg], samples=[[q] for q in FIXED_QUESTIONS], type="values",
+                                   label=t("chat.suggestions"))
+            v.err = gr.HTML()
     gr.Markdown("### " + t("chat.candidates_heading"))
-    step = gr.Slider(0, 1, value=0, step=1, label=t("chat.step"))
-    chart = gr.Plot(show_label=False)
-    table = gr.Dataframe(label=t("chat.candidates_table"), interactive=False,
-                         max_height=380, wrap=True)
-    last = gr.State({})
-    exchanges = gr.State([])  # this visitor's answered (question, answer) pairs: the follow-up context
-    sampling = [temperature, top_k, top_p, rep, max_new, stops]
+    v.step = gr.Slider(0, 1, value=0, step=1, label=t("chat.step"))
+    v.chart = gr.Plot(show_label=False)
+    v.table = gr.Dataframe(label=t("chat.candidates_table"), interactive=False, max_height=380, wrap=True)
+    v.last = gr.State({})
+    v.exchanges = gr.State([])  # this visitor's answered (question, answer) pairs: the follow-up context
+    return v
 
+
+def wire_chat(v: View, store, server: BatchServer):
+    """Asking (typed or a suggestion), clearing, the checkpoint line, the stage chart and the settings reset."""
     def chat(message, history, earlier, checkpoint, use_refusal, *sampling_values):
         history, skip = flatten_history(history), (gr.skip(),) * 7
         try:
@@ -215,21 +219,24 @@ def build(store, cfg, server: BatchServer):
                gr.Slider(0, max(1, len(item.steps) - 1), value=pick, step=1), stages_figure(store, state, pick), state,
                confidence_badge(reply), suggestions, earlier)
 
-    inputs = [msg, bot, exchanges, ckpt, refuse] + sampling
-    outputs = [bot, msg, err, table, step, chart, last, badge, suggest, exchanges]
-    gr.on([send.click, msg.submit], chat, inputs, outputs, api_name="ui_chat",
+    inputs = [v.msg, v.bot, v.exchanges, v.ckpt, v.refuse] + v.sampling
+    outputs = [v.bot, v.msg, v.err, v.table, v.step, v.chart, v.last, v.badge, v.suggest, v.exchanges]
+    gr.on([v.send.click, v.msg.submit], chat, inputs, outputs, api_name="ui_chat",
           api_visibility="undocumented", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
-    suggest.click(lambda sample: sample[0], suggest, msg, api_name="ui_suggest", api_visibility="private").then(
+    v.suggest.click(lambda sample: sample[0], v.suggest, v.msg, api_name="ui_suggest", api_visibility="private").then(
         chat, inputs, outputs, api_name="ui_chat_suggested", api_visibility="private",
         concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
-    bot.clear(lambda: [], None, exchanges, api_name="ui_chat_clear", api_visibility="private")
-    ckpt.change(lambda key: checkpoint_info(store, key), ckpt, ckpt_info, api_name="ui_checkpoint_info",
-                api_visibility="private")
-    step.release(lambda st, i: stages_figure(store, st, i), [last, step], chart, api_name="ui_stages",
-                 api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
-    reset.click(lambda: (0.0, 0, 1.0, 1.0, 128, "", True), None, sampling + [refuse], api_name="ui_chat_reset",
-                api_visibility="private")
+    v.bot.clear(lambda: [], None, v.exchanges, api_name="ui_chat_clear", api_visibility="private")
+    v.ckpt.change(lambda key: checkpoint_info(store, key), v.ckpt, v.ckpt_info, api_name="ui_checkpoint_info",
+                  api_visibility="private")
+    v.step.release(lambda st, i: stages_figure(store, st, i), [v.last, v.step], v.chart, api_name="ui_stages",
+                   api_visibility="undocumented", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
+    v.reset.click(lambda: (*DEFAULT.values(), "", True), None, v.sampling + [v.refuse], api_name="ui_chat_reset",
+                  api_visibility="private")
 
+
+def wire_api(store, server: BatchServer):
+    """/generate (the answer text) and /ask (the answer with its verdict)."""
     def reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
                  refuse):
         try:
@@ -240,16 +247,18 @@ def build(store, cfg, server: BatchServer):
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
-    def generate(prompt: str, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 repetition_penalty: float = 1.0, max_new_tokens: int = 128, stop_strings: str = "",
+    def generate(prompt: str, temperature: float = DEFAULT["temperature"], top_k: int = DEFAULT["top_k"],
+                 top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
+                 max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
                  checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> str:
         """Answer one question; stop_strings are separated by '|' or new lines. Returns the answer text, or (with
         refuse, the default) a line starting 这个问题我还没学过 when the model is not confident."""
         return reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings,
                         checkpoint, refuse).text
 
-    def ask(prompt: str, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-            repetition_penalty: float = 1.0, max_new_tokens: int = 128, stop_strings: str = "",
+    def ask(prompt: str, temperature: float = DEFAULT["temperature"], top_k: int = DEFAULT["top_k"],
+            top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
+            max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
             checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> dict:
         """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer}."""
         r = reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
@@ -259,4 +268,10 @@ def build(store, cfg, server: BatchServer):
 
     gr.api(generate, api_name="generate", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     gr.api(ask, api_name="ask", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
-    return ckpt
+
+
+def build(store, cfg, server: BatchServer) -> TabParts:
+    v = layout(store)
+    wire_chat(v, store, server)
+    wire_api(store, server)
+    return TabParts(checkpoint_dropdowns=(v.ckpt,))

@@ -1,5 +1,8 @@
 """Tab 对比 Compare: two runs (or one run at two snapshot steps) side by side: loss curves overlaid, configs and final
-figures in one table with the differences marked, and one question answered by both."""
+figures in one table with the differences marked, and one question answered by both.
+
+build() = layout() + wire_compare() + wire_api(); opening the tab (TabParts.on_show) lists the runs again and puts
+a series that just finished into A and B."""
 
 import html
 from pathlib import Path
@@ -7,18 +10,20 @@ from pathlib import Path
 import gradio as gr
 from plotly.subplots import make_subplots
 
+from gpt_mini import runs
 from gpt_mini.checkpoint import describe
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Settings
 from gpt_mini.knowledge import course_of, judge
 from gpt_mini.visualize import model_size
 
-from .chat_tab import CHAT_CONCURRENCY
+from .charts import add_metrics_curves, style_loss_figure
 from .hyperparameters import HYPERPARAMETERS
 from .i18n import t
-from .models import CHECKPOINT_DIR, DEFAULT_KEY
+from .limits import CHAT_CONCURRENCY, MODEL_CONCURRENCY
+from .models import DEFAULT_KEY
 from .style import error_line
-from .training_tab import add_metrics_curves, style_loss_figure
+from .tabs import Step, TabParts, View
 
 FIGURES = [("step", "训练到第几步 / trained steps"), ("params", "参数量 / parameters"),
            ("train_loss", "训练损失 / train loss"), ("eval_loss", "验证损失 / eval loss"),
@@ -28,10 +33,8 @@ FIGURES = [("step", "训练到第几步 / trained steps"), ("params", "参数量
 
 def metrics_path(store, key: str) -> Path | None:
     """The metrics.csv behind a checkpoint key: the run's own (a snapshot shares its run's curve)."""
-    if key.startswith(("run:", "snap:")):
-        path = store.runs_dir / key.split(":")[1] / "metrics.csv"
-    else:
-        path = CHECKPOINT_DIR / "metrics.csv"
+    run = runs.parse_key(key)[1]
+    path = (store.runs_dir / run if run else runs.DEFAULT_DIR) / runs.METRICS
     return path if path.is_file() else None
 
 
@@ -76,7 +79,7 @@ def compare_figure(store, a: str, b: str, step_a: int, step_b: int):
         path = metrics_path(store, key)
         if path:
             add_metrics_curves(fig, label, path, dash, opacity=0.9)
-        if key.startswith("snap:"):  # where on its run's curve this snapshot was taken
+        if runs.parse_key(key)[0] == "snap":  # where on its run's curve this snapshot was taken
             fig.add_vline(x=step, line_dash=dash, line_color="#888", annotation_text=f"{label} @ {step}")
     style_loss_figure(fig, "A 与 B 的损失曲线 / loss curves of A and B")
     return fig
@@ -97,40 +100,49 @@ def ask_both(store, server, a: str, b: str, question: str) -> list[dict]:
     return out
 
 
-def build(store, server, tab=None, last_series=None):
-    """tab: this tab, whose opening refreshes the pickers; last_series: a function giving the run names of the last
-    finished series (TrainingRun.last_series), which opening the tab puts into A and B once, and shows."""
+def layout(store) -> View:
+    v = View()
     gr.Markdown(t("compare.intro"))
     choices = store.choices()
     second = choices[1][1] if len(choices) > 1 else DEFAULT_KEY
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             # allow_custom_value: runs saved later; ModelStore accepts only listed keys
-            a = gr.Dropdown(choices, value=DEFAULT_KEY, label=t("compare.a"), elem_id="compare-a",
-                            allow_custom_value=True)
-            b = gr.Dropdown(choices, value=second, label=t("compare.b"), elem_id="compare-b", allow_custom_value=True)
-            show = gr.Button(t("compare.show"), variant="primary", elem_id="compare-show")
-            question = gr.Textbox(label=t("compare.question"), elem_id="compare-question")
-            ask = gr.Button(t("compare.ask"), elem_id="compare-ask")
-            answer_a = gr.Textbox(label=t("compare.answer_a"), interactive=False, elem_id="compare-answer-a")
-            answer_b = gr.Textbox(label=t("compare.answer_b"), interactive=False, elem_id="compare-answer-b")
-            error = gr.HTML()
+            v.a = gr.Dropdown(choices, value=DEFAULT_KEY, label=t("compare.a"), elem_id="compare-a",
+                              allow_custom_value=True)
+            v.b = gr.Dropdown(choices, value=second, label=t("compare.b"), elem_id="compare-b",
+                              allow_custom_value=True)
+            v.show = gr.Button(t("compare.show"), variant="primary", elem_id="compare-show")
+            v.question = gr.Textbox(label=t("compare.question"), elem_id="compare-question")
+            v.ask = gr.Button(t("compare.ask"), elem_id="compare-ask")
+            v.answer_a = gr.Textbox(label=t("compare.answer_a"), interactive=False, elem_id="compare-answer-a")
+            v.answer_b = gr.Textbox(label=t("compare.answer_b"), interactive=False, elem_id="compare-answer-b")
+            v.error = gr.HTML()
         with gr.Column(scale=3):
-            plot = gr.Plot(show_label=False)
-            table = gr.HTML(elem_id="compare-table")
+            v.plot = gr.Plot(show_label=False)
+            v.table = gr.HTML(elem_id="compare-table")
+    v.shown_series = gr.State([])  # the last series this browser was shown in A and B
+    return v
 
-    def step_of(key: str) -> int:
-        return int(key.split(":")[2]) if key.startswith("snap:") else 0
 
-    def show_ui(key_a, key_b):
+def step_of(key: str) -> int:
+    return runs.parse_key(key)[2] or 0
+
+
+def show_ui(store):
+    """Curves and table of two checkpoints: (figure, table, "") or (skip, skip, one error line)."""
+    def show(key_a, key_b):
         try:
             _, html_table = comparison(store, key_a, key_b)
             return compare_figure(store, key_a, key_b, step_of(key_a), step_of(key_b)), html_table, ""
         except UserError as e:
             return gr.skip(), gr.skip(), error_line(str(e))
+    return show
 
-    show.click(show_ui, [a, b], [plot, table, error], api_name="ui_compare", api_visibility="undocumented",
-               concurrency_limit=4, concurrency_id="model")
+
+def wire_compare(v: View, store, server):
+    v.show.click(show_ui(store), [v.a, v.b], [v.plot, v.table, v.error], api_name="ui_compare",
+                 api_visibility="undocumented", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
 
     def ask_ui(key_a, key_b, text):
         try:
@@ -140,25 +152,31 @@ def build(store, server, tab=None, last_series=None):
         shown = lambda r: f"{r['answer'] or '（空回答 / empty answer）'}（把握 {round(100 * r['confidence'])}%）"  # noqa
         return shown(ra), shown(rb), ""
 
+    gr.on([v.ask.click, v.question.submit], ask_ui, [v.a, v.b, v.question], [v.answer_a, v.answer_b, v.error],
+          api_name="ui_compare_ask", api_visibility="undocumented", concurrency_limit=CHAT_CONCURRENCY,
+          concurrency_id="chat")
+
+
+def on_open(v: View, store, last_series) -> Step:
+    """Opening the tab: fresh run lists; a series that finished since this browser last looked becomes A and B,
+    drawn. last_series: a function giving the run names of the last finished series (TrainingRun.last_series)."""
+    show = show_ui(store)
+
     def opened(shown: list):
-        """Fresh run lists; a series that finished since this browser last looked becomes A and B, drawn."""
         choices = store.choices()
         names = list(last_series() if last_series else ())
         if len(names) < 2 or names == shown:
             return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices), gr.skip(), gr.skip(), gr.skip(), shown
-        key_a, key_b = f"run:{names[0]}", f"run:{names[1]}"
+        key_a, key_b = runs.run_key(names[0]), runs.run_key(names[1])
         return (gr.Dropdown(choices=choices, value=key_a), gr.Dropdown(choices=choices, value=key_b),
-                *show_ui(key_a, key_b), names)
+                *show(key_a, key_b), names)
 
-    if tab is not None:
-        shown_series = gr.State([])
-        tab.select(opened, shown_series, [a, b, plot, table, error, shown_series], api_name="ui_compare_opened",
-                   api_visibility="undocumented", concurrency_limit=4, concurrency_id="model")
+    return Step(opened, [v.shown_series], [v.a, v.b, v.plot, v.table, v.error, v.shown_series], "ui_compare_opened",
+                visibility="undocumented", options={"concurrency_limit": MODEL_CONCURRENCY, "concurrency_id": "model"})
 
-    gr.on([ask.click, question.submit], ask_ui, [a, b, question], [answer_a, answer_b, error],
-          api_name="ui_compare_ask", api_visibility="undocumented", concurrency_limit=CHAT_CONCURRENCY,
-          concurrency_id="chat")
 
+def wire_api(store, server):
+    """/compare, /compare_ask and /checkpoints."""
     def compare(a: str, b: str) -> list[dict]:
         """Two checkpoint keys (see /checkpoints): each hyperparameter and final figure of both, and whether
         they differ."""
@@ -179,7 +197,14 @@ def build(store, server, tab=None, last_series=None):
         snapshot step."""
         return [[label, key] for label, key in store.choices()]
 
-    gr.api(compare, api_name="compare", concurrency_limit=4, concurrency_id="model")
+    gr.api(compare, api_name="compare", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
     gr.api(compare_ask, api_name="compare_ask", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     gr.api(checkpoints, api_name="checkpoints", concurrency_limit=None)
-    return a, b
+
+
+def build(store, server, last_series=None) -> TabParts:
+    """last_series: TrainingRun.last_series, whose newest series opening the tab puts into A and B once."""
+    v = layout(store)
+    wire_compare(v, store, server)
+    wire_api(store, server)
+    return TabParts(on_show=on_open(v, store, last_series))

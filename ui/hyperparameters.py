@@ -108,6 +108,9 @@ PRESETS = {  # key -> (中文, English, values; "minutes" = a time budget)
     "no_causal": ("去掉因果掩码", "no causal mask", {"causal": False, "max_steps": 300, "eval_interval": 50}),
     "adamw_vs_muon": ("AdamW 对比 Muon", "AdamW vs Muon", {"max_steps": 120, "eval_interval": 30}),
 }
+# A preset may also train on a small part of the course: the 30-second demo learns 8 facts (the two fixed questions
+# among them) well enough to answer them, where 30 seconds of the whole course only shows noise.
+PRESET_DATA = {"demo30": {"train_path": "data/demo_train.jsonl", "val_path": "data/demo_val.jsonl"}}
 # A series preset starts one run per value of one hyperparameter, one after the other, everything else (seed, steps,
 # data) the same; the compare tab then shows them as A and B. key -> (hyperparameter, [(value, label), ...]).
 SERIES = {"adamw_vs_muon": ("optimizer", [("adamw", "AdamW"), ("muon", "Muon")])}
@@ -162,6 +165,9 @@ def cli_command(run_cfg: dict, base_cfg: dict, save_dir: str) -> str:
             shown = str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) \
                 else str(value)
             parts.append(f"--set {h.section}.{h.name}={shown}")
+    for key in ("train_path", "val_path"):
+        if run_cfg["data"][key] != base_cfg["data"][key]:
+            parts.append(f"--set data.{key}={run_cfg['data'][key]}")
     parts.append(f"--set save.dir={save_dir}")
     return " ".join(parts)
 

@@ -204,6 +204,14 @@ TEXT = {  # key: (中文, English)
                            "visualise."),
     "train.password": ("教师密码", "Teacher password"),
     "train.preset": ("预设", "Presets"),
+    "train.preset_note.demo30": (
+        "**30 秒演示：** 一个 2 层的小模型只学课程里的 8 个事实（包括两个固定问题，`data/demo_train.jsonl`），"
+        "所以 30 秒内就能看到它从乱码到逐字答对两个固定问题和它们的新问法。用整套课程训练 30 秒只会看到乱码："
+        "要学会全部 596 个事实，本课的模型需要约 15 分钟。",
+        "**30-second demo:** a small 2-layer model learns only 8 facts of the course (the two fixed questions among "
+        "them, `data/demo_train.jsonl`), so within 30 seconds the class sees it go from noise to answering both fixed "
+        "questions and their rewordings word for word. Thirty seconds on the whole course only shows noise: the "
+        "lesson's model needs about 15 minutes for all 596 facts."),
     "train.preset_note.adamw_vs_muon": (
         "**AdamW 对比 Muon：** 点“开始”后先用 AdamW、再用 Muon 各训练一次本课的模型（同一个随机种子、同样的步数，"
         "下面的预计用时是两次合计）。第二次训练时，AdamW 的曲线以虚线留在图上：同样的步数，Muon 的损失降得更快。"

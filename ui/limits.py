@@ -2,7 +2,7 @@
 
 A free Space has 2 vCPU and 16 GB for the whole class. The bounds hold with or without the teacher password; the
 command-line trainer has none (it runs on the user's own machine). The time estimate comes from real training
-steps timed on this machine (visualize.measure_train_step) for two model sizes, interpolated by FLOPs.
+steps timed on this machine (hardware.measure_train_step) for two model sizes, interpolated by FLOPs.
 """
 
 import json
@@ -11,9 +11,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gpt_mini import hardware
+from gpt_mini.durations import duration_parts, fmt_duration
 from gpt_mini.errors import UserError
-from gpt_mini.train import pick_device, pick_precision
-from gpt_mini.visualize import measure_train_step, model_size
+from gpt_mini.hardware import pick_device, pick_precision
+from gpt_mini.train import Trainer
+from gpt_mini.visualize import model_size
 
 from .torch_threads import with_all_cores
 
@@ -29,23 +32,26 @@ class Limits:
 
 LIMITS = Limits()
 
+# Events that share a Gradio concurrency_id share its limit, across tabs: "chat" (chat, compare's question) and
+# "model" (attention, the forward pass, compare's curves and the chat's stage chart).
+CHAT_CONCURRENCY = 48  # handlers only wait on the batch server; it runs one forward pass for all of them
+MODEL_CONCURRENCY = 4  # each handler runs the model itself, on one torch thread
 
-def duration_parts(seconds: float) -> tuple[str, str]:
-    """('2 分 10 秒', '2 min 10 s')."""
-    m, s = divmod(max(0, int(round(seconds))), 60)
-    return (f"{m} 分 {s} 秒", f"{m} min {s} s") if m else (f"{s} 秒", f"{s} s")
 
-
-def fmt_duration(seconds: float) -> str:
-    """'2 分 10 秒 / 2 min 10 s'."""
-    return " / ".join(duration_parts(seconds))
+def measure_train_step(cfg: dict, repeats: int = 3) -> dict:
+    """Real training steps of cfg's model on the course data (hardware.measure_train_step), and the seconds to
+    build its Trainer (data, model)."""
+    start = time.perf_counter()
+    trainer = Trainer(cfg, save_dir=None, keep_resume=False)
+    setup = time.perf_counter() - start
+    return dict(hardware.measure_train_step(trainer, repeats), setup_seconds=setup)
 
 
 def work_per_step(cfg: dict) -> float:
     """Training FLOPs of one optimizer step, up to a constant: tokens per step x FLOPs per token."""
-    m, t = cfg["model"], cfg["training"]
+    m, training = cfg["model"], cfg["training"]
     size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
-    return t["batch_size"] * size["flops_train_per_token"]
+    return training["batch_size"] * size["flops_train_per_token"]
 
 
 class Pace:
@@ -124,16 +130,16 @@ class Pace:
 
     def seconds(self, cfg: dict, steps: int | None = None) -> float:
         """Estimated wall time of a run: setup, the steps, and an evaluation every eval_interval steps."""
-        t = cfg["training"]
-        steps = t["max_steps"] if steps is None else steps
-        fit, work = self.measure(t["precision"]), work_per_step(cfg)
-        evals = steps // t["eval_interval"] + (steps % t["eval_interval"] != 0)
+        training = cfg["training"]
+        steps = training["max_steps"] if steps is None else steps
+        fit, work = self.measure(training["precision"]), work_per_step(cfg)
+        evals = steps // training["eval_interval"] + (steps % training["eval_interval"] != 0)
         return fit["setup"] + steps * self.step_seconds(cfg) + evals * (fit["eval"][0] + fit["eval"][1] * work)
 
     def steps_for(self, cfg: dict, seconds: float) -> int:
         """The most steps that fit in `seconds` (evaluations included), at least 1."""
-        t = cfg["training"]
-        per_step = (self.seconds(cfg, t["eval_interval"]) - self.seconds(cfg, 0)) / t["eval_interval"]
+        training = cfg["training"]
+        per_step = (self.seconds(cfg, training["eval_interval"]) - self.seconds(cfg, 0)) / training["eval_interval"]
         steps = max(1, math.floor((seconds - self.seconds(cfg, 0)) / per_step))
         while steps > 1 and self.seconds(cfg, steps) > seconds:  # the last evaluation may not fit
             steps -= 1
@@ -144,18 +150,19 @@ def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:
     """Raise UserError (one line, Chinese and English) if a run is beyond what the Space can serve; else return
     its estimated seconds. The committed config (the lesson preset) is never refused for its estimated time: a
     busy machine must not cancel the lesson."""
-    m, t = cfg["model"], cfg["training"]
+    m, training = cfg["model"], cfg["training"]
     params = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])["params"]
     checks = [(params, limits.max_params, "参数量", "parameters"),
               (m["seq_len"], limits.max_seq_len, "上下文长度 seq_len", "seq_len"),
-              (t["max_steps"], limits.max_steps, "步数 max_steps", "max_steps"),
-              (t["batch_size"], limits.max_batch_size, "批大小 batch_size", "batch_size")]
+              (training["max_steps"], limits.max_steps, "步数 max_steps", "max_steps"),
+              (training["batch_size"], limits.max_batch_size, "批大小 batch_size", "batch_size")]
     for value, bound, zh, en in checks:
         if value > bound:
             raise UserError(f"{zh} {value:,} 超过了共享课堂的上限 {bound:,}，请调小",
                             f"{en} {value:,} is over this shared classroom's limit of {bound:,}; make it smaller")
     seconds = pace.seconds(cfg)
-    if seconds > limits.max_seconds and pace.remeasure(t["precision"]):  # the first timing may have met a busy CPU
+    # the first timing may have met a busy CPU: time again before refusing
+    if seconds > limits.max_seconds and pace.remeasure(training["precision"]):
         seconds = pace.seconds(cfg)
     lesson = {k: v for k, v in cfg.items() if k != "save"} == {k: v for k, v in pace.base_cfg.items() if k != "save"}
     if seconds > limits.max_seconds and not lesson:  # the lesson's own model always runs, whatever the estimate

@@ -8,16 +8,16 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from gpt_mini import tokenizer as T
+from gpt_mini import runs
+from gpt_mini import tokenizer as bpe
 from gpt_mini.checkpoint import load_model
-from gpt_mini.config import ROOT, resolve
+from gpt_mini.config import resolve
 from gpt_mini.errors import UserError
-from gpt_mini.train import snapshot_path
 from gpt_mini.visualize import initial_model
 
 DEFAULT_KEY = "default-fp32"
 DEFAULT_KEYS = (DEFAULT_KEY, "default-int8")
-CHECKPOINT_DIR = ROOT / "checkpoints"
+CHECKPOINT_DIR = runs.DEFAULT_DIR
 
 
 class ModelStore:
@@ -31,39 +31,33 @@ class ModelStore:
         self._lock = threading.Lock()
 
     def run_dirs(self) -> list[Path]:
-        """Saved runs, newest first: a folder with last.pt (trained here) or quantized.pt (finished or uploaded)."""
-        if not self.runs_dir.is_dir():
-            return []
-        runs = [d for d in self.runs_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
-                and ((d / "last.pt").is_file() or (d / "quantized.pt").is_file())]
-        return sorted(runs, key=lambda d: d.stat().st_mtime, reverse=True)
+        """Saved runs with a model to load, newest first."""
+        return runs.run_dirs(self.runs_dir, with_model=True)
 
     def choices(self, snapshots: bool = True) -> list[tuple[str, str]]:
         """(label, key) pairs for a dropdown: default fp32, default int8, then each saved run (newest first) and,
         with snapshots, the run at each snapshot step ("run X at step S")."""
         out = []
-        if (CHECKPOINT_DIR / "last.pt").is_file():
+        if (CHECKPOINT_DIR / runs.LAST).is_file():
             out.append(("默认模型 fp32 / default fp32", DEFAULT_KEY))
-        if (CHECKPOINT_DIR / "quantized.pt").is_file():
+        if (CHECKPOINT_DIR / runs.QUANTIZED).is_file():
             out.append(("默认模型 int8 / default int8", "default-int8"))
         for d in self.run_dirs():
-            out.append((f"训练 run: {d.name}", f"run:{d.name}"))
+            out.append((f"训练 run: {d.name}", runs.run_key(d.name)))
             if snapshots:
-                for p in sorted((d / "snapshots").glob("step_*.pt")):
-                    step = int(p.stem[5:])
-                    out.append((f"训练 run: {d.name} · 第 {step} 步 / step {step}", f"snap:{d.name}:{step}"))
+                for step in runs.saved_snapshots(d):
+                    out.append((f"训练 run: {d.name} · 第 {step} 步 / step {step}", runs.snap_key(d.name, step)))
         return out
 
     def path_of(self, key: str) -> Path:
-        defaults = {DEFAULT_KEY: CHECKPOINT_DIR / "last.pt", "default-int8": CHECKPOINT_DIR / "quantized.pt"}
+        defaults = {DEFAULT_KEY: CHECKPOINT_DIR / runs.LAST, "default-int8": CHECKPOINT_DIR / runs.QUANTIZED}
         if key in defaults:
             return defaults[key]
         if key in (k for _, k in self.choices()):  # only listed runs, never a free path
-            kind, name, *step = key.split(":")
+            kind, name, step = runs.parse_key(key)
             if kind == "snap":
-                return snapshot_path(self.runs_dir / name, int(step[0]))
-            last = self.runs_dir / name / "last.pt"
-            return last if last.is_file() else self.runs_dir / name / "quantized.pt"
+                return runs.snapshot_path(self.runs_dir / name, step)
+            return runs.model_file(self.runs_dir / name)
         raise UserError(f"没有这个检查点：{key}（请从列表中选择）",
                         f"no such checkpoint: {key} (pick one from the list)")
 
@@ -86,7 +80,7 @@ class ModelStore:
 
     def snapshot_steps(self, run: str) -> list[int]:
         """The steps at which a saved run kept a snapshot, in order."""
-        return sorted(int(p.stem[5:]) for p in (self.runs_dir / run / "snapshots").glob("step_*.pt"))
+        return runs.saved_snapshots(self.runs_dir / run)
 
     def run_of(self, key: str) -> str | None:
         """The saved run whose snapshots belong to a key: X for 'run:X' and 'snap:X:S'. For the default model, the
@@ -95,16 +89,16 @@ class ModelStore:
         key = key or DEFAULT_KEY
         if key not in DEFAULT_KEYS:
             self.path_of(key)  # only listed keys
-            return key.split(":")[1]
+            return runs.parse_key(key)[1]
         try:
             run = json.loads((CHECKPOINT_DIR / "promotion.json").read_text(encoding="utf-8")).get("run")
         except (OSError, ValueError, AttributeError):
             return None
         keys = [k for _, k in self.choices()]
-        if not run or f"run:{run}" not in keys or f"snap:{run}:0" not in keys:
+        if not run or runs.run_key(run) not in keys or runs.snap_key(run, 0) not in keys:
             return None
         made = self.get(key)[2].get("provenance")
-        return run if made and self.get(f"run:{run}")[2].get("provenance") == made else None
+        return run if made and self.get(runs.run_key(run))[2].get("provenance") == made else None
 
     def initial(self, key: str = DEFAULT_KEY):
         """A freshly initialised model with the key's config and seed: what its training run started from (step 0),
@@ -121,4 +115,4 @@ class ModelStore:
         try:
             return self.get(DEFAULT_KEY)[1]
         except UserError:
-            return T.load_tokenizer(resolve(self.cfg["tokenizer"]["path"]))
+            return bpe.load_tokenizer(resolve(self.cfg["tokenizer"]["path"]))

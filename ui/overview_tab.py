@@ -1,4 +1,7 @@
-"""Tab 概览 Overview: the pipeline and where each step lives in gpt_mini; the model-size calculator."""
+"""Tab 概览 Overview: the pipeline and where each step lives in gpt_mini; the model-size calculator.
+
+build() = layout() + wire_calculator(); the page load fills the calculator at once, then once the training pace is
+measured adds the time (TabParts.on_load)."""
 
 import html
 
@@ -8,6 +11,7 @@ from gpt_mini.visualize import model_size
 
 from .i18n import t
 from .style import big_numbers, error_line, figure
+from .tabs import Step, TabParts, View
 
 PIPELINE = [  # (中文, English, where in gpt_mini)
     ("分词", "tokenize", "tokenizer.py · encode(), train_tokenizer()"),
@@ -84,39 +88,58 @@ def calculate(cfg, pace, n_layer, n_head, n_embd, seq_len, vocab, measure: bool 
     return numbers, explain, fig
 
 
-def build(store, cfg, pace):
+def model_line(store) -> str:
+    """The default model's size, vocabulary and step, or why it could not be loaded (the page still opens)."""
+    try:
+        model, tok, ckpt = store.get()
+        return t("overview.model_loaded") + f" {model.num_params():,} · {tok.get_vocab_size()} · {ckpt.get('step')}"
+    except Exception as e:  # noqa: BLE001 - the page still opens and says why
+        return t("overview.model_not_loaded") + " " + html.escape(str(e))
+
+
+def layout(store, cfg) -> View:
+    v = View()
     gr.Markdown(t("overview.intro"), elem_classes="tab-intro")
     # Bilingual on purpose: gr.I18n translates only one key per string and the diagram has eight stage names.
     gr.HTML(pipeline_html())
-    try:
-        model, tok, ckpt = store.get()
-        loaded = t("overview.model_loaded") + f" {model.num_params():,} · {tok.get_vocab_size()} · {ckpt.get('step')}"
-    except Exception as e:  # noqa: BLE001 - the page still opens and says why
-        loaded = t("overview.model_not_loaded") + " " + html.escape(str(e))
-    gr.Markdown(loaded)
+    gr.Markdown(model_line(store))
     with gr.Accordion(t("overview.muon_title"), open=False):
         gr.Markdown(t("overview.muon"))
     m = cfg["model"]
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
             gr.Markdown("### " + t("overview.calculator"))
-            n_layer = gr.Slider(1, 24, value=m["n_layer"], step=1, label=t("overview.n_layer"))
-            n_head = gr.Slider(1, 16, value=m["n_head"], step=1, label=t("overview.n_head"))
-            n_embd = gr.Slider(32, 1024, value=m["n_embd"], step=32, label=t("overview.n_embd"))
-            seq_len = gr.Slider(16, 1024, value=m["seq_len"], step=16, label=t("overview.seq_len"))
-            vocab = gr.Slider(300, 50000, value=cfg["tokenizer"]["vocab_size"], step=1,
-                              label=t("overview.vocab_size"))
-            reset = gr.Button(t("common.reset"))
+            v.sizes = [gr.Slider(1, 24, value=m["n_layer"], step=1, label=t("overview.n_layer")),
+                       gr.Slider(1, 16, value=m["n_head"], step=1, label=t("overview.n_head")),
+                       gr.Slider(32, 1024, value=m["n_embd"], step=32, label=t("overview.n_embd")),
+                       gr.Slider(16, 1024, value=m["seq_len"], step=16, label=t("overview.seq_len")),
+                       gr.Slider(300, 50000, value=cfg["tokenizer"]["vocab_size"], step=1,
+                                 label=t("overview.vocab_size"))]
+            v.reset = gr.Button(t("common.reset"))
         with gr.Column(scale=3):
-            numbers = gr.HTML()
-            chart = gr.Plot(show_label=False)
-            formula = gr.Markdown()
-    inputs = [n_layer, n_head, n_embd, seq_len, vocab]
-    gr.on([c.change for c in inputs], lambda *v: calculate(cfg, pace, *v), inputs, [numbers, formula, chart],
+            v.numbers = gr.HTML()
+            v.chart = gr.Plot(show_label=False)
+            v.formula = gr.Markdown()
+    v.outputs = [v.numbers, v.formula, v.chart]
+    return v
+
+
+def default_sizes(cfg) -> tuple:
+    m = cfg["model"]
+    return m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"]
+
+
+def wire_calculator(v: View, cfg, pace):
+    gr.on([c.change for c in v.sizes], lambda *sizes: calculate(cfg, pace, *sizes), v.sizes, v.outputs,
           api_name="ui_model_size", api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None)
-    reset.click(lambda: (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"]),
-                None, inputs, api_name="ui_model_size_reset", api_visibility="private")
-    defaults = (m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
+    v.reset.click(lambda: default_sizes(cfg), None, v.sizes, api_name="ui_model_size_reset", api_visibility="private")
+
+
+def build(store, cfg, pace) -> TabParts:
+    v = layout(store, cfg)
+    wire_calculator(v, cfg, pace)
     # page load: numbers at once, then (first visitor only) time one real step and fill in the estimate
-    return (lambda: calculate(cfg, pace, *defaults, measure=False), lambda *v: calculate(cfg, pace, *v),
-            inputs, [numbers, formula, chart])
+    fast = Step(lambda: calculate(cfg, pace, *default_sizes(cfg), measure=False), None, v.outputs, "ui_overview_load")
+    measured = Step(lambda *sizes: calculate(cfg, pace, *sizes), v.sizes, v.outputs, "ui_overview_measure",
+                    options={"show_progress": "minimal"})
+    return TabParts(on_load=(fast, measured))

@@ -4,7 +4,7 @@ import html
 
 import plotly.graph_objects as go
 
-from gpt_mini.train import fmt_time
+from gpt_mini.durations import fmt_duration
 
 FONT = '"Noto Sans CJK SC", "Noto Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
 TRAIN_COLOR, EVAL_COLOR, LR_COLOR = "#1f77b4", "#d62728", "#7f7f7f"  # train loss, eval loss: same everywhere
@@ -37,11 +37,6 @@ table.compare tr.differs {{ background: #fff3bf; font-weight: 600; }}
 """
 
 
-def intro(zh: str, en: str) -> str:
-    """The one-line header of a tab: what the student sees and tries, Chinese then smaller English."""
-    return f'<div class="tab-intro">{html.escape(zh)}<br><span class="en">{html.escape(en)}</span></div>'
-
-
 def big_numbers(items) -> str:
     """[(value, label), ...] -> large labelled numbers."""
     cells = "".join(f'<div class="num"><b>{html.escape(str(v))}</b><span>{html.escape(label)}</span></div>'
@@ -67,4 +62,6 @@ def figure(title: str = "", x: str = "", y: str = "", height: int = 420) -> go.F
     return fig
 
 
-fmt_seconds = fmt_time  # m:ss, the same as the CLI log
+def fmt_seconds(seconds: float) -> str:
+    """m:ss, the same as the CLI log."""
+    return fmt_duration(seconds, clock=True)

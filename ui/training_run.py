@@ -13,6 +13,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from gpt_mini import runs
 from gpt_mini.data import check_row
 from gpt_mini.errors import UserError
 from gpt_mini.run_archive import new_run_dir, safe_name
@@ -43,12 +44,8 @@ def release_free_memory():
 def prune_runs(runs_dir: Path, keep: int) -> list[str]:
     """Remove the oldest run folders so that at most `keep` remain; returns the removed names.
     Only direct children of runs_dir that hold a run's files are touched."""
-    if not runs_dir.is_dir():
-        return []
-    runs = [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
-            and ((d / "last.pt").is_file() or (d / "metrics.csv").is_file())]
-    runs.sort(key=lambda d: d.stat().st_mtime)
-    removed = runs[:max(0, len(runs) - keep)]
+    found = runs.run_dirs(runs_dir)  # newest first
+    removed = found[max(0, keep):]
     for d in removed:
         shutil.rmtree(d, ignore_errors=True)
     return [d.name for d in removed]
@@ -86,7 +83,7 @@ class TrainingRun:
                              "unseen_loss": None, "elapsed": 0.0, "eta": 0.0, "tokens_per_s": 0.0, "message": "",
                              "precision": "", "version": 0, "answers": {}}
         self._final_curves: dict = {"losses": [], "evals": [], "answers": [], "version": 0}
-        self._epoch = 0  # bumps with every new run, so pollers re-draw
+        self._runs_started = 0  # bumps with every new run, so pollers re-draw
         self._queue: list = []  # runs still to come in this series: (cfg, name)
         self._series: dict | None = None  # {"labels": [...], "runs": [folder names so far]} while a series is shown
         self._last_series: tuple = ()  # folder names of the last series that finished every run
@@ -162,7 +159,7 @@ class TrainingRun:
         self._final = dict(self._final, state=state, step=0, max_steps=max_steps, train_loss=None, eval_loss=None,
                            unseen_loss=None, elapsed=0.0, eta=0.0, tokens_per_s=0.0, message="", answers={})
         self._final_curves = {"losses": [], "evals": [], "answers": [], "version": 0}
-        self._epoch += 1
+        self._runs_started += 1
 
     def shutdown(self):
         self.stop(wait=1.0)
@@ -209,7 +206,7 @@ class TrainingRun:
                 self._final, self._final_curves = trainer.status(), trainer.curves()
             self._final.update(state=state, message=message, eta=0.0)
             self.trainer, self._preparing = None, ""
-            self._epoch += 1
+            self._runs_started += 1
             if state == "finished" and self._queue and not self._stop_requested:
                 cfg, name = self._queue.pop(0)
                 self._begin(cfg, name)
@@ -246,7 +243,7 @@ class TrainingRun:
             resting = "正在先回答同学的提问，训练暂时放慢 / answering questions first, training slowed"
             s["message"] = f"{s['message']} · {resting}" if s["message"] else resting
         s.update(name=self.name, causal=self.cfg["model"]["causal"] if self.cfg else True,
-                 version=(self._epoch, s["version"]), series=None)
+                 version=(self._runs_started, s["version"]), series=None)
         if self._series:
             labels, runs = self._series["labels"], self._series["runs"]
             s["series"] = {"index": len(runs), "total": len(labels), "label": labels[len(runs) - 1],
@@ -282,6 +279,6 @@ class TrainingRun:
         earlier runs of the current series (their saved curves belong beside this one)."""
         with self.lock:
             c = self.trainer.curves() if self.trainer else dict(self._final_curves)
-            c.update(version=(self._epoch, c["version"]), name=self.name, cfg=self.cfg,
+            c.update(version=(self._runs_started, c["version"]), name=self.name, cfg=self.cfg,
                      before=self._series["runs"][:-1] if self._series else [])
             return c

@@ -1,0 +1,89 @@
+"""From form or API values to checked run configs, without Gradio: the training tab and bench.estimate plan runs the
+same way (preset, then the given values, then a time budget, then the Space's limits)."""
+
+import copy
+import html
+import math
+import time
+
+from gpt_mini import run_archive
+from gpt_mini.durations import duration_parts
+from gpt_mini.errors import UserError
+from gpt_mini.visualize import model_size
+
+from .hyperparameters import BY_NAME, PRESET_DATA, SERIES, make_config, preset_values
+from .limits import LIMITS, check_limits
+from .style import big_numbers, error_line
+
+
+class RunPlanner:
+    """From form or API values to a checked config: preset, then the given values, then the time budget (which
+    sets max_steps, so the cosine schedule ends exactly where the budget does), then the Space's limits."""
+
+    def __init__(self, config_path, base_cfg: dict, pace):
+        """base_cfg: config_path's config as loaded (the presets' starting point and the CLI command's base)."""
+        self.config_path, self.base_cfg, self.pace = config_path, base_cfg, pace
+
+    def plan(self, values: dict, minutes: float | None = 0, preset: str = "") -> tuple[dict, float]:
+        merged = preset_values(self.base_cfg, preset) if preset else {}
+        merged.update({k: v for k, v in values.items() if v is not None})
+        preset_minutes = merged.pop("minutes", 0)
+        minutes = minutes or preset_minutes  # a budget given with the request wins over the preset's
+        cfg = make_config(self.config_path, merged)
+        cfg["data"].update(PRESET_DATA.get(preset, {}))  # the budget's steps are timed on the preset's own data
+        if minutes:
+            if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and 0 < minutes <= 60):
+                raise UserError("训练分钟数应在 0 到 60 之间", "minutes must be between 0 and 60")
+            steps = min(LIMITS.max_steps, self.pace.steps_for(cfg, minutes * 60))
+            cfg = make_config(self.config_path, dict(merged, max_steps=steps))
+        cfg["data"].update(PRESET_DATA.get(preset, {}))
+        return cfg, check_limits(cfg, self.pace)
+
+    def plan_runs(self, values: dict, minutes: float | None = 0, preset: str = "",
+                  series: str | None = None) -> list[tuple[dict, float, str, str]]:
+        """The runs one start makes, [(config, seconds, value, label)]: one run, or for a series preset
+        (hyperparameters.SERIES; `series`, default `preset`) one run per value with the same seed and steps. A time
+        budget is shared by the runs, and together they must fit the time limit."""
+        key = preset if series is None else series
+        if key not in SERIES:
+            cfg, seconds = self.plan(values, minutes, preset)
+            return [(cfg, seconds, "", "")]
+        name, options = SERIES[key]
+        first, _ = self.plan(dict(values, **{name: options[0][0]}), (minutes or 0) / len(options), preset)
+        runs = []
+        for value, label in options:
+            cfg = copy.deepcopy(first)
+            cfg[BY_NAME[name].section][name] = value
+            runs.append((cfg, check_limits(cfg, self.pace), value, label))
+        total = sum(seconds for _, seconds, _, _ in runs)
+        if total > LIMITS.max_seconds:
+            zh, en = duration_parts(total)
+            raise UserError(f"这 {len(runs)} 次训练一共预计要 {zh}，超过上限 {LIMITS.max_seconds / 60:.0f} 分钟，"
+                            "请减少步数或缩小模型", f"these {len(runs)} runs take about {en} together, over the "
+                            f"{LIMITS.max_seconds / 60:.0f}-minute limit; use fewer steps or a smaller model")
+        return runs
+
+    def describe(self, values: dict, minutes: float, preset: str = "") -> str:
+        """Parameter count, formula and the estimated time (of every run of a series preset), or one line saying
+        what to change."""
+        try:
+            runs = self.plan_runs(values, minutes, "", preset)
+        except UserError as e:
+            return error_line(str(e))
+        cfg = runs[0][0]
+        m = cfg["model"]
+        size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
+        zh, en = duration_parts(sum(seconds for _, seconds, _, _ in runs))
+        steps = f"{cfg['training']['max_steps']:,}"
+        return (big_numbers([(f"{size['params']:,}", "参数量 / parameters"),
+                             (f"{len(runs)} × {steps}", "训练次数 × 步数 / runs × steps") if len(runs) > 1 else
+                             (steps, "步数 / steps"),
+                             (f"预计 {zh}", f"预计用时 / about {en}")])
+                + f"<div class='en'>{html.escape(size['formula'])}</div>")
+
+
+def series_names(key: str, name: str, values: list[str]) -> list[str]:
+    """Folder names a student recognises: adamw_vs_muon_adamw_143012, adamw_vs_muon_muon_143012 (or NAME_adamw,
+    NAME_muon when the run has a name)."""
+    base, stamp = run_archive.safe_name(name, "")[:30], time.strftime("%H%M%S")
+    return [f"{base}_{v}" if base else f"{key}_{v}_{stamp}" for v in values]
