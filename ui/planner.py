@@ -29,14 +29,17 @@ class RunPlanner:
         merged.update({k: v for k, v in values.items() if v is not None})
         preset_minutes = merged.pop("minutes", 0)
         minutes = minutes or preset_minutes  # a budget given with the request wins over the preset's
-        cfg = make_config(self.config_path, merged)
-        cfg["data"].update(PRESET_DATA.get(preset, {}))  # the budget's steps are timed on the preset's own data
+        def config(values: dict) -> dict:
+            cfg = make_config(self.config_path, values)
+            cfg["data"].update(PRESET_DATA.get(preset, {}))  # a preset's own data, timed and trained alike
+            return cfg
+
+        cfg = config(merged)
         if minutes:
             if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and 0 < minutes <= 60):
                 raise UserError("训练分钟数应在 0 到 60 之间", "minutes must be between 0 and 60")
             steps = min(LIMITS.max_steps, self.pace.steps_for(cfg, minutes * 60))
-            cfg = make_config(self.config_path, dict(merged, max_steps=steps))
-        cfg["data"].update(PRESET_DATA.get(preset, {}))
+            cfg = config(dict(merged, max_steps=steps))
         return cfg, check_limits(cfg, self.pace)
 
     def plan_runs(self, values: dict, minutes: float | None = 0, preset: str = "",
