@@ -269,6 +269,21 @@ _ZH = {key: zh for key, (zh, _) in TEXT.items()}
 I18N = gr.I18n(**{"zh-CN": _ZH, "zh": dict(_ZH), "en": {key: en for key, (_, en) in TEXT.items()}})
 
 
+def lang_of(request) -> str:
+    """'zh' or 'en' for text a handler builds itself (tiles, chart titles), chosen as gr.I18n chooses its table:
+    a browser whose first language is Chinese gets Chinese, any other English; no request or no header (the
+    Python API, gradio_client) gets Chinese."""
+    header = (request.headers.get("accept-language", "") if request is not None else "") or ""
+    first = header.split(",")[0].strip().lower()
+    return "en" if first and not first.startswith("zh") else "zh"
+
+
+def say(key: str, lang: str, **values) -> str:
+    """TEXT[key] in one language as a plain string, with {name} fields filled from values."""
+    zh, en = TEXT[key]
+    return (en if lang == "en" else zh).format(**values) if values else (en if lang == "en" else zh)
+
+
 def t(key: str):
     """The translatable text for `key` (a gr.I18n value). A key missing from TEXT raises KeyError when the app is
     built, instead of showing the bare key in the browser."""

@@ -34,6 +34,8 @@ body, .gradio-container, .prose {{ font-family: {FONT}; }}
 table.compare {{ border-collapse: collapse; width: 100%; }}
 table.compare td, table.compare th {{ border-bottom: 1px solid #e3e6ef; padding: 3px 8px; text-align: left; }}
 table.compare tr.differs {{ background: #fff3bf; font-weight: 600; }}
+/* ---- training tab on a projector (1280x800) ---- */
+/* ---- narrow screens: phones (390 px) ---- */
 """
 
 
