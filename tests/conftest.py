@@ -303,9 +303,10 @@ def chromium():
         browser.close()
 
 
-def new_page(browser, url: str, locale: str = "zh-CN"):
-    """A fresh context (its own cookies and session) with one page on `url`: (context, page)."""
-    context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+def new_page(browser, url: str, locale: str = "zh-CN", viewport: tuple[int, int] = (1280, 900)):
+    """A fresh context (its own cookies and session) with one page on `url`: (context, page). viewport: (width,
+    height), e.g. (390, 844) for a phone."""
+    context = browser.new_context(locale=locale, viewport={"width": viewport[0], "height": viewport[1]})
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.goto(url)

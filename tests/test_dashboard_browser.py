@@ -72,7 +72,7 @@ def test_tokenizer(page):
 
 
 def test_attention(page):
-    open_tab(page, "注意力与RoPE")
+    open_tab(page, "注意力")
     page.get_by_role("button", name="显示注意力").click()
     expect(page.locator(".js-plotly-plot:visible")).to_have_count(6, timeout=30_000)  # with one forward pass
     expect(page.get_by_text("第 0 层 第 0 个头").first).to_be_visible()
@@ -141,7 +141,7 @@ def test_one_forward_pass_steps_through_every_stage(page):
     """A Chinese question on the default model, then 下一步 through every stage of every layer to the top-10 next
     tokens; the logit lens next to a fresh 'step 0' (the default model's snapshots are not in the repository).
     Screenshots: the attention weights, the scores with the mask, the logit lens and the top-10 next tokens."""
-    open_tab(page, "注意力与RoPE")
+    open_tab(page, "注意力")
     page.locator("#trace-question textarea").fill(REWORDED)
     page.locator("#trace-run").click()
     model, tok, ckpt = SERVER["app"].store.get()
@@ -186,7 +186,7 @@ def test_chat_answers_rewordings_and_refuses_what_it_has_not_learned(page):
     open_tab(page, "对话")
     expect(ask_in_chat(page, Q1)).to_contain_text(FIXED_QUESTIONS[Q1])
     expect(page.get_by_text(re.compile(r"第 \d+ 步：下一个词元")).first).to_be_visible()  # the next-token chart
-    expect(page.get_by_text("把握 confidence").first).to_be_visible()  # the confidence badge
+    expect(page.locator(".badge").first).to_have_text(re.compile(r"^把握 \d+%$"))  # the badge, in Chinese only
     reworded = engine_reply(REWORDED, [(Q1, FIXED_QUESTIONS[Q1])])
     assert reworded.known and reworded.text == FIXED_QUESTIONS[Q1]  # the shipped model generalises to it
     expect(ask_in_chat(page, REWORDED)).to_contain_text(reworded.text)
@@ -297,7 +297,7 @@ def test_one_forward_pass_on_a_step_0_snapshot(page):
     run = step0_run(store)
     key = f"snap:{run}:0"
     open_tab(page, "对话")
-    open_tab(page, "注意力与RoPE")  # showing the tab refreshes its checkpoint lists
+    open_tab(page, "注意力")  # showing the tab refreshes its checkpoint lists
     page.locator("#trace-question textarea").fill(STEP0_QUESTION)
     page.locator("#trace-ckpt input").click()
     page.get_by_role("option", name=f"训练 run: {run} · 第 0 步 / step 0", exact=True).click()

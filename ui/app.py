@@ -62,7 +62,7 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
     with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as blocks:
         gr.HTML("<h2 style='margin:4px 0'>" + t("app.title") + "</h2>")
         tabs = {}
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # a narrow screen wraps the tabs, never hides them in "…"
             with gr.Tab(t("tab.overview"), id="overview") as tab:
                 tabs[tab] = overview_tab.build(store, cfg, pace)
             with gr.Tab(t("tab.tokenizer"), id="tokenizer") as tab:

@@ -1,4 +1,4 @@
-"""Tab 注意力与RoPE: causal mask, the trained model's attention weights, how rotary position embedding works, and
+"""Tab 注意力 Attention: causal mask, the trained model's attention weights, how rotary position embedding works, and
 one forward pass of the model with its real numbers.
 
 build() = three sections (attention, RoPE, one forward pass), each a layout function and its wiring function, plus

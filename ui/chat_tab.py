@@ -18,7 +18,7 @@ from gpt_mini.knowledge import course_of, judge, reply_in_context
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
-from .i18n import t
+from .i18n import lang_of, say, t
 from .limits import CHAT_CONCURRENCY, MODEL_CONCURRENCY
 from .models import DEFAULT_KEY
 from .style import error_line, figure
@@ -103,12 +103,13 @@ def stages_figure(store, last: dict, step: int):
     return fig
 
 
-def confidence_badge(reply) -> str:
-    """The small 把握 badge: how sure the model was of the answer it wrote, and what the student sees."""
+def confidence_badge(reply, lang: str = "zh") -> str:
+    """The small 把握 badge in the browser's language: how sure the model was of the answer it wrote, and what the
+    student sees."""
     pct = round(100 * reply.confidence)
-    color, verdict = ("#1a7f37", "学过 known") if reply.known else ("#b35900", "没学过 not learned")
-    return (f'<span class="badge" style="background:{color}">把握 confidence {pct}%</span> '
-            f'<span class="en">{verdict}</span>')
+    color, verdict = ("#1a7f37", "chat.badge.known") if reply.known else ("#b35900", "chat.badge.not_learned")
+    return (f'<span class="badge" style="background:{color}">{say("chat.badge.confidence", lang, pct=pct)}</span> '
+            f'<span class="en">{say(verdict, lang)}</span>')
 
 
 def shown_answer(reply) -> str:
@@ -150,8 +151,8 @@ def layout(store) -> View:
     v = View()
     gr.Markdown(t("chat.intro"), elem_classes="tab-intro")
     gr.HTML(lookup_line())
-    with gr.Row():
-        with gr.Column(scale=1, min_width=280):
+    with gr.Row(elem_classes="chat-row"):  # on a phone the conversation comes first (CSS order in style.py)
+        with gr.Column(scale=1, min_width=280, elem_classes="chat-settings"):
             v.ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
                                  allow_custom_value=True)  # runs saved later: ModelStore checks every key
             v.ckpt_info = gr.HTML(checkpoint_info(store, DEFAULT_KEY))  # a handler's output too: not translated
@@ -159,14 +160,14 @@ def layout(store) -> View:
                           for name, (value, lo, hi, step) in SAMPLING.items()]
             v.sampling.append(gr.Textbox(label=t("chat.stop_strings"), value=""))
             v.reset = gr.Button(t("common.reset"))
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, elem_classes="chat-main"):
             v.bot = gr.Chatbot(label=t("chat.chatbot"), height=380, render_markdown=False, sanitize_html=True,
-                               feedback_options=None, buttons=["copy"])
+                               feedback_options=None, buttons=["copy"], elem_classes="chat-bot")
             with gr.Row():
                 v.msg = gr.Textbox(placeholder=t("chat.placeholder"), show_label=False,
                                    max_length=MAX_PROMPT_CHARS, scale=5)
-                v.send = gr.Button(t("chat.send"), variant="primary", scale=1, min_width=100)
-            with gr.Row():
+                v.send = gr.Button(t("chat.send"), variant="primary", scale=1, min_width=100, elem_classes="chat-send")
+            with gr.Row(elem_classes="chat-verdict"):
                 v.refuse = gr.Checkbox(True, label=t("chat.refuse"), scale=3)
                 v.badge = gr.HTML(scale=2)
             # the samples are questions to the model, in Chinese for every browser (gr.I18n leaves samples alone)
@@ -184,7 +185,8 @@ def layout(store) -> View:
 
 def wire_chat(v: View, store, server: BatchServer):
     """Asking (typed or a suggestion), clearing, the checkpoint line, the stage chart and the settings reset."""
-    def chat(message, history, earlier, checkpoint, use_refusal, *sampling_values):
+    # request sits before *sampling_values: Gradio fills in a gr.Request only among the positional parameters
+    def chat(message, history, earlier, checkpoint, use_refusal, request: gr.Request, *sampling_values):
         history, skip = flatten_history(history), (gr.skip(),) * 7
         try:
             s = make_settings(*sampling_values)
@@ -217,7 +219,7 @@ def wire_chat(v: View, store, server: BatchServer):
         suggestions = gr.Dataset(samples=[[q] for q in reply.suggestions or FIXED_QUESTIONS])
         yield (history, "", html.escape(notes), steps_frame(tok, item.steps),  # chart: the least certain step
                gr.Slider(0, max(1, len(item.steps) - 1), value=pick, step=1), stages_figure(store, state, pick), state,
-               confidence_badge(reply), suggestions, earlier)
+               confidence_badge(reply, lang_of(request)), suggestions, earlier)
 
     inputs = [v.msg, v.bot, v.exchanges, v.ckpt, v.refuse] + v.sampling
     outputs = [v.bot, v.msg, v.err, v.table, v.step, v.chart, v.last, v.badge, v.suggest, v.exchanges]

@@ -24,7 +24,7 @@ TEXT = {  # key: (中文, English)
     "tab.overview": ("概览", "Overview"),
     "tab.tokenizer": ("分词器", "Tokenizer"),
     "tab.training": ("训练", "Training"),
-    "tab.attention": ("注意力与RoPE", "Attention & RoPE"),
+    "tab.attention": ("注意力", "Attention"),  # short: six tabs fit a phone (RoPE is in its intro)
     "tab.chat": ("对话", "Chat"),
     # ---- shared ----
     "common.reset": ("恢复默认", "Reset"),
@@ -193,6 +193,9 @@ TEXT = {  # key: (中文, English)
     "chat.candidates_heading": ("每个词元的候选（前 5 个）", "Per-token candidates (top-5)"),
     "chat.step": ("看第几步的分布（默认：最不确定的一步）", "Which step to show (default: the least certain one)"),
     "chat.candidates_table": ("每一步的前 5 个候选", "Top-5 candidates per step"),
+    "chat.badge.confidence": ("把握 {pct}%", "Confidence {pct}%"),  # the badge after an answer (say())
+    "chat.badge.known": ("学过", "learned"),
+    "chat.badge.not_learned": ("没学过", "not learned"),
     # ---- training ----
     "train.intro": ("选一个预设或拖动滑块，开始训练：曲线每秒更新，每次评估时模型回答两个固定问题和它们的新问法，"
                     "看它从背答案到听懂问题。",

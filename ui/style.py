@@ -36,6 +36,18 @@ table.compare td, table.compare th {{ border-bottom: 1px solid #e3e6ef; padding:
 table.compare tr.differs {{ background: #fff3bf; font-weight: 600; }}
 /* ---- training tab on a projector (1280x800) ---- */
 /* ---- narrow screens: phones (390 px) ---- */
+@media (max-width: 767px) {{
+  [role="tablist"] > button[role="tab"] {{ padding: 0 var(--size-2); }}  /* six tabs in a row or two, no "…" */
+  /* chat: the answers and the input first, the settings below them */
+  .chat-row > .chat-main, .chat-row > .chat-settings {{ flex-basis: 100%; min-width: 100% !important; }}
+  .chat-row > .chat-main {{ order: -1; }}
+  .chat-bot {{ height: 260px !important; }}  /* the input stays on the first screen */
+  .chat-send {{ min-width: 64px !important; }}  /* room for the input's placeholder on one line */
+  .chat-verdict > * {{ flex-basis: 100%; min-width: 100% !important; }}  /* the badge gets a line of its own */
+}}
+.badge {{ display: inline-block;  /* one pill on any width: never split over two lines */
+          max-width: 100%; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
+          vertical-align: middle; }}
 """
 
 
