@@ -19,6 +19,7 @@ from gpt_mini.visualize import LAYER_STAGES, step_stage, trace
 from ui.attention_tab import lens_models
 from ui.i18n import TEXT
 from ui.models import DEFAULT_KEY
+from ui.tokenizer_tab import tokenize_data
 
 pytestmark = pytest.mark.slow
 UPDATE = os.environ.get("UPDATE_SCREENSHOTS") == "1"
@@ -50,7 +51,10 @@ def shoot(page, tab: str):
 
 def test_overview(page):
     open_tab(page, "概览")
-    expect(page.get_by_text("参数量 / parameters").first).to_be_visible()
+    tiles = page.locator(".big-numbers").first
+    expect(tiles).to_contain_text("参数量")
+    expect(tiles).not_to_contain_text("parameters")  # one language at a time
+    expect(page.locator("#pipeline")).to_contain_text(TEXT["overview.stage.forward.say"][0])  # a sentence per box
     expect(page.get_by_text("V·d + L·(12d²+11d) + d").first).to_be_visible()
     expect(page.get_by_text("每 100 步约").first).to_be_visible(timeout=60_000)
     shoot(page, "overview")
@@ -61,13 +65,17 @@ def test_tokenizer(page):
     box = page.get_by_label("输入文本")
     box.fill("什么是注意力机制? <b>不是粗体</b>")
     page.get_by_role("button", name="分词", exact=True).click()
+    typed = tokenize_data(SERVER["app"].store.tokenizer(), "什么是注意力机制? <b>不是粗体</b>")
+    for number in (typed["n_tokens"], typed["chars"]):  # the comparison follows the typed text
+        expect(page.locator("#tokenizer-compare")).to_contain_text(str(number))
+    expect(page.locator("#token-spans .tok-legend")).to_contain_text("半个字")  # the partial-character legend
     spans = page.locator("#token-spans .tokens")
     expect(spans).to_contain_text("粗")
     expect(spans).to_contain_text("<")  # escaped, shown as text
     expect(spans.locator("b")).to_have_count(0)  # not markup
     expect(page.get_by_label("解码回来（往返）")).to_have_value("什么是注意力机制? <b>不是粗体</b>")
     page.get_by_role("button", name="重建并比较").click()
-    expect(page.get_by_text("重建 / rebuilt (V=500)").first).to_be_visible()
+    expect(page.get_by_text("重建（V=500）").first).to_be_visible()
     shoot(page, "tokenizer")
 
 

@@ -69,11 +69,16 @@ def test_english_browser_gets_english(chromium, app_url):
         expect(page.get_by_label("Attention heads n_head").first).to_be_visible()
         expect(page.get_by_role("button", name="Reset", exact=True)).to_be_visible()
         expect(page.get_by_text("模型大小计算器")).to_have_count(0)
+        expect(page.locator(".big-numbers").first).to_contain_text("parameters")  # tiles a handler builds
+        expect(page.locator("#pipeline")).to_contain_text(TEXT["overview.stage.tokenize.say"][1])  # re-rendered
+        assert not CJK.search(page.locator("#pipeline").inner_text())
         no_raw_keys(page)
 
         page.get_by_role("tab", name="Tokenizer", exact=True).click()
         expect(page.get_by_role("button", name="Tokenize", exact=True)).to_be_visible()
         expect(page.get_by_label("Decoded round trip")).to_be_visible()
+        expect(page.locator("#token-spans .tok-legend")).to_contain_text("partial characters")
+        expect(page.locator("#tokenizer-compare")).to_contain_text("rebuilt (V=500)")
 
         page.get_by_role("tab", name="Chat", exact=True).click()
         expect(page.get_by_role("button", name="Send", exact=True)).to_be_visible()

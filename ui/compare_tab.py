@@ -8,7 +8,6 @@ import html
 from pathlib import Path
 
 import gradio as gr
-from plotly.subplots import make_subplots
 
 from gpt_mini import runs
 from gpt_mini.checkpoint import describe
@@ -17,18 +16,16 @@ from gpt_mini.generate import Settings
 from gpt_mini.knowledge import course_of, judge
 from gpt_mini.visualize import model_size
 
-from .charts import add_metrics_curves, style_loss_figure
+from .charts import compare_chart
 from .hyperparameters import HYPERPARAMETERS
-from .i18n import t
+from .i18n import lang_of, say, t
 from .limits import CHAT_CONCURRENCY, MODEL_CONCURRENCY
 from .models import DEFAULT_KEY
 from .style import error_line
 from .tabs import Step, TabParts, View
 
-FIGURES = [("step", "训练到第几步 / trained steps"), ("params", "参数量 / parameters"),
-           ("train_loss", "训练损失 / train loss"), ("eval_loss", "验证损失 / eval loss"),
-           ("unseen_loss", "新知识损失 / unseen-facts loss"),
-           ("train_seconds", "训练时间（秒）/ training time (s)"), ("precision_used", "实际训练精度 / precision used")]
+# final figures, each labelled by TEXT["compare.figure.<name>"]
+FIGURES = ["step", "params", "train_loss", "eval_loss", "unseen_loss", "train_seconds", "precision_used"]
 
 
 def metrics_path(store, key: str) -> Path | None:
@@ -59,30 +56,39 @@ def _shown(value) -> str:
     return "—" if value in (None, "") else str(value)
 
 
-def comparison(store, a: str, b: str) -> tuple[list[dict], str]:
-    """Rows {name, a, b, differs} and the same as an HTML table, the differing rows highlighted."""
+def labels(lang: str) -> list[tuple[str, str, str]]:
+    """(name, label in `lang`, both languages) of every row: the hyperparameters, then the final figures."""
+    out = [(h.name, h.en if lang == "en" else h.zh, f"{h.zh} / {h.en}") for h in HYPERPARAMETERS]
+    for name in FIGURES:
+        zh, en = say(f"compare.figure.{name}", "zh"), say(f"compare.figure.{name}", "en")
+        out.append((name, en if lang == "en" else zh, f"{zh} / {en}"))
+    return out
+
+
+def comparison(store, a: str, b: str, lang: str = "zh") -> tuple[list[dict], str]:
+    """Rows {name, label, a, b, differs} (label in both languages: API data) and an HTML table in `lang`, the
+    differing rows highlighted."""
     sa, sb = summary(store, a), summary(store, b)
-    labels = [(h.name, f"{h.zh} / {h.en}") for h in HYPERPARAMETERS] + FIGURES
-    rows = [{"name": name, "label": label, "a": sa.get(name), "b": sb.get(name),
-             "differs": _shown(sa.get(name)) != _shown(sb.get(name))} for name, label in labels]
-    body = "".join(
-        f"<tr class='{'differs' if r['differs'] else ''}'><td>{html.escape(r['label'])}</td>"
-        f"<td>{html.escape(_shown(r['a']))}</td><td>{html.escape(_shown(r['b']))}</td></tr>" for r in rows)
-    table = ("<table class='compare'><tr><th></th><th>A</th><th>B</th></tr>" + body + "</table>"
-             "<div class='en'>黄色的行：两者不同 / highlighted rows differ</div>")
+    rows, body = [], []
+    for name, shown_label, both in labels(lang):
+        r = {"name": name, "label": both, "a": sa.get(name), "b": sb.get(name),
+             "differs": _shown(sa.get(name)) != _shown(sb.get(name))}
+        rows.append(r)
+        body.append(f"<tr class='{'differs' if r['differs'] else ''}'><td>{html.escape(shown_label)}</td>"
+                    f"<td>{html.escape(_shown(r['a']))}</td><td>{html.escape(_shown(r['b']))}</td></tr>")
+    table = ("<table class='compare'><tr><th></th><th>A</th><th>B</th></tr>" + "".join(body) + "</table>"
+             f"<div class='en'>{html.escape(say('compare.differs', lang))}</div>")
     return rows, table
 
 
-def compare_figure(store, a: str, b: str, step_a: int, step_b: int):
-    fig = make_subplots()
-    for key, label, dash, step in ((a, "A", "solid", step_a), (b, "B", "dash", step_b)):
-        path = metrics_path(store, key)
-        if path:
-            add_metrics_curves(fig, label, path, dash, opacity=0.9)
-        if runs.parse_key(key)[0] == "snap":  # where on its run's curve this snapshot was taken
-            fig.add_vline(x=step, line_dash=dash, line_color="#888", annotation_text=f"{label} @ {step}")
-    style_loss_figure(fig, "A 与 B 的损失曲线 / loss curves of A and B")
-    return fig
+def compare_figure(store, a: str, b: str, lang: str = "zh"):
+    """A's and B's loss curves over each run's progress (ui.charts.compare_chart); a snapshot is marked where it
+    was taken on its run's curve."""
+    curves = []
+    for ab, key in (("A", a), ("B", b)):
+        snapshot = step_of(key) if runs.parse_key(key)[0] == "snap" else None
+        curves.append((ab, metrics_path(store, key), summary(store, key).get("max_steps"), snapshot))
+    return compare_chart(curves, lang)
 
 
 def ask_both(store, server, a: str, b: str, question: str) -> list[dict]:
@@ -130,27 +136,39 @@ def step_of(key: str) -> int:
 
 
 def show_ui(store):
-    """Curves and table of two checkpoints: (figure, table, "") or (skip, skip, one error line)."""
-    def show(key_a, key_b):
+    """Curves and table of two checkpoints in one language: (figure, table, "") or (skip, skip, one error line,
+    bilingual)."""
+    def show(key_a, key_b, lang: str = "zh"):
         try:
-            _, html_table = comparison(store, key_a, key_b)
-            return compare_figure(store, key_a, key_b, step_of(key_a), step_of(key_b)), html_table, ""
+            _, html_table = comparison(store, key_a, key_b, lang)
+            return compare_figure(store, key_a, key_b, lang), html_table, ""
         except UserError as e:
             return gr.skip(), gr.skip(), error_line(str(e))
     return show
 
 
+def answer_line(reply: dict, lang: str) -> str:
+    """One model's answer with how sure it was, in one language."""
+    answer = reply["answer"] or say("compare.empty_answer", lang)
+    return say("compare.answer", lang, answer=answer, pct=round(100 * reply["confidence"]))
+
+
 def wire_compare(v: View, store, server):
-    v.show.click(show_ui(store), [v.a, v.b], [v.plot, v.table, v.error], api_name="ui_compare",
+    show = show_ui(store)
+
+    def show_clicked(key_a, key_b, request: gr.Request):
+        return show(key_a, key_b, lang_of(request))
+
+    v.show.click(show_clicked, [v.a, v.b], [v.plot, v.table, v.error], api_name="ui_compare",
                  api_visibility="undocumented", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
 
-    def ask_ui(key_a, key_b, text):
+    def ask_ui(key_a, key_b, text, request: gr.Request):
         try:
             ra, rb = ask_both(store, server, key_a, key_b, text)
         except UserError as e:
             return gr.skip(), gr.skip(), error_line(str(e))
-        shown = lambda r: f"{r['answer'] or '（空回答 / empty answer）'}（把握 {round(100 * r['confidence'])}%）"  # noqa
-        return shown(ra), shown(rb), ""
+        lang = lang_of(request)
+        return answer_line(ra, lang), answer_line(rb, lang), ""
 
     gr.on([v.ask.click, v.question.submit], ask_ui, [v.a, v.b, v.question], [v.answer_a, v.answer_b, v.error],
           api_name="ui_compare_ask", api_visibility="undocumented", concurrency_limit=CHAT_CONCURRENCY,
@@ -162,14 +180,14 @@ def on_open(v: View, store, last_series) -> Step:
     drawn. last_series: a function giving the run names of the last finished series (TrainingRun.last_series)."""
     show = show_ui(store)
 
-    def opened(shown: list):
+    def opened(shown: list, request: gr.Request):
         choices = store.choices()
         names = list(last_series() if last_series else ())
         if len(names) < 2 or names == shown:
             return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices), gr.skip(), gr.skip(), gr.skip(), shown
         key_a, key_b = runs.run_key(names[0]), runs.run_key(names[1])
         return (gr.Dropdown(choices=choices, value=key_a), gr.Dropdown(choices=choices, value=key_b),
-                *show(key_a, key_b), names)
+                *show(key_a, key_b, lang_of(request)), names)
 
     return Step(opened, [v.shown_series], [v.a, v.b, v.plot, v.table, v.error, v.shown_series], "ui_compare_opened",
                 visibility="undocumented", options={"concurrency_limit": MODEL_CONCURRENCY, "concurrency_id": "model"})

@@ -15,6 +15,7 @@ one str(t(...)) in it is translated (checked in chromium: the one-forward-pass s
 
 import gradio as gr
 
+from .charts import CHART_TEXT
 from .hyperparameters import hyperparameter_text
 
 TEXT = {  # key: (中文, English)
@@ -57,6 +58,66 @@ TEXT = {  # key: (中文, English)
     "overview.n_embd": ("隐藏维度 n_embd（d）", "Hidden size n_embd (d)"),
     "overview.seq_len": ("上下文长度 seq_len（T）", "Context length seq_len (T)"),
     "overview.vocab_size": ("词表大小 vocab_size（V）", "Vocab size vocab_size (V)"),
+    "overview.stage.tokenize": ("分词", "Tokenize"),
+    "overview.stage.tokenize.say": ("把文字切成小块（词元），每块换成词表里的一个编号。",
+                                    "Cut the text into small pieces (tokens) and turn each into a number from the "
+                                    "vocabulary."),
+    "overview.stage.batch": ("批处理", "Batch"),
+    "overview.stage.batch.say": ("把很多条问答首尾相接拼成一批，一次交给模型。",
+                                 "Put many question–answer pairs end to end into one batch for the model."),
+    "overview.stage.forward": ("前向", "Forward pass"),
+    "overview.stage.forward.say": ("模型一层一层地计算，在每个位置猜下一个词元。",
+                                   "The model computes layer by layer and guesses the next token at every position."),
+    "overview.stage.loss": ("损失", "Loss"),
+    "overview.stage.loss.say": ("只看回答部分，比较猜测和正确答案：猜得越离谱，损失越大。",
+                                "Compare the guesses with the right answer (the answer part only): the worse the "
+                                "guess, the larger the loss."),
+    "overview.stage.backward": ("反向", "Backward pass"),
+    "overview.stage.backward.say": ("算出每个权重往哪边调能让损失变小：这就是梯度。",
+                                    "Work out which way each weight should move to make the loss smaller: the "
+                                    "gradient."),
+    "overview.stage.optimize": ("优化", "Optimize"),
+    "overview.stage.optimize.say": ("优化器按梯度把每个权重改一小步；重复几千步，模型就学会了。",
+                                    "The optimizer moves every weight a small step along the gradient; after "
+                                    "thousands of steps the model has learned."),
+    "overview.stage.save": ("保存", "Save"),
+    "overview.stage.save.say": ("把学到的权重存成检查点文件，以后直接拿来用。",
+                                "Store the learned weights in a checkpoint file, ready to use later."),
+    "overview.stage.inference": ("推理", "Inference"),
+    "overview.stage.inference.say": ("用训练好的模型回答新问题：一次生成一个词元，全班的问题一起算。",
+                                     "The trained model answers new questions one token at a time, the whole "
+                                     "class's questions in one batch."),
+    "overview.tile.params": ("参数量", "parameters"),
+    "overview.tile.weights": ("权重（fp32）", "weights (fp32)"),
+    "overview.tile.train_memory": ("训练内存（权重 + 梯度 + AdamW）", "training memory (weights + grads + AdamW)"),
+    "overview.tile.flops": ("训练 FLOPs / 词元", "training FLOPs per token"),
+    "overview.tile.per_100": ("每 100 步约", "per 100 steps"),
+    "overview.measuring": ("测量中…", "measuring…"),
+    "overview.seconds": ("{n} 秒", "{n} s"),
+    "overview.explain.params": ("**参数量**：{formula}", "**Parameter count**: {formula}"),
+    "overview.explain.memory": ("**内存**：权重 4 字节×N = {weights}；int8 量化后约 {int8}；训练时再加梯度 4N 和 "
+                                "AdamW 的两个动量 8N → {train}（不含激活）",
+                                "**Memory**: weights 4 bytes×N = {weights}; about {int8} after int8 quantization; "
+                                "training adds the gradients 4N and AdamW's two moments 8N → {train} (activations "
+                                "not included)"),
+    "overview.explain.flops": ("**计算量（每个词元）**：训练 ≈ 6N + 12·L·T·d = 6·{n} + 12·{L}·{T}·{d} = {total}。"
+                               "一次乘加 = 2 FLOPs，前向每个参数 2 FLOPs（2N），反向约是前向的 2 倍（4N）；"
+                               "注意力的 q·kᵀ 和加权求和 v 每层每词元各 2·T·d，前向 4·L·T·d，训练 ×3。",
+                               "**FLOPs per token**: training ≈ 6N + 12·L·T·d = 6·{n} + 12·{L}·{T}·{d} = {total}. "
+                               "One multiply-add = 2 FLOPs: the forward pass costs 2 FLOPs per parameter (2N), the "
+                               "backward pass about twice that (4N); attention's q·kᵀ and weighted sum of v cost "
+                               "2·T·d each per layer and token, 4·L·T·d forward, ×3 for training."),
+    "overview.explain.time": ("**时间**：在这台机器上实测默认配置一步 {seconds} 秒（每步约 {tokens} 个词元），"
+                              "再实测一个小模型，按 FLOPs 在两者之间估算（小模型的一步主要是固定开销）。",
+                              "**Time**: one step of the default config measured on this machine: {seconds} s (about "
+                              "{tokens} tokens per step), and a small model's step too; other sizes are estimated by "
+                              "FLOPs between the two (a small model's step is mostly fixed overhead)."),
+    "overview.explain.timing": ("**时间**：正在实测一步…", "**Time**: timing one step…"),
+    "overview.chart_title": ("参数都在哪里", "Where the parameters are"),
+    "overview.bar.embedding": ("词嵌入 = 输出层（V·d）", "token embedding = output layer (V·d)"),
+    "overview.bar.attention": ("自注意力（{L}×(4d²+4d)）", "self-attention ({L}×(4d²+4d))"),
+    "overview.bar.mlp": ("前馈网络（{L}×(8d²+5d)）", "feed-forward network ({L}×(8d²+5d))"),
+    "overview.bar.norm": ("均方根归一化 RMSNorm（{n}×d）", "RMSNorm ({n}×d)"),
     # ---- tokenizer ----
     "tokenizer.intro": ("输入任意文本，看它被切成哪些词元（每个词元一种颜色，下面是 id 和字节）；"
                         "再看看忘了解码器会出现的乱码。",
@@ -76,6 +137,24 @@ TEXT = {  # key: (中文, English)
     "tokenizer.rebuild": ("重建并比较", "Rebuild and compare"),
     "tokenizer.counts": ("同一段文本的词元数", "Token counts of the same text"),
     "tokenizer.vocabulary": ("词表（可搜索）", "Vocabulary (searchable)"),
+    "tokenizer.tile.chars": ("字符", "characters"),
+    "tokenizer.tile.tokens": ("词元", "tokens"),
+    "tokenizer.tile.chars_per_token": ("字符/词元", "characters per token"),
+    "tokenizer.empty": ("（空）", "(empty)"),
+    "tokenizer.partial": ("半个字", "partial character"),
+    "tokenizer.legend": ("每个方框是一个词元，下面的小字是它的 id 和字节（十六进制）。",
+                         "Each box is one token; the small print under it is its id and its bytes (hex)."),
+    "tokenizer.partial_legend": ("虚线框、带 … 的 {n} 个词元是半个字：一个汉字在 UTF-8 里占 3 个字节，"
+                                 "这几个字节被分进了不同的词元，每个词元只有其中一部分。",
+                                 "The {n} dashed boxes marked … are partial characters: a Chinese character is 3 "
+                                 "bytes in UTF-8, and here its bytes were split across tokens, each holding only "
+                                 "part of it."),
+    "tokenizer.col.tokenizer": ("分词器", "tokenizer"),
+    "tokenizer.col.tokens": ("词元数", "tokens"),
+    "tokenizer.col.chars": ("字符数", "characters"),
+    "tokenizer.col.chars_per_token": ("字符/词元", "characters per token"),
+    "tokenizer.current": ("当前分词器（V={v}）", "current (V={v})"),
+    "tokenizer.rebuilt": ("重建（V={v}）", "rebuilt (V={v})"),
     # ---- attention ----
     "attention.intro": ("看模型在读一句话时每个词元在“看”哪些词元（只能看前面：因果掩码），"
                         "再看 RoPE 怎样用旋转记住位置。",
@@ -265,8 +344,19 @@ TEXT = {  # key: (中文, English)
     "compare.ask": ("一起回答", "Ask both"),
     "compare.answer_a": ("A 的回答", "A's answer"),
     "compare.answer_b": ("B 的回答", "B's answer"),
+    "compare.differs": ("黄色的行：两者不同", "Highlighted rows: A and B differ"),
+    "compare.answer": ("{answer}（把握 {pct}%）", "{answer} (confidence {pct}%)"),
+    "compare.empty_answer": ("（空回答）", "(empty answer)"),
+    "compare.figure.step": ("训练到第几步", "trained steps"),
+    "compare.figure.params": ("参数量", "parameter count"),
+    "compare.figure.train_loss": ("训练损失", "train loss"),
+    "compare.figure.eval_loss": ("验证损失", "eval loss"),
+    "compare.figure.unseen_loss": ("新知识损失", "unseen-facts loss"),
+    "compare.figure.train_seconds": ("训练时间（秒）", "training time (s)"),
+    "compare.figure.precision_used": ("实际训练精度", "precision used"),
 }
 TEXT.update(hyperparameter_text())
+TEXT.update(CHART_TEXT)  # chart text lives in ui/charts.py, which must work without Gradio
 
 _ZH = {key: zh for key, (zh, _) in TEXT.items()}
 I18N = gr.I18n(**{"zh-CN": _ZH, "zh": dict(_ZH), "en": {key: en for key, (_, en) in TEXT.items()}})

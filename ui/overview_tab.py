@@ -9,30 +9,33 @@ import gradio as gr
 
 from gpt_mini.visualize import model_size
 
-from .i18n import t
+from .i18n import lang_of, say, t
 from .style import big_numbers, error_line, figure
 from .tabs import Step, TabParts, View
 
-PIPELINE = [  # (中文, English, where in gpt_mini)
-    ("分词", "tokenize", "tokenizer.py · encode(), train_tokenizer()"),
-    ("批处理", "batch", "data.py · encode_row(), Batches, pack()（样本首尾相接 / packed rows）"),
-    ("前向", "forward", "model.py · GPT.forward(), Block, CausalSelfAttention"),
-    ("损失", "loss", "model.py · GPT.forward(targets) → cross_entropy（只算回答 / answer only）"),
-    ("反向", "backward", "train.py · Trainer.run() → loss.backward()"),
-    ("优化", "optimize", "optim.py · Muon + AdamW; train.py · lr_at(), clip_grad_norm_"),
-    ("保存", "save", "checkpoint.py · atomic_save(), make_checkpoint(), quantize_int8()"),
-    ("推理", "inference",
-     "generate.py · Decoding, sampling_stages(); serving.py · BatchServer（全班一起答 / one batch for the class）"),
+PIPELINE = [  # (stage: TEXT overview.stage.<stage> and overview.stage.<stage>.say, where in gpt_mini)
+    ("tokenize", "tokenizer.py · encode(), train_tokenizer()"),
+    ("batch", "data.py · encode_row(), Batches, pack()"),
+    ("forward", "model.py · GPT.forward(), Block, CausalSelfAttention"),
+    ("loss", "model.py · GPT.forward(targets) → cross_entropy"),
+    ("backward", "train.py · Trainer.run() → loss.backward()"),
+    ("optimize", "optim.py · Muon + AdamW; train.py · lr_at(), clip_grad_norm_"),
+    ("save", "checkpoint.py · atomic_save(), make_checkpoint(), quantize_int8()"),
+    ("inference", "generate.py · Decoding, sampling_stages(); serving.py · BatchServer"),
 ]
 
-def pipeline_html() -> str:
+
+def pipeline_html(lang: str = "zh") -> str:
+    """The eight steps as boxes in one language: the step's name, one plain sentence, where it lives in gpt_mini.
+    Built in Chinese with the page; a page load re-renders it for an English browser."""
     parts = []
-    for i, (zh, en, where) in enumerate(PIPELINE):
+    for i, (stage, where) in enumerate(PIPELINE):
         if i:
             parts.append('<div class="arrow">→</div>')
-        parts.append(f'<div class="stage"><b>{zh}</b> <span class="en">{en}</span><br>'
+        parts.append(f'<div class="stage"><b>{html.escape(say(f"overview.stage.{stage}", lang))}</b>'
+                     f'<div class="say">{html.escape(say(f"overview.stage.{stage}.say", lang))}</div>'
                      f'<code style="font-size:0.78em">{html.escape(where)}</code></div>')
-    return '<div class="pipeline">' + "".join(parts) + "</div>"
+    return '<div class="pipeline" id="pipeline">' + "".join(parts) + "</div>"
 
 
 def _mb(n_bytes: float) -> str:
@@ -43,45 +46,42 @@ def _flops(n: float) -> str:
     return f"{n / 1e6:.1f} M" if n < 1e9 else f"{n / 1e9:.2f} G"
 
 
-def calculate(cfg, pace, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True):
-    """Model-size calculator: numbers, formula, a bar chart of where the parameters are.
-    measure=False answers at once and leaves the time out until the training pace has been measured."""
+def calculate(cfg, pace, n_layer, n_head, n_embd, seq_len, vocab, measure: bool = True, lang: str = "zh"):
+    """Model-size calculator: numbers, formula, a bar chart of where the parameters are, in one language (the
+    error line stays bilingual). measure=False answers at once and leaves the time out until the training pace
+    has been measured."""
     n_layer, n_head, n_embd, seq_len, vocab = (int(v or 0) for v in (n_layer, n_head, n_embd, seq_len, vocab))
     if min(n_layer, n_head, n_embd, seq_len, vocab) <= 0 or n_embd % n_head:
         msg = "n_embd 必须能被 n_head 整除，且各项大于 0 / n_embd must be divisible by n_head; all sizes positive"
         return error_line(msg), "", figure()
     size = model_size(n_layer, n_head, n_embd, seq_len, vocab)
     base = pace.measure()["base"] if measure or pace.ready() else None
-    per_100 = "测量中…"
+    per_100 = say("overview.measuring", lang)
     if base:
         sized = {**cfg, "model": {**cfg["model"], "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
                                   "seq_len": seq_len}, "tokenizer": {**cfg["tokenizer"], "vocab_size": vocab}}
-        per_100 = f"{pace.step_seconds(sized) * 100:.0f} 秒"
+        per_100 = say("overview.seconds", lang, n=f"{pace.step_seconds(sized) * 100:.0f}")
     numbers = big_numbers([
-        (f"{size['params']:,}", "参数量 / parameters"),
-        (_mb(size["weights_bytes"]), "权重 fp32 / weights"),
-        (_mb(size["train_bytes"]), "训练内存 / weights+grads+AdamW"),
-        (_flops(size["flops_train_per_token"]), "训练 FLOPs/词元 / per token"),
-        (per_100, "每 100 步约 / per 100 steps"),
+        (f"{size['params']:,}", say("overview.tile.params", lang)),
+        (_mb(size["weights_bytes"]), say("overview.tile.weights", lang)),
+        (_mb(size["train_bytes"]), say("overview.tile.train_memory", lang)),
+        (_flops(size["flops_train_per_token"]), say("overview.tile.flops", lang)),
+        (per_100, say("overview.tile.per_100", lang)),
     ])
     d, L, T = n_embd, n_layer, seq_len
-    explain = (f"**参数量 / parameters**: {size['formula']}\n\n"
-               f"**内存 / memory**: 权重 weights 4 字节×N = {_mb(size['weights_bytes'])}；int8 量化后约 "
-               f"{_mb(size['int8_bytes'])}；训练时再加梯度 grads 4N 和 AdamW 两个动量 8N → {_mb(size['train_bytes'])}"
-               f"（不含激活 / activations not included）\n\n"
-               f"**计算量 / FLOPs per token**: 训练 ≈ 6N + 12·L·T·d = 6·{size['params']:,} + 12·{L}·{T}·{d} = "
-               f"{size['flops_train_per_token']:,}。一次乘加 = 2 FLOPs，前向每个参数 2 FLOPs（2N），"
-               "反向约是前向的 2 倍（4N）；注意力的 q·kᵀ 和加权求和 v 每层每词元各 2·T·d，前向 4·L·T·d，训练 ×3 / "
-               "forward 2N + 4LTd, training 3× that.\n\n"
-               + (f"**时间 / time**: 在这台机器上实测默认配置一步 {base['seconds_per_step']:.3f} 秒"
-                  f"（每步约 {base['tokens_per_step']:.0f} 个词元），再实测一个小模型，按 FLOPs 在两者之间估算"
-                  f"（小模型的一步主要是固定开销）/ measured a default step and a small model's step on this "
-                  f"machine, other sizes by FLOPs between them." if base else
-                  "**时间 / time**: 正在实测一步 / timing one step…"))
-    fig = figure("参数都在哪里 / where the parameters are", "参数量 / parameters", "", height=300)
-    parts = [("词嵌入 = 输出层 embedding (V·d)", vocab * d),
-             (f"注意力 attention ({L}×(4d²+4d))", L * (4 * d * d + 4 * d)),
-             (f"前馈网络 MLP ({L}×(8d²+5d))", L * (8 * d * d + 5 * d)), (f"RMSNorm ({2 * L + 1}×d)", (2 * L + 1) * d)]
+    explain = "\n\n".join([
+        say("overview.explain.params", lang, formula=size["formula"]),
+        say("overview.explain.memory", lang, weights=_mb(size["weights_bytes"]), int8=_mb(size["int8_bytes"]),
+            train=_mb(size["train_bytes"])),
+        say("overview.explain.flops", lang, n=f"{size['params']:,}", L=L, T=T, d=d,
+            total=f"{size['flops_train_per_token']:,}"),
+        say("overview.explain.time", lang, seconds=f"{base['seconds_per_step']:.3f}",
+            tokens=f"{base['tokens_per_step']:.0f}") if base else say("overview.explain.timing", lang)])
+    fig = figure(say("overview.chart_title", lang), say("overview.tile.params", lang), "", height=300)
+    parts = [(say("overview.bar.embedding", lang), vocab * d),
+             (say("overview.bar.attention", lang, L=L), L * (4 * d * d + 4 * d)),
+             (say("overview.bar.mlp", lang, L=L), L * (8 * d * d + 5 * d)),
+             (say("overview.bar.norm", lang, n=2 * L + 1), (2 * L + 1) * d)]
     fig.add_bar(x=[v for _, v in parts], y=[k for k, _ in parts], orientation="h", marker_color="#4c78a8",
                 text=[f"{v:,}" for _, v in parts], textposition="auto")
     fig.update_yaxes(autorange="reversed")
@@ -100,8 +100,9 @@ def model_line(store) -> str:
 def layout(store, cfg) -> View:
     v = View()
     gr.Markdown(t("overview.intro"), elem_classes="tab-intro")
-    # Bilingual on purpose: gr.I18n translates only one key per string and the diagram has eight stage names.
-    gr.HTML(pipeline_html())
+    # Chinese at build time; the page load re-renders it for an English browser (gr.I18n translates one key per
+    # string and the diagram has sixteen)
+    v.pipeline = gr.HTML(pipeline_html())
     gr.Markdown(model_line(store))
     with gr.Accordion(t("overview.muon_title"), open=False):
         gr.Markdown(t("overview.muon"))
@@ -129,8 +130,15 @@ def default_sizes(cfg) -> tuple:
     return m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"]
 
 
+def calculate_ui(cfg, pace):
+    """calculate() for a browser: the five sizes in, everything out in the browser's language."""
+    def sized(n_layer, n_head, n_embd, seq_len, vocab, request: gr.Request):
+        return calculate(cfg, pace, n_layer, n_head, n_embd, seq_len, vocab, lang=lang_of(request))
+    return sized
+
+
 def wire_calculator(v: View, cfg, pace):
-    gr.on([c.change for c in v.sizes], lambda *sizes: calculate(cfg, pace, *sizes), v.sizes, v.outputs,
+    gr.on([c.change for c in v.sizes], calculate_ui(cfg, pace), v.sizes, v.outputs,
           api_name="ui_model_size", api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None)
     v.reset.click(lambda: default_sizes(cfg), None, v.sizes, api_name="ui_model_size_reset", api_visibility="private")
 
@@ -138,8 +146,15 @@ def wire_calculator(v: View, cfg, pace):
 def build(store, cfg, pace) -> TabParts:
     v = layout(store, cfg)
     wire_calculator(v, cfg, pace)
-    # page load: numbers at once, then (first visitor only) time one real step and fill in the estimate
-    fast = Step(lambda: calculate(cfg, pace, *default_sizes(cfg), measure=False), None, v.outputs, "ui_overview_load")
-    measured = Step(lambda *sizes: calculate(cfg, pace, *sizes), v.sizes, v.outputs, "ui_overview_measure",
+
+    # page load: numbers at once (and the pipeline in English for an English browser), then (first visitor only)
+    # time one real step and fill in the estimate
+    def loaded(request: gr.Request):
+        lang = lang_of(request)
+        return (*calculate(cfg, pace, *default_sizes(cfg), measure=False, lang=lang),
+                pipeline_html(lang) if lang != "zh" else gr.skip())
+
+    fast = Step(loaded, None, v.outputs + [v.pipeline], "ui_overview_load")
+    measured = Step(calculate_ui(cfg, pace), v.sizes, v.outputs, "ui_overview_measure",
                     options={"show_progress": "minimal"})
     return TabParts(on_load=(fast, measured))

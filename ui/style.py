@@ -9,6 +9,7 @@ from gpt_mini.durations import fmt_duration
 FONT = '"Noto Sans CJK SC", "Noto Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
 TRAIN_COLOR, EVAL_COLOR, LR_COLOR = "#1f77b4", "#d62728", "#7f7f7f"  # train loss, eval loss: same everywhere
 UNSEEN_COLOR = "#ff7f0e"  # loss on facts never taught
+COMPARE_COLORS = {"A": (TRAIN_COLOR, EVAL_COLOR), "B": ("#17becf", "#e377c2")}  # compare: (train, eval) of A, B
 TOKEN_PALETTE = ["#fde2a7", "#b8e0d2", "#f7c6c7", "#c9d7f8", "#e2d0f5", "#d4edbc", "#ffd6a5", "#cce3f0"]
 SEQUENTIAL = "Blues"
 
@@ -24,12 +25,16 @@ body, .gradio-container, .prose {{ font-family: {FONT}; }}
 .tok {{ display: inline-block; margin: 2px 1px; padding: 0 4px; border-radius: 4px; text-align: center;
         vertical-align: top; line-height: 1.3; }}
 .tok small {{ display: block; font-size: 0.6em; color: #444; font-family: monospace; }}
+.tok.partial {{ outline: 2px dashed #889; outline-offset: -2px; }}  /* part of one character's bytes */
+.tok-legend {{ font-size: 0.85em; color: #445; margin-top: 4px; }}
 .error-line {{ color: #b00020; font-weight: 600; }}
 .badge {{ color: white; border-radius: 10px; padding: 2px 10px; font-size: 0.9em; font-weight: 600; }}
 .pipeline {{ display: flex; flex-wrap: wrap; align-items: stretch; gap: 4px; }}
 .pipeline .stage {{ background: #eef3fb; border: 1px solid #c9d7f8; border-radius: 8px; padding: 6px 8px;
                     min-width: 90px; }}
 .pipeline .stage b {{ font-size: 1.2em; }}
+.pipeline .stage {{ flex: 1 1 230px; }}  /* a sentence per box: four boxes a row at 1280 px, one on a phone */
+.pipeline .stage .say {{ font-size: 0.88em; margin: 2px 0 4px 0; line-height: 1.35; }}
 .pipeline .arrow {{ align-self: center; font-size: 1.4em; color: #889; }}
 table.compare {{ border-collapse: collapse; width: 100%; }}
 table.compare td, table.compare th {{ border-bottom: 1px solid #e3e6ef; padding: 3px 8px; text-align: left; }}
@@ -62,10 +67,11 @@ def error_line(message: str) -> str:
     return f'<div class="error-line">⚠ {html.escape(message)}</div>' if message else ""
 
 
-TITLE_AND_LEGEND = dict(  # title on top, legend in its own row under it, never on top of each other
+TITLE_AND_LEGEND = dict(  # title on top, legend at the bottom of the figure: however many rows it wraps to, the
+    # legend pushes the bottom margin (plotly's automargin) and never reaches the title
     title=dict(x=0.01, y=0.98, yanchor="top", xanchor="left", font=dict(size=15)),
-    legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, font=dict(size=12)),
-    margin=dict(l=60, r=30, t=95, b=50))
+    legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0, font=dict(size=12)),
+    margin=dict(l=60, r=30, t=50, b=50))
 
 
 def figure(title: str = "", x: str = "", y: str = "", height: int = 420) -> go.Figure:
