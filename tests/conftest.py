@@ -313,6 +313,21 @@ def new_page(browser, url: str, locale: str = "zh-CN", viewport: tuple[int, int]
     return context, page
 
 
+def open_hyperparameters(page):
+    """Unfold the training tab's hyperparameter panel (folded so the run fits one projector screen)."""
+    if not page.locator("#hp-max_steps").is_visible():
+        page.locator("#train-hyperparameters > button").first.click()
+    page.locator("#hp-max_steps").wait_for(state="visible")
+
+
+def set_slider(page, name: str, value):
+    """Type a value into a training-tab slider's number box, as a student does."""
+    open_hyperparameters(page)
+    box = page.locator(f"#hp-{name} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
 def wait_status(client, predicate, timeout=60.0):
     """Poll /train_status until predicate(status) holds; AssertionError with the last status after `timeout`."""
     import time

@@ -2,6 +2,7 @@
 limits and time estimate, and the zip archive's checks on untrusted uploads."""
 
 import inspect
+import re
 import zipfile
 
 import pytest
@@ -26,7 +27,7 @@ from ui.hyperparameters import (
 )
 from ui.i18n import TEXT
 from ui.limits import LIMITS, Limits, Pace, check_limits
-from ui.planner import RunPlanner, series_names
+from ui.planner import RunPlanner, run_names
 from ui.teacher import ENV_NAME, TeacherGate
 
 pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
@@ -135,10 +136,12 @@ def test_a_series_preset_plans_one_run_per_optimizer_with_the_same_seed_and_step
     assert len(planner.plan_runs({}, 0, "lesson")) == 1 and planner.plan_runs({}, 0, "", "lesson")[0][2] == ""
     with pytest.raises(UserError, match="together"):  # each run fits, both together do not
         planner.plan_runs({"max_steps": 12000}, 0, "adamw_vs_muon")
-    names = series_names("adamw_vs_muon", "", ["adamw", "muon"])
-    assert names[0].startswith("adamw_vs_muon_adamw_") and names[1].startswith("adamw_vs_muon_muon_")
-    assert names[0][-6:] == names[1][-6:]  # one time stamp for both
-    assert series_names("adamw_vs_muon", "my class!", ["adamw", "muon"]) == ["my_class_adamw", "my_class_muon"]
+    names = run_names("adamw_vs_muon", "", ["adamw", "muon"])
+    assert re.fullmatch(r"adamw_vs_muon_adamw_\d{4}_\d{6}", names[0]) and names[1].startswith("adamw_vs_muon_muon_")
+    assert names[0][-11:] == names[1][-11:]  # one time stamp for both
+    assert run_names("adamw_vs_muon", "my class!", ["adamw", "muon"]) == ["my_class_adamw", "my_class_muon"]
+    assert re.fullmatch(r"demo30_\d{4}_\d{6}", run_names("demo30", "")[0])  # a run is named by preset and time
+    assert run_names("demo30", "mine") == ["mine"] and run_names("", "")[0].startswith("run_")
     assert "train.preset_note.adamw_vs_muon" in TEXT
 
 
@@ -266,6 +269,10 @@ def test_the_30_second_demo_trains_on_a_course_subset_that_holds_both_fixed_ques
     assert "--set data.train_path=data/demo_train.jsonl" in cli_command(cfg, base, "checkpoints/runs/demo")
     lesson, _ = RunPlanner(None, base, FixedPace(base)).plan({}, 0, "lesson")
     assert lesson["data"] == base["data"]
+    # started from the form (its values, the preset chosen in the radio) it trains on the same subset
+    form = {k: v for k, v in preset_values(base, "demo30").items() if k != "minutes"}
+    (started, _, _, _), = RunPlanner(None, base, FixedPace(base)).plan_runs(form, 0, "", "demo30")
+    assert started["data"] == cfg["data"] and started["model"] == cfg["model"]
 
 
 @pytest.mark.slow

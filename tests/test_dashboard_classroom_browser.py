@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEACHER_PASSWORD, idle, new_page
+from conftest import ROOT, TEACHER_PASSWORD, idle, new_page, open_hyperparameters, set_slider
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
@@ -34,43 +34,44 @@ def classroom(teacher_server, chromium):
     idle(teacher_server)
 
 
-def set_slider(page, name: str, value):
-    box = page.locator(f"#hp-{name} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
-
-def test_student_watches_live_but_cannot_control_the_teachers_run(classroom):
+def test_student_watches_the_teachers_run_read_only(classroom):
     pages, app = classroom
     teacher, student = pages["teacher"], pages["student"]
-    # the student tries first: refused with one line, nothing starts
-    student.locator("#train-start").click()
-    expect(student.get_by_text("只有老师可以控制训练").first).to_be_visible()
-    assert app.run.status()["state"] == "idle"
-    # the teacher: password, a small model from the sliders, start
+    # before the teacher logs in, every page's controls are read-only, with one line saying why
+    for page in (teacher, student):
+        expect(page.locator("#train-locked")).to_contain_text("训练由老师控制")
+        for button in ("#train-start", "#train-pause", "#train-stop", "#train-reset"):
+            expect(page.locator(button)).to_be_disabled()
+    # the teacher's password opens the teacher's page only; a small model from the sliders, the lesson preset
     teacher.locator("#teacher-password input").fill(SECRET)
+    expect(teacher.locator("#train-start")).to_be_enabled()
+    expect(teacher.locator("#train-locked")).to_contain_text("已作为老师登录")
     for name, value in (("n_layer", 1), ("n_embd", 32), ("n_head", 2), ("max_steps", 5000)):
         set_slider(teacher, name, value)
     set_slider(teacher, "eval_interval", 1000)
     expect(teacher.locator("#train-estimate")).to_contain_text("预计")
     teacher.locator("#train-start").click()
-    expect(teacher.locator("#train-status")).to_contain_text("训练中 running")
-    # the student's page follows the run live
-    expect(student.locator("#train-status")).to_contain_text("训练中 running")
+    expect(teacher.locator("#train-status")).to_contain_text("训练中")
+    # the student's page follows the run live, and its panel describes the teacher's run, not the defaults
+    expect(student.locator("#train-status")).to_contain_text("训练中")
     expect(student.locator("#train-status")).to_contain_text(re.compile(r"[1-9]\d*/5000"))
-    student.locator("#train-stop").click()
-    expect(student.get_by_text("只有老师可以控制训练").first).to_be_visible()
-    student.locator("#train-pause").click()
-    assert app.run.status()["state"] == "running"  # neither pause nor stop reached the run
-    # a wrong password is refused too, and never shown back
+    expect(student.locator("#train-estimate")).to_contain_text("老师的训练：本课模型")
+    expect(student.locator("#train-estimate")).to_contain_text("5,000")
+    open_hyperparameters(student)
+    expect(student.locator("#hp-n_embd input[type=number]")).to_have_value("32")
+    expect(student.locator("#hp-max_steps input[type=number]")).to_be_disabled()
+    expect(student.locator("#train-stop")).to_be_disabled()
+    assert re.fullmatch(r"lesson_\d{4}_\d{6}", app.run.status()["name"])  # named by preset and time
+    # a wrong password opens nothing and says so on Enter; the server refuses it too
     student.locator("#teacher-password input").fill("guess")
-    student.locator("#train-stop").click()
+    student.locator("#teacher-password input").press("Enter")
     expect(student.get_by_text("教师密码不对").first).to_be_visible()
+    expect(student.locator("#train-stop")).to_be_disabled()
     assert app.run.status()["state"] == "running"
     # the teacher stops it; both pages see it stopped
     teacher.locator("#train-stop").click()
-    expect(teacher.locator("#train-status")).to_contain_text(re.compile("已停止 stopped|已完成 finished"))
-    expect(student.locator("#train-status")).to_contain_text(re.compile("已停止 stopped|已完成 finished"))
+    expect(teacher.locator("#train-status")).to_contain_text(re.compile("已停止|已完成"))
+    expect(student.locator("#train-status")).to_contain_text(re.compile("已停止|已完成"))
     for page in (teacher, student):
         assert SECRET not in page.content()
 
@@ -78,12 +79,15 @@ def test_student_watches_live_but_cannot_control_the_teachers_run(classroom):
 def test_presets_fill_the_sliders_and_screenshots_in_both_languages(classroom):
     pages, _ = classroom
     teacher, english = pages["teacher"], pages["english"]
+    teacher.locator("#teacher-password input").fill(SECRET)
+    expect(teacher.locator("#train-start")).to_be_enabled()
+    open_hyperparameters(teacher)
     teacher.get_by_label(re.compile("学习率太大会怎样")).check()
     expect(teacher.locator("#hp-lr input")).to_have_value("0.1")
     expect(teacher.locator("#hp-max_steps input[type=number]")).to_have_value("200")
     teacher.get_by_label(re.compile("30 秒演示")).check()
     expect(teacher.locator("#hp-n_layer input[type=number]")).to_have_value("2")
-    expect(teacher.locator("#train-minutes input[type=number]")).to_have_value("0.5")
+    expect(teacher.locator("#hp-max_steps input[type=number]")).to_have_value("150")
     expect(teacher.locator("#train-estimate")).to_contain_text("预计")
     set_slider(teacher, "n_head", 3)  # 128 is not divisible by 3: one line next to the controls
     expect(teacher.locator("#train-estimate")).to_contain_text("不能被 n_head=3 整除")
@@ -97,8 +101,9 @@ def test_presets_fill_the_sliders_and_screenshots_in_both_languages(classroom):
     expect(teacher.locator("#hp-lr input")).not_to_have_value("0.003")
     DOCS.mkdir(exist_ok=True)
     teacher.locator("#train-clear").click()  # the teacher clears the stopped run's chart for a fresh start
-    expect(teacher.locator("#train-status")).to_contain_text("空闲 idle")
-    expect(english.locator("#train-status")).to_contain_text("空闲 idle")
+    expect(teacher.locator("#train-status")).to_contain_text("空闲")
+    expect(english.locator("#train-status")).to_contain_text("idle")
+    expect(english.locator("#train-status")).not_to_contain_text("空闲")  # one language in the tiles
     teacher.locator("#train-reset").click()
     expect(teacher.locator("#train-estimate")).to_contain_text("预计")
     teacher.screenshot(path=str(DOCS / "screenshot_training.png"), full_page=True)
@@ -126,3 +131,48 @@ def test_compare_tab_puts_a_run_beside_its_own_snapshot(classroom):
     student.locator("#compare-ask").click()
     expect(student.locator("#compare-answer-a textarea")).to_have_value(re.compile("把握"))
     expect(student.locator("#compare-answer-b textarea")).to_have_value(re.compile("把握"))
+
+
+PROJECTOR = (1280, 800)
+
+
+def on_one_screen(page, selector: str) -> dict:
+    """The element's box, asserted inside the projector's first screen (no scrolling either way)."""
+    box = page.locator(selector).bounding_box()
+    assert box and box["y"] >= 0 and box["y"] + box["height"] <= PROJECTOR[1], (selector, box)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PROJECTOR[0], (selector, box)
+    return box
+
+
+def test_projector_shows_buttons_numbers_curves_and_answers_and_the_demo_ends_answering(classroom, teacher_server,
+                                                                                       chromium):
+    """At 1280x800 the teacher starts the 30-second demo: the buttons, the big numbers, the loss chart and the
+    latest answers (wrapped) stay on one screen while it runs, and its last evaluation answers both fixed questions
+    word for word and at least one rewording."""
+    _, app = classroom
+    idle(teacher_server)
+    context, page = new_page(chromium, teacher_server["url"], viewport=PROJECTOR)
+    page.get_by_role("tab", name="训练").click()
+    page.locator("#teacher-password input").fill(SECRET)
+    page.get_by_label(re.compile("30 秒演示")).check()
+    expect(page.locator("#preset-note-demo30")).to_contain_text("150 步")
+    expect(page.locator("#train-start")).to_be_enabled()
+    page.locator("#train-start").click()
+    latest = page.locator("#train-latest")
+    expect(latest).to_contain_text(re.compile(r"第 (7[5-9]|[89]\d|1[0-4]\d) 步"), timeout=240_000)
+    for selector in ("#train-start", "#train-pause", "#train-resume", "#train-stop", "#train-status",
+                     "#train-plot", "#train-latest"):
+        on_one_screen(page, selector)
+    assert page.evaluate("window.scrollY") == 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= PROJECTOR[0]
+    assert latest.evaluate("e => e.scrollWidth <= e.clientWidth")  # answers wrap: nothing hidden to the right
+    expect(latest.locator(".qa")).to_have_count(4)
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "screenshot_training_projector.png"))  # a run in progress
+    expect(page.locator("#train-status")).to_contain_text("已完成", timeout=240_000)
+    expect(latest).to_contain_text("第 150 步")
+    assert app.run.status()["name"].startswith("demo30_")
+    for fixed in ("q1", "q2"):  # both fixed questions, word for word
+        expect(latest.locator(f".qa.right[data-probe={fixed}]")).to_have_count(1)
+    assert latest.locator(".qa.right[data-probe$=r]").count() >= 1, latest.inner_text()  # and a rewording
+    context.close()

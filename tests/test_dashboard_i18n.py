@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import ROOT, idle, new_page
 
-from ui.i18n import I18N, TEXT, t
+from ui.i18n import TEXT, i18n, t
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -26,7 +26,7 @@ def keys_used() -> dict[str, str]:
 def test_every_key_used_has_both_languages():
     used = keys_used()
     assert len(used) > 40 and "tab.overview" in used and "chat.send" in used
-    tables = I18N.translations_dict
+    tables = i18n().translations_dict
     assert set(tables) >= {"zh-CN", "zh", "en"}
     for key, where in used.items():
         assert key in TEXT, f"{where}: t({key!r}) has no text in ui/i18n.py"

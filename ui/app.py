@@ -14,7 +14,7 @@ from gpt_mini.config import ROOT, load_config
 from gpt_mini.serving import BatchServer
 
 from . import attention_tab, chat_tab, compare_tab, overview_tab, tokenizer_tab, training_tab
-from .i18n import I18N, t
+from .i18n import i18n, t
 from .limits import Pace
 from .models import CHECKPOINT_DIR, ModelStore
 from .style import CSS, FONT
@@ -113,7 +113,7 @@ def launch_kwargs() -> dict:
     """Look, limits and UI text tables passed to demo.launch (Gradio 6 takes theme, css and i18n here)."""
     theme = gr.themes.Soft(font=[FONT.split(",")[0].strip('"'), "sans-serif"], font_mono=["monospace"])
     return {"theme": theme, "css": CSS, "max_threads": 80, "footer_links": ["api"],
-            "state_session_capacity": SESSION_CAPACITY, "i18n": I18N,
+            "state_session_capacity": SESSION_CAPACITY, "i18n": i18n(),
             "max_file_size": MAX_UPLOAD}
 
 

@@ -19,7 +19,7 @@ CHART_TEXT = {  # key: (中文, English); no Gradio here, so the texts live besi
     "chart.steps": ("步", "steps"),
     "chart.loss": ("损失（交叉熵）", "loss (cross-entropy)"),
     "chart.lr_axis": ("学习率", "learning rate"),
-    "chart.train_loss": ("训练损失 train loss", "train loss"),  # zh still names the term twice: tests find it so
+    "chart.train_loss": ("训练损失", "train loss"),
     "chart.eval_loss": ("验证损失（学过的知识、新问法）", "eval loss (taught facts, new wordings)"),
     "chart.unseen": ("新知识：小模型学不会", "unseen facts: a small model cannot learn them"),
     "chart.lr": ("学习率", "learning rate"),

@@ -13,7 +13,7 @@ bilingual line "中文 / English", as the project's error-message rule asks. A M
 one str(t(...)) in it is translated (checked in chromium: the one-forward-pass sentences use it).
 """
 
-import gradio as gr
+import functools
 
 from .charts import CHART_TEXT
 from .hyperparameters import hyperparameter_text
@@ -280,6 +280,39 @@ TEXT = {  # key: (中文, English)
                     "看它从背答案到听懂问题。",
                     "Pick a preset or move the sliders and start training: the curves update every second, and at "
                     "each evaluation the model answers the two fixed questions, as taught and reworded."),
+    "train.tile.params": ("参数量", "parameters"),
+    "train.tile.steps": ("步数", "steps"),
+    "train.tile.runs_steps": ("训练次数 × 步数", "runs × steps"),
+    "train.tile.about": ("约 {time}", "about {time}"),
+    "train.tile.estimate": ("预计用时", "estimated time"),
+    "train.tile.state": ("状态", "state"),
+    "train.tile.elapsed": ("已用时间", "elapsed"),
+    "train.tile.eta": ("预计剩余", "time left"),
+    "train.tile.tokens_per_s": ("每秒词元数", "tokens/s"),
+    "train.tile.train_loss": ("训练损失", "train loss"),
+    "train.tile.eval_loss": ("验证损失", "eval loss"),
+    "train.tile.unseen_loss": ("新知识损失", "unseen-facts loss"),
+    "train.state.idle": ("空闲", "idle"),
+    "train.state.running": ("训练中", "running"),
+    "train.state.paused": ("已暂停", "paused"),
+    "train.state.finished": ("已完成", "finished"),
+    "train.state.stopped": ("已停止", "stopped"),
+    "train.state.failed": ("失败", "failed"),
+    "train.locked": ("**训练由老师控制**：你可以实时观看曲线和回答，左边显示的是老师正在训练的设置；"
+                     "老师输入密码后才能修改。",
+                     "**The teacher controls training**: watch the curves and answers live; the settings on the left "
+                     "are the teacher's run. They open once the teacher's password is typed."),
+    "train.unlocked": ("已作为老师登录：可以开始、暂停、停止训练和修改设置。",
+                       "Logged in as the teacher: start, pause, stop and change the settings."),
+    "train.running_about": ("老师的训练：{preset}", "The teacher's run: {preset}"),
+    "train.custom": ("自定义设置", "custom settings"),
+    "train.hyperparameters": ("超参数：模型大小和训练设置", "Hyperparameters: model size and training"),
+    "train.latest": ("第 {step} 步评估时的回答（✓ = 和课程答案一字不差）",
+                     "Answers at the evaluation of step {step} (✓ = the course answer word for word)"),
+    "train.latest_empty": ("第一次评估后，这里会出现模型对两个固定问题和它们新问法的回答。",
+                           "After the first evaluation the model's answers to the two fixed questions and their "
+                           "rewordings appear here."),
+    "train.reworded": ("新问法", "reworded"),
     "train.teacher": ("教师登录", "Teacher login"),
     "train.teacher_note": ("这个课堂由老师控制训练：同学们可以实时观看、对话和做可视化。",
                            "The teacher controls training in this classroom: students watch live, chat and "
@@ -288,12 +321,14 @@ TEXT = {  # key: (中文, English)
     "train.preset": ("预设", "Presets"),
     "train.preset_note.demo30": (
         "**30 秒演示：** 一个 2 层的小模型只学课程里的 8 个事实（包括两个固定问题，`data/demo_train.jsonl`），"
-        "所以 30 秒内就能看到它从乱码到逐字答对两个固定问题和它们的新问法。用整套课程训练 30 秒只会看到乱码："
-        "要学会全部 596 个事实，本课的模型需要约 15 分钟。",
+        "训练 150 步（2 核电脑上约 20 秒，电脑忙时会久一点）。每 25 步评估一次：右边的回答从乱码变成逐字答对两个"
+        "固定问题，最后连新问法也答对（打 ✓）。用整套课程训练 30 秒只会看到乱码：要学会全部 596 个事实，本课的模型"
+        "需要约 15 分钟。",
         "**30-second demo:** a small 2-layer model learns only 8 facts of the course (the two fixed questions among "
-        "them, `data/demo_train.jsonl`), so within 30 seconds the class sees it go from noise to answering both fixed "
-        "questions and their rewordings word for word. Thirty seconds on the whole course only shows noise: the "
-        "lesson's model needs about 15 minutes for all 596 facts."),
+        "them, `data/demo_train.jsonl`) in 150 steps (about 20 s on a 2-core laptop, longer when it is busy). It is "
+        "evaluated every 25 steps: the answers on the right go from noise to both fixed questions word for word, and "
+        "at the end a rewording too (marked ✓). Thirty seconds on the whole course only shows noise: the lesson's "
+        "model needs about 15 minutes for all 596 facts."),
     "train.preset_note.adamw_vs_muon": (
         "**AdamW 对比 Muon：** 点“开始”后先用 AdamW、再用 Muon 各训练一次本课的模型（同一个随机种子、同样的步数，"
         "下面的预计用时是两次合计）。第二次训练时，AdamW 的曲线以虚线留在图上：同样的步数，Muon 的损失降得更快。"
@@ -358,8 +393,16 @@ TEXT = {  # key: (中文, English)
 TEXT.update(hyperparameter_text())
 TEXT.update(CHART_TEXT)  # chart text lives in ui/charts.py, which must work without Gradio
 
-_ZH = {key: zh for key, (zh, _) in TEXT.items()}
-I18N = gr.I18n(**{"zh-CN": _ZH, "zh": dict(_ZH), "en": {key: en for key, (_, en) in TEXT.items()}})
+
+
+@functools.cache
+def i18n():
+    """The gr.I18n tables (zh-CN, zh, en) for demo.launch(i18n=...). Gradio is imported here, not at the top: tiles,
+    charts and the planner read TEXT through say() without it."""
+    import gradio as gr
+
+    zh = {key: zh for key, (zh, _) in TEXT.items()}
+    return gr.I18n(**{"zh-CN": zh, "zh": dict(zh), "en": {key: en for key, (_, en) in TEXT.items()}})
 
 
 def lang_of(request) -> str:
@@ -382,4 +425,4 @@ def t(key: str):
     built, instead of showing the bare key in the browser."""
     if key not in TEXT:
         raise KeyError(f"no UI text for {key!r}: add it to TEXT in ui/i18n.py")
-    return I18N(key)
+    return i18n()(key)

@@ -12,6 +12,7 @@ from gpt_mini.errors import UserError
 from gpt_mini.visualize import model_size
 
 from .hyperparameters import BY_NAME, PRESET_DATA, SERIES, make_config, preset_values
+from .i18n import say
 from .limits import LIMITS, check_limits
 from .style import big_numbers, error_line
 
@@ -24,14 +25,17 @@ class RunPlanner:
         """base_cfg: config_path's config as loaded (the presets' starting point and the CLI command's base)."""
         self.config_path, self.base_cfg, self.pace = config_path, base_cfg, pace
 
-    def plan(self, values: dict, minutes: float | None = 0, preset: str = "") -> tuple[dict, float]:
+    def plan(self, values: dict, minutes: float | None = 0, preset: str = "", data: str | None = None
+             ) -> tuple[dict, float]:
+        """data: whose course data to train on (hyperparameters.PRESET_DATA), default the preset's; the form passes
+        its values with preset='' and the chosen preset as data."""
         merged = preset_values(self.base_cfg, preset) if preset else {}
         merged.update({k: v for k, v in values.items() if v is not None})
         preset_minutes = merged.pop("minutes", 0)
         minutes = minutes or preset_minutes  # a budget given with the request wins over the preset's
         def config(values: dict) -> dict:
             cfg = make_config(self.config_path, values)
-            cfg["data"].update(PRESET_DATA.get(preset, {}))  # a preset's own data, timed and trained alike
+            cfg["data"].update(PRESET_DATA.get(preset if data is None else data, {}))  # timed and trained alike
             return cfg
 
         cfg = config(merged)
@@ -49,10 +53,11 @@ class RunPlanner:
         budget is shared by the runs, and together they must fit the time limit."""
         key = preset if series is None else series
         if key not in SERIES:
-            cfg, seconds = self.plan(values, minutes, preset)
+            cfg, seconds = self.plan(values, minutes, preset, data=key)
             return [(cfg, seconds, "", "")]
         name, options = SERIES[key]
-        first, _ = self.plan(dict(values, **{name: options[0][0]}), (minutes or 0) / len(options), preset)
+        first, _ = self.plan(dict(values, **{name: options[0][0]}), (minutes or 0) / len(options), preset,
+                             data=key)
         runs = []
         for value, label in options:
             cfg = copy.deepcopy(first)
@@ -66,27 +71,42 @@ class RunPlanner:
                             f"{LIMITS.max_seconds / 60:.0f}-minute limit; use fewer steps or a smaller model")
         return runs
 
-    def describe(self, values: dict, minutes: float, preset: str = "") -> str:
+    def describe(self, values: dict, minutes: float, preset: str = "", lang: str = "zh") -> str:
         """Parameter count, formula and the estimated time (of every run of a series preset), or one line saying
         what to change."""
         try:
             runs = self.plan_runs(values, minutes, "", preset)
         except UserError as e:
             return error_line(str(e))
-        cfg = runs[0][0]
-        m = cfg["model"]
-        size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
-        zh, en = duration_parts(sum(seconds for _, seconds, _, _ in runs))
-        steps = f"{cfg['training']['max_steps']:,}"
-        return (big_numbers([(f"{size['params']:,}", "参数量 / parameters"),
-                             (f"{len(runs)} × {steps}", "训练次数 × 步数 / runs × steps") if len(runs) > 1 else
-                             (steps, "步数 / steps"),
-                             (f"预计 {zh}", f"预计用时 / about {en}")])
-                + f"<div class='en'>{html.escape(size['formula'])}</div>")
+        return about_html(about(runs, preset), lang)
 
 
-def series_names(key: str, name: str, values: list[str]) -> list[str]:
-    """Folder names a student recognises: adamw_vs_muon_adamw_143012, adamw_vs_muon_muon_143012 (or NAME_adamw,
-    NAME_muon when the run has a name)."""
-    base, stamp = run_archive.safe_name(name, "")[:30], time.strftime("%H%M%S")
-    return [f"{base}_{v}" if base else f"{key}_{v}_{stamp}" for v in values]
+def about(planned: list, preset: str) -> dict:
+    """What a start runs, as every page shows it: preset key, parameter count, formula, steps, runs, seconds.
+    planned: RunPlanner.plan_runs()."""
+    cfg = planned[0][0]
+    m = cfg["model"]
+    size = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])
+    return {"preset": preset, "params": size["params"], "formula": size["formula"],
+            "steps": cfg["training"]["max_steps"], "runs": len(planned),
+            "seconds": round(sum(seconds for _, seconds, _, _ in planned), 1)}
+
+
+def about_html(a: dict, lang: str = "zh") -> str:
+    """Tiles of about(): parameter count, (runs ×) steps, estimated time, in the page's language."""
+    zh, en = duration_parts(a["seconds"])
+    steps = f"{a['steps']:,}"
+    return (big_numbers([(f"{a['params']:,}", say("train.tile.params", lang)),
+                         (f"{a['runs']} × {steps}", say("train.tile.runs_steps", lang)) if a["runs"] > 1 else
+                         (steps, say("train.tile.steps", lang)),
+                         (say("train.tile.about", lang, time=en if lang == "en" else zh),
+                          say("train.tile.estimate", lang))])
+            + f"<div class='en'>{html.escape(a['formula'])}</div>")
+
+
+def run_names(kind: str, name: str, values=("",)) -> list[str]:
+    """Folder names a student recognises in every list: what ran and when (demo30_1204_155236, and for each run of
+    a series adamw_vs_muon_muon_1204_155236), or the student's own name (NAME; NAME_adamw, NAME_muon)."""
+    base, stamp = run_archive.safe_name(name, "")[:30], time.strftime("%m%d_%H%M%S")
+    kind = run_archive.safe_name(kind, "run")
+    return ["_".join(p for p in ((base, v) if base else (kind, v, stamp)) if p) for v in values]

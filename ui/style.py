@@ -40,6 +40,17 @@ table.compare {{ border-collapse: collapse; width: 100%; }}
 table.compare td, table.compare th {{ border-bottom: 1px solid #e3e6ef; padding: 3px 8px; text-align: left; }}
 table.compare tr.differs {{ background: #fff3bf; font-weight: 600; }}
 /* ---- training tab on a projector (1280x800) ---- */
+#train-status .big-numbers {{ gap: 6px; flex-wrap: nowrap; }}
+#train-status .num {{ flex: 1 1 0; min-width: 0; padding: 4px 8px; }}
+#train-status .num b {{ font-size: 1.35em; white-space: nowrap; }}
+#train-status .num span {{ white-space: nowrap; }}
+.latest {{ font-size: 0.95em; }}
+.latest .qa {{ border-left: 4px solid #d0d5e2; padding: 2px 8px; margin: 6px 0; }}
+.latest .qa.right {{ border-left-color: #1a7f37; }}
+.latest .q {{ color: #556; font-size: 0.85em; }}
+.latest .a {{ white-space: pre-wrap; overflow-wrap: anywhere; }}
+.running-about {{ margin-bottom: 4px; }}
+#train-error:not(:has(.error-line)) {{ display: none; }}  /* no empty band between the buttons and the numbers */
 /* ---- narrow screens: phones (390 px) ---- */
 @media (max-width: 767px) {{
   [role="tablist"] > button[role="tab"] {{ padding: 0 var(--size-2); }}  /* six tabs in a row or two, no "…" */
@@ -49,6 +60,10 @@ table.compare tr.differs {{ background: #fff3bf; font-weight: 600; }}
   .chat-bot {{ height: 260px !important; }}  /* the input stays on the first screen */
   .chat-send {{ min-width: 64px !important; }}  /* room for the input's placeholder on one line */
   .chat-verdict > * {{ flex-basis: 100%; min-width: 100% !important; }}  /* the badge gets a line of its own */
+  /* training: the run (buttons, numbers, chart, answers) first, the form below; numbers in rows of three */
+  #train-screen {{ order: -1; }}
+  #train-status .big-numbers {{ flex-wrap: wrap; }}
+  #train-status .num {{ flex: 1 1 28%; }}
 }}
 .badge {{ display: inline-block;  /* one pill on any width: never split over two lines */
           max-width: 100%; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;

@@ -34,5 +34,13 @@ class TeacherGate:
         if not hmac.compare_digest(str(given).encode("utf-8"), self._secret):
             raise UserError("教师密码不对，什么都没有改变", "wrong teacher password; nothing was changed")
 
+    def allows(self, given: str | None) -> bool:
+        """True when check(given) would pass."""
+        try:
+            self.check(given)
+        except UserError:
+            return False
+        return True
+
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a log line
         return f"TeacherGate(enabled={self.enabled})"

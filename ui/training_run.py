@@ -26,9 +26,10 @@ MAX_KEPT_RUNS = 30  # a public Space must not fill its disk: older dashboard run
 YIELD_SECONDS = 0.5  # answers first: while questions wait, training rests up to this long after each step
 
 
-def sanitize_name(name: str) -> str:
-    """Only letters, digits, '_' and '-'; empty -> a timestamp. The result is a folder name under runs/."""
-    return safe_name(name, datetime.now().strftime("run_%Y%m%d_%H%M%S"))
+def sanitize_name(name: str, kind: str = "run") -> str:
+    """Only letters, digits, '_' and '-'; empty -> what the run is and when it started (demo30_1204_155236), the
+    name every list shows. The result is a folder name under runs/."""
+    return safe_name(name, f"{safe_name(kind, 'run')}_{datetime.now().strftime('%m%d_%H%M%S')}")
 
 
 def release_free_memory():
@@ -87,16 +88,19 @@ class TrainingRun:
         self._queue: list = []  # runs still to come in this series: (cfg, name)
         self._series: dict | None = None  # {"labels": [...], "runs": [folder names so far]} while a series is shown
         self._last_series: tuple = ()  # folder names of the last series that finished every run
+        self._about: dict = {}  # the start's preset, size, steps and estimate (RunPlanner.about)
 
     # ---- control ----
-    def start(self, cfg: dict, name: str = "", extra_rows=(), then=(), label: str = "") -> dict:
+    def start(self, cfg: dict, name: str = "", extra_rows=(), then=(), label: str = "", about=None) -> dict:
         """then: more runs [(cfg, name, label), ...] that the training thread starts one after the other, each when
         the one before finished normally (a stop or a failure cancels the rest); label: how status() calls each run
-        of such a series ("第 1/2 次：AdamW")."""
+        of such a series ("第 1/2 次：AdamW"); about: what every page shows of this start (preset, size, steps,
+        estimate), returned by status() as 'about'."""
         with self.lock:
             if self._active():
                 return dict(self._status(), started=False, message=self._busy_message())
             self._stop_requested = self._pause_requested = False
+            self._about = dict(about or {})
             self._queue = [(c, n) for c, n, _ in then]
             self._series = {"labels": [label] + [lab for _, _, lab in then], "runs": []} if then else None
             removed = self._begin(cfg, name)
@@ -150,7 +154,7 @@ class TrainingRun:
         with self.lock:
             if self._active():
                 return dict(self._status(), message=self._busy_message())
-            self.name, self.cfg, self._series = "", None, None
+            self.name, self.cfg, self._series, self._about = "", None, None, {}
             self._clear("idle", 0)
             return self._status()
 
@@ -243,7 +247,7 @@ class TrainingRun:
             resting = "正在先回答同学的提问，训练暂时放慢 / answering questions first, training slowed"
             s["message"] = f"{s['message']} · {resting}" if s["message"] else resting
         s.update(name=self.name, causal=self.cfg["model"]["causal"] if self.cfg else True,
-                 version=(self._runs_started, s["version"]), series=None)
+                 version=(self._runs_started, s["version"]), series=None, about=dict(self._about))
         if self._series:
             labels, runs = self._series["labels"], self._series["runs"]
             s["series"] = {"index": len(runs), "total": len(labels), "label": labels[len(runs) - 1],

@@ -15,38 +15,65 @@ import pandas as pd
 
 from gpt_mini import run_archive, runs
 from gpt_mini.checkpoint import read_checkpoint
-from gpt_mini.data import PROBE_QUESTIONS
+from gpt_mini.data import FIXED_QUESTIONS, PROBE_QUESTIONS, REWORDED_PROBES
 from gpt_mini.errors import UserError
 from gpt_mini.promote import promote
 
 from .charts import chart, run_metrics
 from .hyperparameters import HYPERPARAMETERS, PRESETS, api_signature, cli_command, defaults, preset_values
-from .i18n import TEXT, t
+from .i18n import TEXT, lang_of, say, t
 from .limits import LIMITS
-from .planner import RunPlanner, series_names
+from .planner import RunPlanner, about, about_html, run_names
 from .style import big_numbers, error_line, fmt_seconds
 from .tabs import TabParts, View
 from .training_run import MAX_KEPT_RUNS, check_extra_rows, prune_runs
 
-STATE_NAMES = {"idle": "空闲 idle", "running": "训练中 running", "paused": "已暂停 paused",
-               "finished": "已完成 finished", "stopped": "已停止 stopped", "failed": "失败 failed"}
 NAMES = [h.name for h in HYPERPARAMETERS]
+CHART_HEIGHT = 360
 
 
-def status_html(s: dict) -> str:
+def status_html(s: dict, lang: str = "zh") -> str:
+    """The run's large numbers, in the page's language."""
     loss = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    return big_numbers([(STATE_NAMES.get(s["state"], s["state"]), "状态 / state"),
-                        (f"{s['step']}/{s['max_steps']}", "步数 / steps"),
-                        (fmt_seconds(s["elapsed"]), "已用时间 / elapsed"), (fmt_seconds(s["eta"]), "预计剩余 / ETA"),
-                        (f"{s['tokens_per_s']:.0f}", "每秒词元数 / tokens/s"),
-                        (loss(s["train_loss"]), "训练损失 / train loss"),
-                        (loss(s["eval_loss"]), "验证损失 / eval loss"),
-                        (loss(s.get("unseen_loss")), "新知识损失 / unseen-facts loss")])
+    state = say(f"train.state.{s['state']}", lang) if f"train.state.{s['state']}" in TEXT else s["state"]
+    return big_numbers([(state, say("train.tile.state", lang)),
+                        (f"{s['step']}/{s['max_steps']}", say("train.tile.steps", lang)),
+                        (fmt_seconds(s["elapsed"]), say("train.tile.elapsed", lang)),
+                        (fmt_seconds(s["eta"]), say("train.tile.eta", lang)),
+                        (f"{s['tokens_per_s']:.0f}", say("train.tile.tokens_per_s", lang)),
+                        (loss(s["train_loss"]), say("train.tile.train_loss", lang)),
+                        (loss(s["eval_loss"]), say("train.tile.eval_loss", lang)),
+                        (loss(s.get("unseen_loss")), say("train.tile.unseen_loss", lang))])
 
 
 def probe_columns() -> list[str]:
     """Q1, Q2 as taught, then the same two questions the way a student types them (never in the training data)."""
     return [f"Q{i % 2 + 1}{'' if i < 2 else ' 新问法 reworded'}: {q}" for i, q in enumerate(PROBE_QUESTIONS)]
+
+
+def expected_answer(question: str) -> str:
+    """The course answer to a probe question (a rewording expects its fixed question's answer)."""
+    return FIXED_QUESTIONS[REWORDED_PROBES.get(question, question)]
+
+
+def latest_answers_html(run, lang: str = "zh") -> str:
+    """The last evaluation's four answers, wrapped one under another: Q1, Q2, then their rewordings, each marked ✓
+    when it is the course answer word for word."""
+    evals = run.curves()["answers"]
+    if not evals:
+        return f"<div class='latest'><p class='en'>{html.escape(say('train.latest_empty', lang))}</p></div>"
+    step, answers = evals[-1]
+    items = []
+    for i, q in enumerate(PROBE_QUESTIONS):
+        a = (answers.get(q) or "").strip()
+        right = a == expected_answer(q)
+        tag = f"Q{i % 2 + 1}" + ("" if i < 2 else " · " + say("train.reworded", lang))
+        probe = f"q{i % 2 + 1}" + ("" if i < 2 else "r")
+        items.append(f"<div class='qa {'right' if right else ''}' data-probe='{probe}'><div class='q'>"
+                     f"{'✓' if right else '·'} {tag}：{html.escape(q)}</div>"
+                     f"<div class='a'>{html.escape(a) or '—'}</div></div>")
+    return (f"<div class='latest'><b>{html.escape(say('train.latest', lang, step=step))}</b>"
+            + "".join(items) + "</div>")
 
 
 def answers_frame(run) -> pd.DataFrame:
@@ -56,29 +83,29 @@ def answers_frame(run) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["步 step"] + columns)
 
 
-def hyperparameter_form(values: dict) -> dict:
+def hyperparameter_form(values: dict, interactive: bool = True) -> dict:
     """One control per hyperparameter, from the schema: sliders for numbers (the learning rate on a log10 slider
     plus its exact value), a checkbox for the mask, a radio for the precision. Returns {name: component}; the
     log slider is returned as '_lr_log'."""
-    inputs = {}
+    inputs, on = {}, dict(interactive=interactive)
     for section, title in (("model", "train.section_model"), ("training", "train.section_training")):
-        with gr.Accordion(t(title), open=True):
-            for h in (h for h in HYPERPARAMETERS if h.section == section):
-                label, info = t(f"hp.{h.name}"), t(f"hp.{h.name}.help")
-                if h.choices:
-                    inputs[h.name] = gr.Radio(list(h.choices), value=values[h.name], label=label, info=info)
-                elif h.kind is bool:
-                    inputs[h.name] = gr.Checkbox(values[h.name], label=label, info=info)
-                elif h.log:
-                    with gr.Group():
-                        inputs["_lr_log"] = gr.Slider(math.log10(h.minimum), math.log10(h.maximum), step=h.step,
-                                                      value=round(math.log10(values[h.name]), 2),
-                                                      label=t("train.lr_log"), info=info, elem_id="hp-lr-log")
-                        inputs[h.name] = gr.Number(values[h.name], label=label, minimum=h.minimum,
-                                                   maximum=h.maximum, elem_id="hp-lr")
-                else:
-                    inputs[h.name] = gr.Slider(h.minimum, h.maximum, step=h.step, value=values[h.name], label=label,
-                                               info=info, elem_id=f"hp-{h.name}")
+        gr.Markdown("#### " + t(title))
+        for h in (h for h in HYPERPARAMETERS if h.section == section):
+            label, info = t(f"hp.{h.name}"), t(f"hp.{h.name}.help")
+            if h.choices:
+                inputs[h.name] = gr.Radio(list(h.choices), value=values[h.name], label=label, info=info, **on)
+            elif h.kind is bool:
+                inputs[h.name] = gr.Checkbox(values[h.name], label=label, info=info, **on)
+            elif h.log:
+                with gr.Group():
+                    inputs["_lr_log"] = gr.Slider(math.log10(h.minimum), math.log10(h.maximum), step=h.step,
+                                                  value=round(math.log10(values[h.name]), 2),
+                                                  label=t("train.lr_log"), info=info, elem_id="hp-lr-log", **on)
+                    inputs[h.name] = gr.Number(values[h.name], label=label, minimum=h.minimum,
+                                               maximum=h.maximum, elem_id="hp-lr", **on)
+            else:
+                inputs[h.name] = gr.Slider(h.minimum, h.maximum, step=h.step, value=values[h.name], label=label,
+                                           info=info, elem_id=f"hp-{h.name}", **on)
     return inputs
 
 
@@ -104,11 +131,16 @@ class TrainingActions:
         """One run, or each run of a series preset one after the other (same seed and steps)."""
         planned = self.planner.plan_runs(values, budget, preset_key, series)
         rows = check_extra_rows(rows)
-        if len(planned) == 1:
-            return self.run.start(planned[0][0], run_name, rows)
-        names = series_names(series or preset_key, run_name, [value for _, _, value, _ in planned])
+        kind = series or preset_key
+        names = run_names(kind, run_name, [value for _, _, value, _ in planned])
         queued = [(cfg_run, name, label) for (cfg_run, _, _, label), name in zip(planned, names)]
-        return self.run.start(queued[0][0], names[0], rows, then=queued[1:], label=queued[0][2])
+        return self.run.start(queued[0][0], names[0], rows, then=queued[1:], label=queued[0][2],
+                              about=about(planned, kind))
+
+    def form_of_run(self) -> dict:
+        """The running (or last) run's hyperparameters, as the form shows them; {} before any run."""
+        cfg = self.run.cfg
+        return {h.name: cfg[h.section][h.name] for h in HYPERPARAMETERS} if cfg else {}
 
     def promote_run(self):
         s = self.run.status()
@@ -141,50 +173,63 @@ class TrainingActions:
             prune_runs(self.runs_dir, MAX_KEPT_RUNS - 1)
             return run_archive.import_zip(path, self.runs_dir, self.store.tokenizer())
 
-    def chart(self, overlay=()):
-        return chart(self.run, self.runs_dir, overlay)
+    def chart(self, overlay=(), lang: str = "zh"):
+        fig = chart(self.run, self.runs_dir, overlay, lang=lang)
+        fig.update_layout(height=CHART_HEIGHT)  # beside the answers, on one projector screen with the buttons
+        return fig
 
     def overlay_choices(self) -> list[str]:
         return list(run_metrics(self.runs_dir))
 
 
 def layout(actions: TrainingActions, base: dict) -> View:
-    """The tab's components: the form and controls on the left, the live run on the right."""
+    """The tab's components. Left: teacher login, presets, time budget, estimate, and the hyperparameters folded
+    into one panel. Right, one projector screen (1280×800) without scrolling: the buttons, the big numbers, the
+    loss chart and beside it the latest answers; the history of answers, saved runs and taking a run home below.
+    In teacher mode every control starts read-only and opens when the teacher's password is typed."""
     v = View()
-    gr.Markdown(t("train.intro"))
+    locked = actions.gate.enabled
+    on = dict(interactive=not locked)
+    gr.Markdown(t("train.intro"), elem_classes="tab-intro")
     with gr.Row():
-        with gr.Column(scale=1, min_width=320):
-            with gr.Accordion(t("train.teacher"), open=True, visible=actions.gate.enabled):
-                gr.Markdown(t("train.teacher_note"))
+        with gr.Column(scale=1, min_width=300, elem_id="train-form"):
+            with gr.Accordion(t("train.teacher"), open=True, visible=locked):
+                v.lock_line = gr.Markdown(t("train.locked"), elem_id="train-locked")
                 v.password = gr.Textbox(label=t("train.password"), type="password", max_length=200,
                                         elem_id="teacher-password")
             v.preset = gr.Radio([(f"{zh} / {en}", key) for key, (zh, en, _) in PRESETS.items()], value="lesson",
-                                label=t("train.preset"), elem_id="train-preset")
+                                label=t("train.preset"), elem_id="train-preset", **on)
             v.preset_notes = {key: gr.Markdown(t(f"train.preset_note.{key}"), visible=False,
                                                elem_id=f"preset-note-{key}")
                               for key in PRESETS if f"train.preset_note.{key}" in TEXT}
             v.minutes = gr.Slider(0, LIMITS.max_seconds / 60, step=0.5, value=0, label=t("train.minutes"),
-                                  info=t("train.minutes_info"), elem_id="train-minutes")
+                                  info=t("train.minutes_info"), elem_id="train-minutes", **on)
             v.estimate = gr.HTML(actions.planner.describe(base, 0), elem_id="train-estimate")
-            v.name = gr.Textbox(label=t("train.name"), max_length=40)
-            v.error = gr.HTML()
+            v.name = gr.Textbox(label=t("train.name"), max_length=40, **on)
             with gr.Row():
-                v.start = gr.Button(t("train.start"), variant="primary", min_width=80, elem_id="train-start")
-                v.pause = gr.Button(t("train.pause"), min_width=80, elem_id="train-pause")
-                v.resume = gr.Button(t("train.resume"), min_width=80, elem_id="train-resume")
-                v.stop = gr.Button(t("train.stop"), variant="stop", min_width=80, elem_id="train-stop")
-            with gr.Row():
-                v.reset_form = gr.Button(t("train.reset_form"), elem_id="train-reset", min_width=80)
-                v.clear = gr.Button(t("train.clear"), elem_id="train-clear", min_width=80)
-                v.make_default = gr.Button(t("train.promote"), elem_id="train-promote", min_width=80)
-            v.inputs = hyperparameter_form(base)
+                v.reset_form = gr.Button(t("train.reset_form"), elem_id="train-reset", min_width=80, **on)
+                v.clear = gr.Button(t("train.clear"), elem_id="train-clear", min_width=80, **on)
+                v.make_default = gr.Button(t("train.promote"), elem_id="train-promote", min_width=80, **on)
+            with gr.Accordion(t("train.hyperparameters"), open=False, elem_id="train-hyperparameters"):
+                v.inputs = hyperparameter_form(base, interactive=not locked)
             v.causal_note = gr.Markdown(t("train.causal_note"), visible=not base["causal"], elem_id="causal-note")
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, elem_id="train-screen"):
+            with gr.Row(elem_id="train-buttons"):
+                v.start = gr.Button(t("train.start"), variant="primary", min_width=80, elem_id="train-start", **on)
+                v.pause = gr.Button(t("train.pause"), min_width=80, elem_id="train-pause", **on)
+                v.resume = gr.Button(t("train.resume"), min_width=80, elem_id="train-resume", **on)
+                v.stop = gr.Button(t("train.stop"), variant="stop", min_width=80, elem_id="train-stop", **on)
+            v.error = gr.HTML(elem_id="train-error")
             v.status = gr.HTML(status_html(actions.run.status()), elem_id="train-status")
             v.message = gr.Markdown(elem_id="train-message")
-            v.plot = gr.Plot(actions.chart(), show_label=False)
-            v.answers = gr.Dataframe(answers_frame(actions.run), label=t("train.answers"), interactive=False,
-                                     wrap=True, max_height=260)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3, min_width=400):
+                    v.plot = gr.Plot(actions.chart(), show_label=False, elem_id="train-plot")
+                with gr.Column(scale=2, min_width=280):
+                    v.latest = gr.HTML(latest_answers_html(actions.run), elem_id="train-latest")
+            with gr.Accordion(t("train.answers"), open=False):
+                v.answers = gr.Dataframe(answers_frame(actions.run), interactive=False, wrap=True, max_height=260,
+                                         show_label=False)
             with gr.Row():
                 v.overlay = gr.CheckboxGroup(actions.overlay_choices(), label=t("train.overlay"), scale=4)
                 v.refresh = gr.Button(t("train.refresh"), scale=1, min_width=80)
@@ -197,32 +242,57 @@ def layout(actions: TrainingActions, base: dict) -> View:
                     v.pack = gr.Button(t("train.zip"), elem_id="home-zip")
                     v.zip_file = gr.File(label="zip", interactive=False, elem_id="home-zip-file")
                 v.upload = gr.File(label=t("train.upload"), file_types=[".zip"], type="filepath",
-                                   elem_id="home-upload")
+                                   elem_id="home-upload", **on)
                 v.home_message = gr.HTML()
             with gr.Accordion(t("train.extra"), open=False):
                 v.extra = gr.Dataframe(pd.DataFrame({"问题 prompt": [""] * 3, "回答 completion": [""] * 3}),
-                                       interactive=True, row_count=3, column_count=2, wrap=True,
-                                       label=t("train.extra_label"))
+                                       row_count=3, column_count=2, wrap=True, label=t("train.extra_label"), **on)
     v.fields = [v.inputs[k] for k in NAMES]
     v.lr_log = v.inputs["_lr_log"]
+    v.locked_parts = ([v.preset, v.minutes, v.name, v.reset_form, v.clear, v.make_default] + v.fields
+                      + [v.lr_log, v.start, v.pause, v.resume, v.stop, v.upload, v.extra])
     v.seen = gr.State({})
+    v.teacher = gr.State(not locked)  # this page may control the run: always without teacher mode
     v.timer = gr.Timer(1.0, active=False)  # ticks only while this tab is shown (app.py): 40 idle tabs cost CPU
     return v
+
+
+def running_html(info: dict, lang: str) -> str:
+    """What a student's panel says about the teacher's run: the preset's name, then its size, steps and time."""
+    names = PRESETS.get(info["preset"])
+    name = (names[1] if lang == "en" else names[0]) if names else say("train.custom", lang)
+    return (f"<div class='running-about'><b>{html.escape(say('train.running_about', lang, preset=name))}</b></div>"
+            + about_html(info, lang))
+
+
+def request_last(fn, n_inputs: int):
+    """Give fn(*values_and_request) the signature of n positional inputs then `request: gr.Request`: Gradio finds
+    the request parameter by its annotation."""
+    params = [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(n_inputs)]
+    fn.__signature__ = inspect.Signature(params + [inspect.Parameter(
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)])
+    fn.__annotations__ = {"request": gr.Request}
+    return fn
 
 
 def form_values(values) -> dict:
     return dict(zip(NAMES, values))
 
 
-def wire_form(v: View, cfg: dict, planner: RunPlanner):
-    """The estimate follows every change; the log-lr slider and the exact lr follow each other; presets and the
-    reset button fill the form."""
-    def describe(budget, preset_key, *values):
-        return planner.describe(form_values(values), budget, preset_key)
+def wire_form(v: View, cfg: dict, actions: TrainingActions):
+    """The estimate follows every change (on a read-only page: the teacher's run, whose values fill the form); the
+    log-lr slider and the exact lr follow each other; presets and the reset button fill the form."""
+    def describe(teacher, budget, preset_key, *values_and_request):
+        *values, request = values_and_request
+        info = actions.run.status()["about"]
+        if not teacher and info:
+            return running_html(info, lang_of(request))
+        return actions.planner.describe(form_values(values), budget, preset_key, lang_of(request))
+    request_last(describe, len(v.fields) + 3)
 
     gr.on([f.change for f in v.fields] + [v.minutes.change, v.preset.change], describe,
-          [v.minutes, v.preset] + v.fields, v.estimate, api_name="ui_estimate", api_visibility="undocumented",
-          trigger_mode="always_last", concurrency_limit=None, show_progress="hidden")
+          [v.teacher, v.minutes, v.preset] + v.fields, v.estimate, api_name="ui_estimate",
+          api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None, show_progress="hidden")
     v.lr_log.input(lambda x: float(f"{10 ** x:.3g}"), v.lr_log, v.inputs["lr"], api_name="ui_lr_from_log",
                    api_visibility="private", show_progress="hidden")
     v.inputs["lr"].input(lambda lr: round(math.log10(lr), 2) if lr and lr > 0 else gr.skip(), v.inputs["lr"],
@@ -284,22 +354,65 @@ def wire_controls(v: View, actions: TrainingActions):
                          concurrency_limit=1)
 
 
+def wire_teacher(v: View, actions: TrainingActions):
+    """In teacher mode the controls open on this page once the teacher's password is typed (the server still checks
+    it with every action); Enter with a wrong password says so."""
+    if not actions.gate.enabled:
+        return
+
+    def unlock(secret):
+        ok = actions.gate.allows(secret)
+        return ([gr.update(interactive=ok)] * len(v.locked_parts)
+                + [str(t("train.unlocked") if ok else t("train.locked")), ok])
+
+    v.password.change(unlock, v.password, v.locked_parts + [v.lock_line, v.teacher], api_name="ui_teacher_unlock",
+                      api_visibility="private", trigger_mode="always_last", show_progress="hidden")
+
+    def check(secret):
+        try:
+            actions.gate.check(secret)
+        except UserError as e:
+            return error_line(str(e))
+        return ""
+
+    v.password.submit(check, v.password, v.error, api_name="ui_teacher_check", api_visibility="private",
+                      show_progress="hidden")
+
+
 def wire_watching(v: View, actions: TrainingActions):
     """The poll (status, curves, answers; the run lists once a run ends), overlays of saved runs, refreshing."""
-    def poll(seen: dict, chosen):
-        s = actions.run.status()
-        changed = s["version"] != seen.get("version") or s["state"] != seen.get("state")
+    def poll(seen: dict, chosen, teacher: bool, request: gr.Request):
+        lang, s = lang_of(request), actions.run.status()
+        changed = (s["version"] != seen.get("version") or s["state"] != seen.get("state")
+                   or lang != seen.get("lang"))
         refresh_runs = seen.get("state") in ("running", "paused") and s["state"] not in ("running", "paused")
-        new_seen = {"version": s["version"], "state": s["state"]}
-        return (status_html(s), html.escape(s["message"]), actions.chart(chosen) if changed else gr.skip(),
+        new_seen = {"version": s["version"], "state": s["state"], "lang": lang, "about": s["about"]}
+        follow = not teacher and s["about"] and s["about"] != seen.get("about")
+        return (status_html(s, lang), html.escape(s["message"]), actions.chart(chosen, lang) if changed else gr.skip(),
                 answers_frame(actions.run) if changed else gr.skip(),
+                latest_answers_html(actions.run, lang) if changed else gr.skip(),
                 gr.CheckboxGroup(choices=actions.overlay_choices()) if refresh_runs else gr.skip(),
-                gr.Dropdown(choices=actions.run_names()) if refresh_runs else gr.skip(), new_seen)
+                gr.Dropdown(choices=actions.run_names()) if refresh_runs else gr.skip(), new_seen,
+                *(follow_run(s["about"], lang) if follow else [gr.skip()] * (len(v.fields) + 3)))
 
-    v.timer.tick(poll, [v.seen, v.overlay], [v.status, v.message, v.plot, v.answers, v.overlay, v.home_run, v.seen],
+    def follow_run(info: dict, lang: str) -> list:
+        """A student's read-only form describes the teacher's run: its preset, values and estimate."""
+        values = actions.form_of_run()
+        if not values:
+            return [gr.skip()] * (len(v.fields) + 3)
+        preset = info["preset"] if info["preset"] in PRESETS else gr.skip()
+        return ([preset] + [values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2)]
+                + [running_html(info, lang)])
+
+    v.timer.tick(poll, [v.seen, v.overlay, v.teacher],
+                 [v.status, v.message, v.plot, v.answers, v.latest, v.overlay, v.home_run, v.seen, v.preset]
+                 + v.fields + [v.lr_log, v.estimate],
                  api_name="ui_train_poll", api_visibility="undocumented", concurrency_limit=None,
                  show_progress="hidden")
-    v.overlay.change(actions.chart, v.overlay, v.plot, api_name="ui_overlay", api_visibility="undocumented",
+    def overlay_chart(chosen, request: gr.Request):
+        return actions.chart(chosen, lang_of(request))
+
+    v.overlay.change(overlay_chart, v.overlay, v.plot, api_name="ui_overlay", api_visibility="undocumented",
                      concurrency_limit=None)
 
     def refresh_lists():
@@ -403,8 +516,9 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
     planner = RunPlanner(config_path, cfg, pace)
     actions = TrainingActions(run, store, cfg, planner, gate, runs_dir, promote_dir)
     v = layout(actions, defaults(cfg))
-    wire_form(v, cfg, planner)
+    wire_form(v, cfg, actions)
     wire_controls(v, actions)
+    wire_teacher(v, actions)
     wire_watching(v, actions)
     wire_home(v, actions)
     wire_api(actions)
