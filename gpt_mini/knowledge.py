@@ -12,8 +12,11 @@ Similarity decides a refusal and picks the suggested questions; it never supplie
 """
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+
+import torch
 
 from .data import normalize_prompt, read_jsonl
 from .errors import UserError
@@ -40,8 +43,24 @@ class Course:
         df = Counter(k for f in index for feats in f for k in set(feats))
         n = max(1, sum(len(f) for f in index))
         self._idf = {k: math.log((1 + n) / (1 + v)) + 1 for k, v in df.items()}
-        # Each wording as a unit-length idf-weighted vector, computed once: a question is one pass of dot products.
-        self._vectors = [[self._unit(feats) for feats in f] for f in index]
+        # Every wording as a row of unit-length idf-weighted features, computed once: a question is one sparse
+        # matrix-vector product (in torch, outside the GIL: a class asking at once is not queued behind Python).
+        self._columns: dict[str, int] = {}
+        rows, cols, vals, self._fact_of = [], [], [], []
+        for i, f in enumerate(index):
+            for feats in f:
+                for key, w in self._unit(feats).items():
+                    rows.append(len(self._fact_of))
+                    cols.append(self._columns.setdefault(key, len(self._columns)))
+                    vals.append(w)
+                self._fact_of.append(i)
+        matrix = torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1),
+                                         torch.tensor(vals, dtype=torch.float64),
+                                         (len(self._fact_of), len(self._columns)), check_invariants=True)
+        with warnings.catch_warnings():  # "sparse CSR is in beta": the one product used here is plain and tested
+            warnings.simplefilter("ignore", UserWarning)
+            self._matrix = matrix.to_sparse_csr()
+        self._fact_of = torch.tensor(self._fact_of, dtype=torch.long)
 
     def _unit(self, feats: Counter) -> dict:
         weighted = {k: v * self._idf.get(k, 1.0) for k, v in feats.items()}
@@ -67,11 +86,18 @@ class Course:
     def closest(self, question: str, k: int = MAX_SUGGESTIONS) -> list[tuple[str, float]]:
         """The k facts whose wordings are most like the question (cosine of idf-weighted characters and
         character pairs): (the fact's first wording, similarity 0..1), most similar first."""
-        q = self._unit(_features(question))
-        scored = [(max(sum(w * v.get(key, 0.0) for key, w in q.items()) for v in wordings), i)
-                  for i, wordings in enumerate(self._vectors)]
-        scored.sort(reverse=True)
-        return [(self.facts[i][0], round(sim, 3)) for sim, i in scored[:k] if sim > 0]
+        if not self.facts:
+            return []
+        q = torch.zeros(len(self._columns), dtype=torch.float64)
+        for key, w in self._unit(_features(question)).items():
+            if key in self._columns:  # a feature no wording has adds nothing to any dot product
+                q[self._columns[key]] = w
+        per_wording = self._matrix @ q
+        per_fact = torch.zeros(len(self.facts), dtype=torch.float64).scatter_reduce_(
+            0, self._fact_of, per_wording, "amax", include_self=False)
+        # most similar first; among equals the later fact first (as sorting (similarity, index) pairs would)
+        order = len(self.facts) - 1 - torch.sort(per_fact.flip(0), descending=True, stable=True).indices[:k]
+        return [(self.facts[i][0], round(float(per_fact[i]), 3)) for i in order.tolist() if per_fact[i] > 0]
 
 
 def similarity_of(course: "Course", closest: list) -> float:

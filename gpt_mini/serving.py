@@ -44,6 +44,7 @@ class BatchServer:
         self._closed = False
         self._cache: OrderedDict = OrderedDict()  # greedy answers: key -> (weak reference to the model, Result)
         self._cache_lock = threading.Lock()
+        self._asking: dict = {}  # greedy questions being answered now: key -> Event set when the answer is cached
         self.cache_hits = 0
 
     def busy(self) -> bool:
@@ -86,23 +87,41 @@ class BatchServer:
         A greedy answer is the same every time, so one asked again (same model object, question, settings and
         earlier exchange) comes from a small cache: a class often asks the same question."""
         s = s or Settings()
-        key = None
-        if s.temperature == 0:
-            key = (id(model), normalize_prompt(prompt), s.top_k, s.top_p, s.repetition_penalty, s.max_new_tokens,
-                   tuple(s.stop_strings), tuple(tuple(turn) for turn in history), top_n)
+        if s.temperature != 0:
+            return self._answer_now(model, tok, prompt, s, history, top_n)
+        key = (id(model), normalize_prompt(prompt), s.top_k, s.top_p, s.repetition_penalty, s.max_new_tokens,
+               tuple(s.stop_strings), tuple(tuple(turn) for turn in history), top_n)
+        while True:
             with self._cache_lock:
                 hit = self._cache.get(key)
                 if hit is not None and hit[0]() is model:  # the same model still (ids can be reused)
                     self._cache.move_to_end(key)
                     self.cache_hits += 1
                     return hit[1]
-        for item in self.stream(model, tok, prompt, s, top_n=top_n, history=history):
-            pass
-        if key is not None:
+                asking = self._asking.get(key)
+                if asking is None:  # nobody asks it now: this caller answers it for everyone
+                    asking = self._asking[key] = threading.Event()
+                    break
+            asking.wait(self.timeout)  # the same question asked at the same moment is answered once
+            with self._cache_lock:
+                if self._asking.get(key) is asking:  # the first asker is stuck: answer without it
+                    break
+        try:
+            item = self._answer_now(model, tok, prompt, s, history, top_n)
             with self._cache_lock:
                 self._cache[key] = (weakref.ref(model), item)
                 while len(self._cache) > self.CACHE_SIZE:
                     self._cache.popitem(last=False)
+            return item
+        finally:  # also after an error: the waiting callers then ask again themselves
+            with self._cache_lock:
+                if self._asking.get(key) is asking:
+                    del self._asking[key]
+            asking.set()
+
+    def _answer_now(self, model, tok, prompt, s, history, top_n) -> Result:
+        for item in self.stream(model, tok, prompt, s, top_n=top_n, history=history):
+            pass
         return item
 
     def answer_many(self, model, tok, prompts, s: Settings | None = None, histories=None) -> list[Result]:

@@ -85,6 +85,22 @@ def test_closest_questions_share_the_topic(question, first):
     assert COURSE.closest(question)[0][0] == first
 
 
+def test_closest_equals_a_plain_python_cosine_over_every_wording():
+    """The sparse matrix search gives what comparing the question with each wording one by one gives: per fact the
+    best cosine of idf-weighted characters and pairs, most similar first, later facts first among equals."""
+    course = Course.from_rows(pair_rows(PAIRS + VAL_PAIRS))
+
+    def cosine(a: dict, b: dict) -> float:
+        return sum(w * b.get(key, 0.0) for key, w in a.items())
+
+    for question in ["注意力是什么意思", "天空为什么是蓝的呢", "今天吃什么", "保持健康", "水", "完全无关的句子xyz"]:
+        q = course._unit(K._features(question))
+        scored = sorted(((max(cosine(q, course._unit(K._features(w))) for w in wordings), i)
+                         for i, wordings in enumerate(course.facts)), reverse=True)
+        expected = [(course.facts[i][0], round(sim, 3)) for sim, i in scored[:5] if sim > 0]
+        assert course.closest(question, 5) == expected
+
+
 def test_course_from_rows_groups_wordings_by_answer_in_file_order():
     rows = [{"prompt": "A1", "completion": "a"}, {"prompt": "B1", "completion": "b"},
             {"prompt": "A2", "completion": "a"},

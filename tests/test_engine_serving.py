@@ -238,6 +238,25 @@ def test_a_greedy_question_asked_again_is_answered_from_the_cache(tiny_model, to
     assert server.cache_hits == 1 and server.steps_run > steps
 
 
+def test_the_same_greedy_question_asked_at_the_same_moment_is_answered_once(tiny_model, tok):
+    """A class asks Q1 together: one row is computed, the other askers wait for it and share its answer."""
+    server, n = BatchServer(), 8
+    start, results = threading.Barrier(n), [None] * n
+
+    def ask(i):
+        start.wait()
+        results[i] = server.answer(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=24))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert all(r is results[0] for r in results) and server.cache_hits == n - 1
+    assert server.largest_batch == 1  # never two rows of the same question
+    assert results[0].answer == generate(tiny_model, tok, "什么是注意力机制？", Settings(max_new_tokens=24)).answer
+
+
 def test_the_cache_never_answers_for_another_model(tiny_model, tok):
     """A new checkpoint is a new model object: its answers are its own, even for the same question."""
     import copy

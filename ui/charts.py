@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from gpt_mini import runs
 from gpt_mini.train import lr_at
 
-from .style import COMPARE_COLORS, EVAL_COLOR, FONT, LR_COLOR, TITLE_AND_LEGEND, TRAIN_COLOR, UNSEEN_COLOR
+from .style import COMPARE_COLORS, EVAL_COLOR, FONT, LR_COLOR, TITLE_AND_LEGEND, TRAIN_COLOR, UNSEEN_COLOR, in_language
 
 CHART_TEXT = {  # key: (中文, English); no Gradio here, so the texts live beside the charts and join TEXT
     "chart.title": ("损失曲线", "Loss curves"),
@@ -42,9 +42,7 @@ _chart_lock = threading.Lock()
 
 def say(key: str, lang: str = "zh", **values) -> str:
     """CHART_TEXT[key] in one language ('en' or else Chinese), {name} fields filled from values."""
-    zh, en = CHART_TEXT[key]
-    text = en if lang == "en" else zh
-    return text.format(**values) if values else text
+    return in_language(CHART_TEXT[key], lang, **values)
 
 
 

@@ -22,7 +22,7 @@ from .i18n import lang_of, say, t
 from .limits import CHAT_CONCURRENCY, MODEL_CONCURRENCY
 from .models import DEFAULT_KEY
 from .style import error_line, figure
-from .tabs import TabParts, View
+from .tabs import Step, TabParts, View
 
 MAX_PROMPT_CHARS = 1000
 STAGE_NAMES = {"raw": "原始 raw", "temperature": "温度后 temperature", "top_k": "Top-k 后", "top_p": "Top-p 后"}
@@ -112,8 +112,10 @@ def confidence_badge(reply, lang: str = "zh") -> str:
             f'<span class="en">{say(verdict, lang)}</span>')
 
 
-def shown_answer(reply) -> str:
-    return f"{as_text(reply.text) or '（空回答 / empty answer）'}\n（把握 {round(100 * reply.confidence)}%）"
+def shown_answer(reply, lang: str = "zh") -> str:
+    """The answer as the chat shows it, with its confidence under it."""
+    return (f"{as_text(reply.text) or say('chat.empty_answer', lang)}\n"
+            f"{say('chat.answer_confidence', lang, pct=round(100 * reply.confidence))}")
 
 
 def checkpoint_info(store, key) -> str:
@@ -131,26 +133,22 @@ def failure_line(e: Exception) -> str:
     return error_line(str(e) if isinstance(e, UserError) else f"生成出错 / generation failed: {type(e).__name__}: {e}")
 
 
-def lookup_line(promotion: Path = ROOT / "checkpoints" / "promotion.json") -> str:
+def lookup_line(lang: str = "zh", promotion: Path = ROOT / "checkpoints" / "promotion.json") -> str:
     """The default model next to a character lookup on class-like questions it never saw (recorded by --promote):
     the lesson that a GPT has to beat a lookup to be worth it."""
     try:
         d = json.loads(promotion.read_text(encoding="utf-8"))["dev"]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-    return (f'<div class="en">默认模型在 {d["n"]} 个没见过的学生式问题上答对 {d["right"]:.0%}'
-            f'（不拒答时 {d["raw"]:.0%}）；'
-            f'只按共享的字去找最像的训练问题，能找对 {d["lookup_right"]:.0%}。GPT 要比这种查找强，才值得用。'
-            f' / The default model answers {d["right"]:.0%} of {d["n"]} unseen student-style questions right '
-            f'({d["raw"]:.0%} raw); a lookup by shared characters finds the right fact for {d["lookup_right"]:.0%}. '
-            f'A GPT must beat the lookup to be worth it.</div>')
+    line = say("chat.lookup", lang, n=d["n"], right=d["right"], raw=d["raw"], lookup=d["lookup_right"])
+    return f'<div class="en">{html.escape(line)}</div>'
 
 
 def layout(store) -> View:
     """Settings and the checkpoint on the left, the conversation on the right, the per-token panel below."""
     v = View()
     gr.Markdown(t("chat.intro"), elem_classes="tab-intro")
-    gr.HTML(lookup_line())
+    v.lookup = gr.HTML(lookup_line(), elem_id="chat-lookup")  # in the browser's language when the tab is shown
     with gr.Row(elem_classes="chat-row"):  # on a phone the conversation comes first (CSS order in style.py)
         with gr.Column(scale=1, min_width=280, elem_classes="chat-settings"):
             v.ckpt = gr.Dropdown(store.choices(), value=DEFAULT_KEY, label=t("common.checkpoint"),
@@ -209,7 +207,7 @@ def wire_chat(v: View, store, server: BatchServer):
         except Exception as e:  # noqa: BLE001 - shown in the panel, never a traceback
             yield history, message, failure_line(e), *skip
             return
-        history[-1]["content"] = shown_answer(reply)
+        history[-1]["content"] = shown_answer(reply, lang_of(request))
         notes = " · ".join(item.notices + notices)
         state = {"prompt": prompt, "ids": item.token_ids, "checkpoint": checkpoint, "settings": list(sampling_values),
                  "history": list(used)}
@@ -276,4 +274,7 @@ def build(store, cfg, server: BatchServer) -> TabParts:
     v = layout(store)
     wire_chat(v, store, server)
     wire_api(store, server)
-    return TabParts(checkpoint_dropdowns=(v.ckpt,))
+    def lookup_ui(request: gr.Request):
+        return lookup_line(lang_of(request))
+
+    return TabParts(checkpoint_dropdowns=(v.ckpt,), on_show=Step(lookup_ui, None, [v.lookup], "ui_chat_lookup"))

@@ -17,6 +17,7 @@ import functools
 
 from .charts import CHART_TEXT
 from .hyperparameters import hyperparameter_text
+from .style import in_language
 
 TEXT = {  # key: (中文, English)
     # ---- app ----
@@ -272,6 +273,13 @@ TEXT = {  # key: (中文, English)
     "chat.candidates_heading": ("每个词元的候选（前 5 个）", "Per-token candidates (top-5)"),
     "chat.step": ("看第几步的分布（默认：最不确定的一步）", "Which step to show (default: the least certain one)"),
     "chat.candidates_table": ("每一步的前 5 个候选", "Top-5 candidates per step"),
+    "chat.lookup": ("默认模型在 {n} 个没见过的学生式问题上答对 {right:.0%}（不拒答时 {raw:.0%}）；"
+                    "只按共享的字去找最像的训练问题，能找对 {lookup:.0%}。GPT 要比这种查找强，才值得用。",
+                    "The default model answers {right:.0%} of {n} unseen student-style questions right ({raw:.0%} "
+                    "raw); a lookup by shared characters finds the right fact for {lookup:.0%}. A GPT must beat the "
+                    "lookup to be worth it."),
+    "chat.answer_confidence": ("（把握 {pct}%）", "(confidence {pct}%)"),
+    "chat.empty_answer": ("（空回答）", "(empty answer)"),
     "chat.badge.confidence": ("把握 {pct}%", "Confidence {pct}%"),  # the badge after an answer (say())
     "chat.badge.known": ("学过", "learned"),
     "chat.badge.not_learned": ("没学过", "not learned"),
@@ -416,8 +424,7 @@ def lang_of(request) -> str:
 
 def say(key: str, lang: str, **values) -> str:
     """TEXT[key] in one language as a plain string, with {name} fields filled from values."""
-    zh, en = TEXT[key]
-    return (en if lang == "en" else zh).format(**values) if values else (en if lang == "en" else zh)
+    return in_language(TEXT[key], lang, **values)
 
 
 def t(key: str):

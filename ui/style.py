@@ -78,6 +78,12 @@ def big_numbers(items) -> str:
     return f'<div class="big-numbers">{cells}</div>'
 
 
+def in_language(pair: tuple[str, str], lang: str, **values) -> str:
+    """(中文, English) in one language ('en' or else Chinese), with {name} fields filled from values."""
+    text = pair[1] if lang == "en" else pair[0]
+    return text.format(**values) if values else text
+
+
 def error_line(message: str) -> str:
     return f'<div class="error-line">⚠ {html.escape(message)}</div>' if message else ""
 
