@@ -207,9 +207,10 @@ def layout(actions: TrainingActions, base: dict) -> View:
             v.estimate = gr.HTML(actions.planner.describe(base, 0), elem_id="train-estimate")
             v.name = gr.Textbox(label=t("train.name"), max_length=40, **on)
             with gr.Row():
-                v.reset_form = gr.Button(t("train.reset_form"), elem_id="train-reset", min_width=80, **on)
-                v.clear = gr.Button(t("train.clear"), elem_id="train-clear", min_width=80, **on)
-                v.make_default = gr.Button(t("train.promote"), elem_id="train-promote", min_width=80, **on)
+                v.reset_form = gr.Button(t("train.reset_form"), elem_id="train-reset", min_width=80, size="sm", **on)
+                v.clear = gr.Button(t("train.clear"), elem_id="train-clear", min_width=80, size="sm", **on)
+                v.make_default = gr.Button(t("train.promote"), elem_id="train-promote", min_width=80, size="sm",
+                                           **on)
             with gr.Accordion(t("train.hyperparameters"), open=False, elem_id="train-hyperparameters"):
                 v.inputs = hyperparameter_form(base, interactive=not locked)
             v.causal_note = gr.Markdown(t("train.causal_note"), visible=not base["causal"], elem_id="causal-note")
