@@ -83,8 +83,8 @@ def add_metrics_curves(fig, label: str, path: Path, dash: str, opacity: float = 
     return True
 
 
-def style_loss_figure(fig, title: str, lang: str = "zh"):
-    fig.update_layout(height=440, template="plotly_white", font=dict(family=FONT, size=13), **TITLE_AND_LEGEND)
+def style_loss_figure(fig, title: str, lang: str = "zh", height: int = 440):
+    fig.update_layout(height=height, template="plotly_white", font=dict(family=FONT, size=13), **TITLE_AND_LEGEND)
     fig.update_layout(title_text=title, margin_r=70)
     fig.update_xaxes(title_text=say("chart.steps", lang))
     fig.update_yaxes(title_text=say("chart.loss", lang), secondary_y=False)
@@ -118,12 +118,12 @@ def compare_chart(curves, lang: str = "zh"):
     return fig
 
 
-def chart(run, runs_dir: Path, overlay=(), lang: str = "zh"):
+def chart(run, runs_dir: Path, overlay=(), lang: str = "zh", height: int = 440):
     """Train loss (every step), eval loss (each eval), lr (second axis), plus dashed curves of earlier runs.
     run: a TrainingRun (its curves()); figures are cached by the run's version, the overlay and the language."""
     curves = run.curves()
     overlay = list(overlay or ()) + [n for n in curves["before"] if n not in (overlay or ())]  # a series' earlier runs
-    key = (curves["version"], curves["name"], tuple(overlay), lang)
+    key = (curves["version"], curves["name"], tuple(overlay), lang, height)
     with _chart_lock:
         if key in _chart_cache:
             return _chart_cache[key]
@@ -149,7 +149,7 @@ def chart(run, runs_dir: Path, overlay=(), lang: str = "zh"):
         steps = [s for s, _ in losses]
         fig.add_scatter(x=steps, y=[lr_at(s - 1, tr["max_steps"], tr["lr"], tr["warmup_ratio"]) for s in steps],
                         name=say("chart.lr", lang), line=dict(color=LR_COLOR, dash="dot", width=1.5), secondary_y=True)
-    style_loss_figure(fig, say("chart.title" if losses or overlay else "chart.empty", lang), lang)
+    style_loss_figure(fig, say("chart.title" if losses or overlay else "chart.empty", lang), lang, height)
     fig.update_yaxes(title_text=say("chart.lr_axis", lang), secondary_y=True, showgrid=False, tickformat=".1e")
     with _chart_lock:
         if len(_chart_cache) > 16:

@@ -10,7 +10,6 @@ import os
 import shutil
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 from gpt_mini import runs
@@ -19,6 +18,7 @@ from gpt_mini.errors import UserError
 from gpt_mini.run_archive import new_run_dir, safe_name
 from gpt_mini.train import Trainer
 
+from .planner import run_names
 from .torch_threads import reset_default_for_new_threads
 
 MAX_EXTRA_ROWS = 200
@@ -26,10 +26,10 @@ MAX_KEPT_RUNS = 30  # a public Space must not fill its disk: older dashboard run
 YIELD_SECONDS = 0.5  # answers first: while questions wait, training rests up to this long after each step
 
 
-def sanitize_name(name: str, kind: str = "run") -> str:
-    """Only letters, digits, '_' and '-'; empty -> what the run is and when it started (demo30_1204_155236), the
-    name every list shows. The result is a folder name under runs/."""
-    return safe_name(name, f"{safe_name(kind, 'run')}_{datetime.now().strftime('%m%d_%H%M%S')}")
+def sanitize_name(name: str) -> str:
+    """Only letters, digits, '_' and '-'; empty -> 'run' and the time (planner.run_names names every run). The
+    result is a folder name under runs/."""
+    return safe_name(name, run_names("", "")[0])
 
 
 def release_free_memory():

@@ -29,7 +29,7 @@ from .tabs import TabParts, View
 from .training_run import MAX_KEPT_RUNS, check_extra_rows, prune_runs
 
 NAMES = [h.name for h in HYPERPARAMETERS]
-CHART_HEIGHT = 360
+CHART_HEIGHT = 360  # beside the answers, on one projector screen with the buttons
 
 
 def status_html(s: dict, lang: str = "zh") -> str:
@@ -56,10 +56,9 @@ def expected_answer(question: str) -> str:
     return FIXED_QUESTIONS[REWORDED_PROBES.get(question, question)]
 
 
-def latest_answers_html(run, lang: str = "zh") -> str:
+def latest_answers_html(evals: list, lang: str = "zh") -> str:
     """The last evaluation's four answers, wrapped one under another: Q1, Q2, then their rewordings, each marked ✓
-    when it is the course answer word for word."""
-    evals = run.curves()["answers"]
+    when it is the course answer word for word. evals: the run's curves()["answers"]."""
     if not evals:
         return f"<div class='latest'><p class='en'>{html.escape(say('train.latest_empty', lang))}</p></div>"
     step, answers = evals[-1]
@@ -76,10 +75,11 @@ def latest_answers_html(run, lang: str = "zh") -> str:
             + "".join(items) + "</div>")
 
 
-def answers_frame(run) -> pd.DataFrame:
+def answers_frame(evals: list) -> pd.DataFrame:
+    """Every evaluation's answers, newest first. evals: the run's curves()["answers"]."""
     columns = probe_columns()
     rows = [{"步 step": step, **{c: a.get(q) or "（空 / empty）" for c, q in zip(columns, PROBE_QUESTIONS)}}
-            for step, a in reversed(run.curves()["answers"])]
+            for step, a in reversed(evals)]
     return pd.DataFrame(rows, columns=["步 step"] + columns)
 
 
@@ -174,9 +174,7 @@ class TrainingActions:
             return run_archive.import_zip(path, self.runs_dir, self.store.tokenizer())
 
     def chart(self, overlay=(), lang: str = "zh"):
-        fig = chart(self.run, self.runs_dir, overlay, lang=lang)
-        fig.update_layout(height=CHART_HEIGHT)  # beside the answers, on one projector screen with the buttons
-        return fig
+        return chart(self.run, self.runs_dir, overlay, lang=lang, height=CHART_HEIGHT)
 
     def overlay_choices(self) -> list[str]:
         return list(run_metrics(self.runs_dir))
@@ -188,7 +186,7 @@ def layout(actions: TrainingActions, base: dict) -> View:
     loss chart and beside it the latest answers; the history of answers, saved runs and taking a run home below.
     In teacher mode every control starts read-only and opens when the teacher's password is typed."""
     v = View()
-    locked = actions.gate.enabled
+    locked, evals = actions.gate.enabled, actions.run.curves()["answers"]
     on = dict(interactive=not locked)
     gr.Markdown(t("train.intro"), elem_classes="tab-intro")
     with gr.Row():
@@ -227,9 +225,9 @@ def layout(actions: TrainingActions, base: dict) -> View:
                 with gr.Column(scale=3, min_width=400):
                     v.plot = gr.Plot(actions.chart(), show_label=False, elem_id="train-plot")
                 with gr.Column(scale=2, min_width=280):
-                    v.latest = gr.HTML(latest_answers_html(actions.run), elem_id="train-latest")
+                    v.latest = gr.HTML(latest_answers_html(evals), elem_id="train-latest")
             with gr.Accordion(t("train.answers"), open=False):
-                v.answers = gr.Dataframe(answers_frame(actions.run), interactive=False, wrap=True, max_height=260,
+                v.answers = gr.Dataframe(answers_frame(evals), interactive=False, wrap=True, max_height=260,
                                          show_label=False)
             with gr.Row():
                 v.overlay = gr.CheckboxGroup(actions.overlay_choices(), label=t("train.overlay"), scale=4)
@@ -266,16 +264,6 @@ def running_html(info: dict, lang: str) -> str:
             + about_html(info, lang))
 
 
-def request_last(fn, n_inputs: int):
-    """Give fn(*values_and_request) the signature of n positional inputs then `request: gr.Request`: Gradio finds
-    the request parameter by its annotation."""
-    params = [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(n_inputs)]
-    fn.__signature__ = inspect.Signature(params + [inspect.Parameter(
-        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)])
-    fn.__annotations__ = {"request": gr.Request}
-    return fn
-
-
 def form_values(values) -> dict:
     return dict(zip(NAMES, values))
 
@@ -283,13 +271,12 @@ def form_values(values) -> dict:
 def wire_form(v: View, cfg: dict, actions: TrainingActions):
     """The estimate follows every change (on a read-only page: the teacher's run, whose values fill the form); the
     log-lr slider and the exact lr follow each other; presets and the reset button fill the form."""
-    def describe(teacher, budget, preset_key, *values_and_request):
-        *values, request = values_and_request
+    # request sits before *values: Gradio fills in a gr.Request only among the positional parameters
+    def describe(teacher, budget, preset_key, request: gr.Request, *values):
         info = actions.run.status()["about"]
         if not teacher and info:
             return running_html(info, lang_of(request))
         return actions.planner.describe(form_values(values), budget, preset_key, lang_of(request))
-    request_last(describe, len(v.fields) + 3)
 
     gr.on([f.change for f in v.fields] + [v.minutes.change, v.preset.change], describe,
           [v.teacher, v.minutes, v.preset] + v.fields, v.estimate, api_name="ui_estimate",
@@ -388,17 +375,18 @@ def wire_watching(v: View, actions: TrainingActions):
                    or lang != seen.get("lang"))
         refresh_runs = seen.get("state") in ("running", "paused") and s["state"] not in ("running", "paused")
         new_seen = {"version": s["version"], "state": s["state"], "lang": lang, "about": s["about"]}
-        follow = not teacher and s["about"] and s["about"] != seen.get("about")
+        evals = actions.run.curves()["answers"] if changed else []
         return (status_html(s, lang), html.escape(s["message"]), actions.chart(chosen, lang) if changed else gr.skip(),
-                answers_frame(actions.run) if changed else gr.skip(),
-                latest_answers_html(actions.run, lang) if changed else gr.skip(),
+                answers_frame(evals) if changed else gr.skip(),
+                latest_answers_html(evals, lang) if changed else gr.skip(),
                 gr.CheckboxGroup(choices=actions.overlay_choices()) if refresh_runs else gr.skip(),
                 gr.Dropdown(choices=actions.run_names()) if refresh_runs else gr.skip(), new_seen,
-                *(follow_run(s["about"], lang) if follow else [gr.skip()] * (len(v.fields) + 3)))
+                *follow_run(teacher, s["about"], seen.get("about"), lang))
 
-    def follow_run(info: dict, lang: str) -> list:
-        """A student's read-only form describes the teacher's run: its preset, values and estimate."""
-        values = actions.form_of_run()
+    def follow_run(teacher: bool, info: dict, shown: dict | None, lang: str) -> list:
+        """A student's read-only form describes the teacher's run (its preset, values and estimate), updated when a
+        new run starts; the teacher's own form is left alone."""
+        values = actions.form_of_run() if not teacher and info and info != shown else {}
         if not values:
             return [gr.skip()] * (len(v.fields) + 3)
         preset = info["preset"] if info["preset"] in PRESETS else gr.skip()
