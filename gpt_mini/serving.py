@@ -8,14 +8,18 @@ pads, so every answer is the one generate() would give for that question alone."
 
 import queue
 import threading
+import time
 import weakref
 from collections import OrderedDict
 
 import torch
 
+from . import tokenizer as bpe
 from .data import normalize_prompt
 from .errors import UserError
 from .generate import Decoding, Result, Settings
+
+LINGER_SECONDS = 1.0  # after a class's last question or answer, the next one is usually on its way
 
 
 class _Request:
@@ -46,10 +50,16 @@ class BatchServer:
         self._cache_lock = threading.Lock()
         self._asking: dict = {}  # greedy questions being answered now: key -> Event set when the answer is cached
         self.cache_hits = 0
+        self._last_activity = float("-inf")  # time.monotonic() of the last question asked or answered
 
     def busy(self) -> bool:
         """True while any question is waiting or being answered."""
         return bool(self._pending) or bool(self._taken)
+
+    def active(self, linger: float = LINGER_SECONDS) -> bool:
+        """busy(), or a question was asked or answered less than `linger` seconds ago: a student who just got an
+        answer is typing the next question, so a class keeps the server active between its questions."""
+        return self.busy() or time.monotonic() - self._last_activity < linger
 
     def stream(self, model, tok, prompt: str, s: Settings | None = None, top_n: int = 5, history=()):
         """Like generate.generate_steps: yields (answer_so_far, step_info) items, then the Result.
@@ -60,6 +70,7 @@ class BatchServer:
 
     def _submit(self, requests):
         with self._wake:
+            self._last_activity = time.monotonic()
             self._pending.extend(requests)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._loop, daemon=True, name="gpt-mini-serving")
@@ -181,10 +192,11 @@ class BatchServer:
             joining = self._take(batch.rows[0].model if batch.rows else None, self.max_batch - len(batch.rows))
             if joining is None:
                 return False
-            ones = [(req, one) for req in joining for one in [self._prefill(req)] if one is not None]
-            if ones:
-                batch.rows += [req for req, _ in ones]
-                batch.cache, batch.pad = _merge(batch.cache, batch.pad, [one for _, one in ones])
+            if joining:
+                rows, cache, pad = self._prefill_all(joining)
+                if rows:
+                    batch.rows += rows
+                    batch.cache, batch.pad = _merge(batch.cache, batch.pad, [(cache, pad)])
         self._keep(batch, [i for i, r in enumerate(batch.rows) if not r.cancelled])
         if batch.rows:
             feed = torch.tensor([[r.decoding.answer_ids[-1]] for r in batch.rows], device=batch.pad.device)
@@ -206,7 +218,33 @@ class BatchServer:
         """The question's last event, sent only after it left _taken: a caller that has its answer (or its error)
         never sees busy() still counting it."""
         self._done([req])
+        self._last_activity = time.monotonic()
         req.events.put(last_event)
+
+    def _prefill_all(self, joining: list[_Request]):
+        """Newcomers' prompts in one left-padded forward pass (a class asks at once: one pass, not thirty).
+        Returns (rows that go on, their cache, their padding). If that pass fails, each prompt is run alone, so
+        only a question that fails by itself gets the error."""
+        if len(joining) > 1:
+            model = joining[0].model.eval()
+            width = max(len(r.decoding.ids) for r in joining)
+            pad = torch.tensor([width - len(r.decoding.ids) for r in joining])
+            ids = torch.tensor([[bpe.PAD_ID] * int(p) + r.decoding.ids for r, p in zip(joining, pad)])
+            cache = [{} for _ in model.blocks]
+            try:
+                device = next(model.parameters()).device
+                logits, _ = model(ids.to(device), cache=cache, pad=pad.to(device))
+            except Exception:  # noqa: BLE001 - retried one by one below
+                cache = None
+            if cache is not None:
+                keep = [i for i, req in enumerate(joining) if self._emit(req, logits[i, -1])]
+                self._done([req for i, req in enumerate(joining) if i not in keep])
+                return _select(joining, cache, pad.to(device), keep)
+        ones = [(req, one) for req in joining for one in [self._prefill(req)] if one is not None]
+        if not ones:
+            return [], None, None
+        cache, pad = _merge(None, None, [(one, None) for _, one in ones])
+        return [req for req, _ in ones], cache, pad
 
     def _prefill(self, req: _Request):
         """Run the newcomer's prompt alone; its one-row cache, or None if it already finished (or failed alone)."""
@@ -247,10 +285,11 @@ class _Batch:
         self.cache, self.pad = None, None
 
 
-def _merge(cache, pad, ones):
-    """Add one-row caches to the batch in one copy; shorter rows are left-padded so all end at the same column."""
+def _merge(cache, pad, parts):
+    """Add (cache, pad) parts to the batch in one copy (pad None: one row without padding); shorter rows are
+    left-padded so all end at the same column."""
     parts = ([(cache, pad)] if cache is not None else []) + \
-        [(one, torch.zeros(1, dtype=torch.long, device=one[0]["k"].device)) for one in ones]
+        [(c, p if p is not None else torch.zeros(1, dtype=torch.long, device=c[0]["k"].device)) for c, p in parts]
     width = max(c[0]["k"].shape[2] for c, _ in parts)
     pad = torch.cat([p + width - c[0]["k"].shape[2] for c, p in parts])
     merged = []

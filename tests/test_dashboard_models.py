@@ -36,6 +36,15 @@ def test_a_changed_file_is_loaded_again(store, trained_run):
     assert store.get("run:a") is not a
 
 
+def test_warm_loads_the_model_and_its_course_index_before_anyone_asks(store):
+    assert not store._cache
+    store.warm("run:a").join(60)
+    model, _, ckpt = store._cache[next(iter(store._cache))]
+    assert store.get("run:a")[0] is model and "_course" in ckpt  # the first question finds both ready
+    store.warm("run:missing").join(60)  # not listed: nothing loads, nothing raises in the thread
+    assert len(store._cache) == 1
+
+
 @pytest.mark.parametrize("key", ["run:../../etc", "run:zzz", "/etc/passwd", ""])
 def test_unlisted_keys_are_refused(store, key):
     with pytest.raises(UserError):

@@ -270,3 +270,32 @@ def test_the_cache_never_answers_for_another_model(tiny_model, tok):
     mine = server.answer(other, tok, "天空为什么是蓝色的？", Settings(max_new_tokens=8))
     assert server.steps_run > steps and server.cache_hits == 0
     assert mine.answer == generate(other, tok, "天空为什么是蓝色的？", Settings(max_new_tokens=8)).answer
+
+
+def test_questions_that_arrive_together_are_prefilled_in_one_pass(tiny_model, tok, monkeypatch):
+    """Newcomers' prompts of different lengths go through one left-padded forward pass, and each answer is still
+    the one generate() gives alone."""
+    real, prompt_passes = type(tiny_model).forward, []
+
+    def counting(self, idx, *args, **kwargs):
+        if idx.shape[1] > 1:  # a prompt pass (answer steps feed one token per row)
+            prompt_passes.append(idx.shape[0])
+        return real(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_model), "forward", counting)
+    server, s = BatchServer(), Settings(max_new_tokens=12)
+    prompts = [p for p in PROMPTS if len(p) < 100]
+    got = server.answer_many(tiny_model, tok, prompts, s)
+    monkeypatch.undo()
+    assert prompt_passes == [len(prompts)]
+    assert [r.token_ids for r in got] == [generate(tiny_model, tok, p, s).token_ids for p in prompts]
+
+
+def test_the_server_stays_active_a_moment_after_the_last_answer(tiny_model, tok):
+    """Training rests while a class is active: between one answer and a student's next question the server is
+    not busy, but it is still active (serving.active), so a training step does not start in that gap."""
+    server = BatchServer()
+    assert not server.active()  # nothing asked yet
+    server.answer(tiny_model, tok, "你好？", Settings(max_new_tokens=4))
+    assert not server.busy()
+    assert server.active(linger=60) and not server.active(linger=0)

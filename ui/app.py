@@ -55,8 +55,9 @@ def build_app(config_path=None, runs_dir=None, teacher_password: str | None = No
     server = BatchServer()  # one worker answers all chat questions together
     pace = Pace(cfg)
     pace.measure(cfg["training"]["precision"])  # a few seconds, now, while nothing else runs: a fair measurement
+    store.warm()  # the default model and its course index, before the first student asks
     gate = TeacherGate(teacher_password)
-    run = TrainingRun(runs_dir, chat_busy=server.busy)
+    run = TrainingRun(runs_dir, chat_busy=server.active)
     atexit.register(run.shutdown)  # the daemon thread also stops when the server process ends
     # The browser-tab title stays bilingual: gr.I18n does not translate Blocks(title=...) (the raw key shows).
     with gr.Blocks(title="GPT_teacher 课堂面板 / classroom dashboard") as blocks:

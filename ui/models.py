@@ -13,6 +13,7 @@ from gpt_mini import tokenizer as bpe
 from gpt_mini.checkpoint import load_model
 from gpt_mini.config import resolve
 from gpt_mini.errors import UserError
+from gpt_mini.knowledge import course_of
 from gpt_mini.visualize import initial_model
 
 DEFAULT_KEY = "default-fp32"
@@ -77,6 +78,19 @@ class ModelStore:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
             return loaded
+
+    def warm(self, key: str = DEFAULT_KEY) -> threading.Thread:
+        """Load a model and its course index (for refusals) in the background now, so that the first question of
+        the lesson does not wait ~2 s for them. Returns the thread; a missing checkpoint is left to the chat."""
+        def load():
+            try:
+                course_of(self.get(key)[2])
+            except UserError:
+                pass
+
+        thread = threading.Thread(target=load, daemon=True, name="gpt-mini-warm")
+        thread.start()
+        return thread
 
     def snapshot_steps(self, run: str) -> list[int]:
         """The steps at which a saved run kept a snapshot, in order."""
