@@ -79,7 +79,7 @@ def test_compare_chart_in_english_has_no_chinese(tmp_path):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """The default model (1400 steps) and a 349-step run 'short' with a snapshot at step 100 (the default model's
+    """The default model and a 349-step run 'short' with a snapshot at step 100 (the default model's
     int8 weights under a shorter config: only the curves and the config matter here)."""
     runs_dir = tmp_path_factory.mktemp("runs")
     ckpt = read_checkpoint(runs.DEFAULT_DIR / runs.QUANTIZED)
@@ -94,9 +94,10 @@ def store(tmp_path_factory):
 def test_compare_figure_uses_each_runs_own_steps(store):
     fig = compare_tab.compare_figure(store, DEFAULT_KEY, "snap:short:100", "en")
     a_train, _, b_train, _ = fig.data
-    assert max(a_train.x) == pytest.approx(1.0) and max(a_train.customdata) == 1400
+    steps = read_checkpoint(runs.DEFAULT_DIR / runs.QUANTIZED)["config"]["training"]["max_steps"]  # the default
+    assert max(a_train.x) == pytest.approx(1.0) and max(a_train.customdata) == steps
     assert max(b_train.x) == pytest.approx(1.0) and max(b_train.customdata) == 349
-    assert "1,400" in a_train.name and "349" in b_train.name
+    assert f"{steps:,}" in a_train.name and "349" in b_train.name
     assert [shape.x0 for shape in fig.layout.shapes] == [pytest.approx(100 / 349)]
     assert fig.layout.annotations[0].text == "B: step 100"
 
