@@ -22,8 +22,9 @@ from .data import normalize_prompt, read_jsonl
 from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
-CONFIDENCE_THRESHOLD = 0.60  # both calibrated with `python -m gpt_mini.knowledge` (see README)
+CONFIDENCE_THRESHOLD = 0.50  # both calibrated with `python -m gpt_mini.knowledge` (see README)
 SIMILARITY_THRESHOLD = 0.30
+SELF_CONTAINED_SIMILARITY = 0.60  # a question this close to a course question is answered alone (calib half)
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
 
@@ -166,18 +167,24 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
     return Reply(text, result.answer, result.confidence, known, suggestions, similarity, said_no)
 
 
-def reply_in_context(ask, question: str, history, course: Course | None, refuse: bool = True):
-    """ask(history) -> Result. Answer with the previous exchange in the context; if the model is unsure with it,
-    ask once more without it and keep that answer if the model knows it. A small model is easily thrown by an
-    unrelated earlier exchange (on the dev set: 90% right alone, 60% after another question). Returns
-    (Result, Reply, the history that was used)."""
+def reply_in_context(ask, question: str, history, course: Course | None, refuse: bool = True,
+                     self_contained: float = SELF_CONTAINED_SIMILARITY, **gate):
+    """ask(history) -> Result. With refusal on: a question the model knows by itself and that is this close to a
+    course question is answered on its own (a new question after another topic); otherwise with the previous
+    exchange in the context (a follow-up such as 那它有什么用), and if the model is unsure with it, its answer alone
+    is kept when it knows that one. A small model is easily thrown by an unrelated earlier exchange. Returns
+    (Result, Reply, the history that was used). gate: judge's threshold and min_similarity."""
+    if not history or not refuse:
+        result = ask(history)
+        return result, judge(result, question, course, refuse, history=history, **gate), history
+    alone = ask(())
+    alone_reply = judge(alone, question, course, refuse, **gate)
+    if alone_reply.known and alone_reply.similarity >= self_contained:
+        return alone, alone_reply, ()
     result = ask(history)
-    reply = judge(result, question, course, refuse, history=history)
-    if history and not reply.known and refuse:
-        alone = ask(())
-        alone_reply = judge(alone, question, course, refuse)
-        if alone_reply.known:
-            return alone, alone_reply, ()
+    reply = judge(result, question, course, refuse, history=history, **gate)
+    if not reply.known and alone_reply.known:
+        return alone, alone_reply, ()
     return result, reply, history
 
 

@@ -13,7 +13,7 @@ import torch
 from . import tokenizer as bpe
 from .data import FIXED_QUESTIONS, collate, encode_row, normalize_prompt
 from .generate import MIN_ANSWER_TOKENS, Result, Settings, generate
-from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, judge, lookup_right, read_dev
+from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, lookup_right, read_dev, reply_in_context
 from .serving import BatchServer
 
 USABLE = {"train_f1_ok": 0.95, "val_f1_ok": 0.80}  # with both fixed questions exact: "usable" / promotable
@@ -106,14 +106,21 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
     """On a development set: course questions (dev_in, with answers; a row may hold the earlier exchange in
     "history") split into right (F1 >= 0.8, not refused), wrong but answered, refused but would have been right,
     refused and wrong; questions to refuse (dev_out) refused, overall and per "kind". Shares of 0..1; refusals the
-    model wrote itself are counted apart from those of the gate."""
-    def replies(rows, results):
-        return [judge(r, row["prompt"], course, threshold=threshold, min_similarity=min_similarity,
-                      history=row.get("history", ())) for r, row in zip(results, rows)]
+    model wrote itself are counted apart from those of the gate. Every row is answered as the chat answers it
+    (knowledge.reply_in_context); "raw" is the answer with the earlier exchange in the context and no gate."""
+    def replies(rows):
+        """What the chat says to each row (reply_in_context: a two-turn row is also asked alone)."""
+        with_history = greedy_answers(model, tok, rows)
+        two = [i for i, row in enumerate(rows) if row.get("history")]
+        alone = dict(zip(two, greedy_answers(model, tok, [{"prompt": rows[i]["prompt"]} for i in two]) if two else []))
+        out = [reply_in_context(lambda h, i=i: alone[i] if i in alone and not h else with_history[i], row["prompt"],
+                                row.get("history", ()), course, threshold=threshold, min_similarity=min_similarity)
+               for i, row in enumerate(rows)]
+        return [r for r, _, _ in out], [rep for _, rep, _ in out], with_history
 
-    in_res, out_res = greedy_answers(model, tok, dev_in), greedy_answers(model, tok, dev_out)
+    (in_res, in_rep, in_raw), (_, out_rep, _) = replies(dev_in), replies(dev_out)
     in_f1 = [char_f1(r.answer, row["completion"]) for r, row in zip(in_res, dev_in)]
-    in_rep, out_rep = replies(dev_in, in_res), replies(dev_out, out_res)
+    raw_right = [char_f1(r.answer, row["completion"]) >= 0.8 for r, row in zip(in_raw, dev_in)]  # refusal off
 
     def by_kind(rows, values):
         kinds: dict = {}
@@ -124,7 +131,7 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
     n_in, n_out = max(1, len(dev_in)), max(1, len(dev_out))
     right = [f >= 0.8 for f in in_f1]
     return {"threshold": threshold, "min_similarity": min_similarity, "dev_in": len(dev_in), "dev_out": len(dev_out),
-            "in_f1_ok_raw": sum(right) / n_in,
+            "in_f1_ok_raw": sum(raw_right) / n_in,
             "in_answered_right": sum(ok and r.known for ok, r in zip(right, in_rep)) / n_in,
             "in_wrong_but_answered": sum(not ok and r.known for ok, r in zip(right, in_rep)) / n_in,
             "in_right_but_refused": sum(ok and not r.known for ok, r in zip(right, in_rep)) / n_in,

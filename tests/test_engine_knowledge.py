@@ -78,6 +78,32 @@ def test_a_follow_up_is_judged_with_the_earlier_question():
     assert follow.known and not alone.known
 
 
+def test_in_context_a_new_course_question_is_answered_alone_and_a_follow_up_with_the_earlier_exchange():
+    """reply_in_context: a question the model knows alone and that is close to a course question is a new question
+    (the earlier exchange would only throw a small model); a follow-up that names nothing is answered with it."""
+    earlier = [("什么是注意力机制？", "注意力机制让模型关注关键位置。")]
+    asked = []
+
+    def ask(answers):
+        def one(history):
+            asked.append(bool(history))
+            return answers[bool(history)]
+        return one
+
+    sky = {False: result("因为散射。", 0.99), True: result("注意力机制让模型关注关键位置。", 0.99)}
+    answer, reply, used = K.reply_in_context(ask(sky), "天为啥是蓝的", earlier, COURSE)
+    assert answer.answer == "因为散射。" and reply.known and used == () and asked == [False]  # one generation
+    asked.clear()
+    use = {False: result("乱七八糟", 0.2), True: result("它让模型关注关键位置。", 0.99)}
+    answer, reply, used = K.reply_in_context(ask(use), "那它有什么用呢", earlier, COURSE)
+    assert answer.answer == "它让模型关注关键位置。" and reply.known and used == earlier and asked == [False, True]
+    unsure = {False: result("因为散射。", 0.99), True: result("乱七八糟", 0.2)}  # alone known but not close enough
+    answer, reply, _ = K.reply_in_context(ask(unsure), "那天空呢", earlier, COURSE, self_contained=1.01)
+    assert answer.answer == "因为散射。" and reply.known  # unsure with the context: its answer alone is kept
+    raw = K.reply_in_context(ask(sky), "天为啥是蓝的", earlier, COURSE, refuse=False)
+    assert raw[0].answer == "注意力机制让模型关注关键位置。" and raw[2] == earlier  # refusal off: as asked
+
+
 @pytest.mark.parametrize("question, first", [("天空咋是蓝的呀", "天空为什么是蓝色的？"),
                                              ("H2O 水的化学式", "水的化学式是什么？"),
                                              ("怎样保持身体健康", "如何保持健康？")])
