@@ -12,6 +12,7 @@ Similarity decides a refusal and picks the suggested questions; it never supplie
 """
 
 import math
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,9 +30,14 @@ MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
 
 
+_WORD = re.compile(r"[a-z0-9_]+|\S")  # a Latin word or a number is one unit; every other character is one
+
+
 def _features(text: str) -> Counter:
-    chars = [c for c in normalize_prompt(text).lower() if c not in _FILLER and not c.isspace()]
-    return Counter(chars) + Counter(a + b for a, b in zip(chars, chars[1:]))
+    """Units (Chinese characters, Latin words, numbers) and pairs of neighbouring units. A Latin word is one unit:
+    its letters alone would make any English sentence look like the course's English terms."""
+    units = [u for u in _WORD.findall(normalize_prompt(text).lower()) if u not in _FILLER]
+    return Counter(units) + Counter(a + " " + b for a, b in zip(units, units[1:]))
 
 
 class Course:

@@ -104,6 +104,15 @@ def test_in_context_a_new_course_question_is_answered_alone_and_a_follow_up_with
     assert raw[0].answer == "注意力机制让模型关注关键位置。" and raw[2] == earlier  # refusal off: as asked
 
 
+def test_an_english_sentence_is_not_close_to_the_courses_english_terms_by_its_letters():
+    """Latin words are whole units: an English sentence shares letters with every English course term (by letters
+    this one scored 0.63), but no word with these."""
+    course = Course([["dropout是什么？", "dropout有什么用"], ["learning rate是什么", "学习率是啥"]])
+    assert course.similarity("Where is the nearest subway station?") < 0.1
+    assert course.similarity("dropout到底干嘛的") >= 0.5
+    assert course.closest("learning rate 太大会怎样")[0][0] == "learning rate是什么"
+
+
 @pytest.mark.parametrize("question, first", [("天空咋是蓝的呀", "天空为什么是蓝色的？"),
                                              ("H2O 水的化学式", "水的化学式是什么？"),
                                              ("怎样保持身体健康", "如何保持健康？")])
