@@ -23,7 +23,8 @@ from .torch_threads import reset_default_for_new_threads
 
 MAX_EXTRA_ROWS = 200
 MAX_KEPT_RUNS = 30  # a public Space must not fill its disk: older dashboard runs are removed, with a message
-YIELD_SECONDS = 3.0  # answers first: while a class is asking (serving.active), training rests up to this long after each step
+# answers first: while a class is asking (serving.active), training rests up to this long after each step
+YIELD_SECONDS = 3.0
 
 
 def sanitize_name(name: str) -> str:
