@@ -165,20 +165,28 @@ class Decoding:
         self.rng = torch.Generator().manual_seed(self.s.seed) if self.s.seed is not None else None
         self.answer_ids, self.steps, self.result = [], [], None
 
-    def step(self, logits):
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy without a repetition penalty: the pick depends on the logits alone (pick_greedy can batch it)."""
+        return self.s.temperature == 0 and self.s.repetition_penalty == 1.0
+
+    def step(self, logits, picked=None):
         """Next-token logits (V,), as the model gave them -> (answer_so_far, step_info), or None when the answer
-        ended without a new visible token. After the last step, self.result holds the Result."""
+        ended without a new visible token. After the last step, self.result holds the Result.
+        picked: this row's (token, prob, logprob, top) from pick_greedy, which did the sampling for a batch."""
         s, tok = self.s, self.tok
-        stages = sampling_stages(logits.cpu(), self.answer_ids, len(self.steps), s)
-        final = stages["top_p"]
-        nxt = pick_token(final, s, self.rng)
-        probs = torch.softmax(final, dim=-1)
-        info = {"id": nxt, "text": bpe.decode(tok, [nxt]), "prob": float(probs[nxt]), "top": [],
-                "logprob": float(torch.log_softmax(stages["raw"], dim=-1)[nxt])}  # the model's own, for confidence
+        if picked is None:
+            stages = sampling_stages(logits.cpu(), self.answer_ids, len(self.steps), s)
+            final = stages["top_p"]
+            nxt = pick_token(final, s, self.rng)
+            probs = torch.softmax(final, dim=-1)
+            top = torch.topk(probs, min(self.top_n, probs.numel())) if self.top_n else None
+            picked = (nxt, float(probs[nxt]), float(torch.log_softmax(stages["raw"], dim=-1)[nxt]),  # the model's own
+                      list(zip(top.values.tolist(), top.indices.tolist())) if top is not None else [])
+        nxt, prob, logprob, top = picked
+        info = {"id": nxt, "text": bpe.decode(tok, [nxt]), "prob": prob, "top": [], "logprob": logprob}
         if self.top_n:
-            top = torch.topk(probs, min(self.top_n, probs.numel()))
-            info["top"] = [(bpe.decode(tok, [int(i)]) or tok.id_to_token(int(i)), float(p))
-                           for p, i in zip(top.values, top.indices)]
+            info["top"] = [(bpe.decode(tok, [i]) or tok.id_to_token(i), p) for p, i in top[:self.top_n]]
         self.steps.append(info)
         if nxt == bpe.EOS_ID:
             return self._finish("eos")
@@ -198,6 +206,23 @@ class Decoding:
         lowest = min((st["logprob"] for st in self.steps), default=float("-inf"))
         self.result = Result(answer, self.answer_ids, self.steps, self.notices, stopped_by, len(self.ids),
                              math.exp(lowest))
+
+
+def pick_greedy(decodings, logits) -> list:
+    """Decoding.step's sampling for many plain-greedy rows at once (serving a class): logits (B, V) -> each row's
+    (token, prob, logprob, top) from one masked softmax, argmax and top-k for the batch, the same as row by row."""
+    x = logits.float().cpu().clone()
+    x[:, [bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID]] = float("-inf")
+    early = torch.tensor([len(d.steps) < MIN_ANSWER_TOKENS for d in decodings])
+    x[early, bpe.EOS_ID] = float("-inf")
+    probs, logprobs = torch.softmax(x, dim=-1), torch.log_softmax(x, dim=-1)
+    nxt = torch.argmax(x, dim=-1)
+    n = max(d.top_n for d in decodings)
+    top = torch.topk(probs, min(n, x.shape[1])) if n else None
+    rows = torch.arange(len(decodings))
+    chosen = zip(nxt.tolist(), probs[rows, nxt].tolist(), logprobs[rows, nxt].tolist())
+    tops = zip(top.values.tolist(), top.indices.tolist()) if top is not None else [([], [])] * len(decodings)
+    return [(t, p, lp, list(zip(v, i))) for (t, p, lp), (v, i) in zip(chosen, tops)]
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 from . import tokenizer as bpe
 from .data import normalize_prompt
 from .errors import UserError
-from .generate import Decoding, Result, Settings
+from .generate import Decoding, Result, Settings, pick_greedy
 
 LINGER_SECONDS = 1.0  # after a class's last question or answer, the next one is usually on its way
 
@@ -202,7 +202,7 @@ class BatchServer:
             feed = torch.tensor([[r.decoding.answer_ids[-1]] for r in batch.rows], device=batch.pad.device)
             logits, _ = batch.rows[0].model(feed, cache=batch.cache, pad=batch.pad)
             self.steps_run, self.largest_batch = self.steps_run + 1, max(self.largest_batch, len(batch.rows))
-            self._keep(batch, [i for i, r in enumerate(batch.rows) if self._emit(r, logits[i, -1])])
+            self._keep(batch, self._emit_all(batch.rows, logits[:, -1]))
         return True
 
     def _keep(self, batch: "_Batch", keep: list[int]):
@@ -237,7 +237,7 @@ class BatchServer:
             except Exception:  # noqa: BLE001 - retried one by one below
                 cache = None
             if cache is not None:
-                keep = [i for i, req in enumerate(joining) if self._emit(req, logits[i, -1])]
+                keep = self._emit_all(joining, logits[:, -1])
                 self._done([req for i, req in enumerate(joining) if i not in keep])
                 return _select(joining, cache, pad.to(device), keep)
         ones = [(req, one) for req in joining for one in [self._prefill(req)] if one is not None]
@@ -260,12 +260,24 @@ class BatchServer:
         self._done([req])
         return None
 
-    def _emit(self, req: _Request, logits) -> bool:
-        """Let the row pick its token and tell the caller; True while the row goes on. A row whose sampling
-        fails gets the error and leaves; the other rows go on."""
+    def _emit_all(self, rows: list[_Request], logits) -> list[int]:
+        """Every row's next token from logits (B, V): plain-greedy rows pick theirs together (pick_greedy), the
+        others one by one. Returns the indices of the rows that go on."""
+        greedy = [i for i, r in enumerate(rows) if r.decoding.plain_greedy]
+        picks = dict.fromkeys(range(len(rows)))
+        if greedy:
+            try:
+                picks.update(zip(greedy, pick_greedy([rows[i].decoding for i in greedy], logits[greedy])))
+            except Exception:  # noqa: BLE001 - each row then samples alone, so only a row that fails alone fails
+                pass
+        return [i for i, r in enumerate(rows) if self._emit(r, logits[i], picks[i])]
+
+    def _emit(self, req: _Request, logits, picked=None) -> bool:
+        """Let the row pick its token (or take the one picked for it) and tell the caller; True while the row goes
+        on. A row whose sampling fails gets the error and leaves; the other rows go on."""
         d = req.decoding
         try:
-            progress = d.step(logits)
+            progress = d.step(logits, picked)
         except Exception:  # noqa: BLE001
             self._finish(req, UserError("生成出错，请再问一次", "generation failed, please ask again"))
             return False

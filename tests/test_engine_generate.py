@@ -11,12 +11,14 @@ from gpt_mini import tokenizer as bpe
 from gpt_mini.errors import UserError
 from gpt_mini.generate import (
     MIN_ANSWER_TOKENS,
+    Decoding,
     Result,
     Settings,
     apply_repetition_penalty,
     clean_answer,
     generate,
     generate_steps,
+    pick_greedy,
     pick_token,
     sampling_stages,
     top_k_filter,
@@ -138,6 +140,28 @@ def test_sampling_pipeline_frequencies_match_hand_computed_distribution():
 def test_greedy_pick_is_argmax():
     logits = torch.tensor([0.1, 3.0, -1.0, 2.9])
     assert pick_token(logits, Settings(temperature=0.0).check()) == 1
+
+
+def test_greedy_rows_picked_together_equal_each_row_picking_alone(tok):
+    """pick_greedy (a class's rows in one batch) gives every row the token, probabilities and top candidates
+    that Decoding.step computes for that row alone, also at the first steps where EOS is masked."""
+    logits = torch.randn(6, tok.get_vocab_size(), generator=torch.Generator().manual_seed(0)) * 4
+    logits[[1, 5], bpe.EOS_ID] = 50.0  # EOS wins unless masked (row 1 is at its second step, row 5 at its third)
+
+    def rows():
+        out = [Decoding(tok, f"问题{i}", Settings(), 64, top_n=3 + i % 2) for i in range(6)]
+        for i, d in enumerate(out):
+            d.steps = [{"logprob": 0.0}] * (i % 3)  # 0, 1 or 2 steps already taken
+        return out
+
+    alone, together = rows(), rows()
+    for i, d in enumerate(alone):
+        d.step(logits[i])
+    for i, (d, picked) in enumerate(zip(together, pick_greedy(together, logits))):
+        d.step(logits[i], picked)
+    for a, b in zip(alone, together):
+        assert a.steps[-1] == b.steps[-1] and a.answer_ids == b.answer_ids
+    assert alone[1].steps[-1]["id"] != bpe.EOS_ID and alone[5].steps[-1]["id"] == bpe.EOS_ID
 
 
 # ---- settings -----------------------------------------------------------------------------------------------

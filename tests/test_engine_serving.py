@@ -186,10 +186,10 @@ def test_one_rows_sampling_failure_leaves_the_other_rows_alone(tiny_model, tok, 
 
     real = serving.Decoding.step
 
-    def step(self, logits):
+    def step(self, logits, picked=None):
         if "坏" in bpe.decode(self.tok, self.ids):
             raise ValueError("simulated sampling bug")
-        return real(self, logits)
+        return real(self, logits, picked)
 
     monkeypatch.setattr(serving.Decoding, "step", step)
     server, s = BatchServer(), Settings(max_new_tokens=8)
