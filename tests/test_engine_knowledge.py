@@ -10,7 +10,7 @@ from conftest import PAIRS, VAL_PAIRS, assert_one_line_user_error, pair_rows
 
 from gpt_mini import knowledge as K
 from gpt_mini import tokenizer as bpe
-from gpt_mini.calibrate import sweep
+from gpt_mini.calibrate import sweep, table
 from gpt_mini.data import encode_row, prompt_prefix
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings, fit_prompt, generate, sampling_stages
@@ -266,6 +266,17 @@ def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
     rows = {(r["confidence"], r["similarity"]): r["refused"] for r in sweep(items)}
     assert rows[(c, s)] == 0.8  # the chosen row is in the table, and only the known question passes it
     assert rows[(0.3, 0.0)] == 0.4  # a low bar refuses the question that fails both and the model's own refusal
+
+
+def test_calibration_table_counts_right_answers_kept_and_the_rules_sum():
+    c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
+    scores = {"in": [(1.0, 1.0, 0.9, False), (c - 0.01, 1.0, 0.9, False), (1.0, 1.0, 0.1, False),
+                     (1.0, 1.0, 0.95, True)],  # right and sure, right but unsure, wrong, refused by the model
+              "out": [(1.0, 1.0, False), (0.0, 0.0, False)]}
+    row = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(c, s)]
+    assert row["right"] == 0.25  # only the sure right answer is kept: 1 of 4 course questions
+    assert row["refused"] == [0.5, 2 / 3, 0.0, 0.5]
+    assert row["sum"] == 0.25 + 0.5
 
 
 def test_rows_that_teach_the_refusal_are_not_a_fact_to_suggest():
