@@ -268,7 +268,7 @@ def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
     assert rows[(0.3, 0.0)] == 0.4  # a low bar refuses the question that fails both and the model's own refusal
 
 
-def test_calibration_table_counts_right_answers_kept_and_the_rules_sum():
+def test_calibration_table_counts_right_answers_kept_and_all_questions_handled_right():
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
     scores = {"in": [(1.0, 1.0, 0.9, False), (c - 0.01, 1.0, 0.9, False), (1.0, 1.0, 0.1, False),
                      (1.0, 1.0, 0.95, True)],  # right and sure, right but unsure, wrong, refused by the model
@@ -276,7 +276,7 @@ def test_calibration_table_counts_right_answers_kept_and_the_rules_sum():
     row = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(c, s)]
     assert row["right"] == 0.25  # only the sure right answer is kept: 1 of 4 course questions
     assert row["refused"] == [0.5, 2 / 3, 0.0, 0.5]
-    assert row["sum"] == 0.25 + 0.5
+    assert row["handled"] == (1 + 1) / 6  # the sure right answer, and the unlike question refused
 
 
 def test_rows_that_teach_the_refusal_are_not_a_fact_to_suggest():
