@@ -292,11 +292,13 @@ def wire_form(v: View, cfg: dict, actions: TrainingActions):
     notes = list(v.preset_notes.values())
 
     def apply_preset(key):
+        """The form filled with the preset; the causal note is set here too, not left to the checkbox's change
+        event, which a busy server may answer after this update."""
         values = preset_values(cfg, key)
         return ([values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2), values["minutes"], ""]
-                + [gr.Markdown(visible=k == key) for k in v.preset_notes])
+                + [gr.Markdown(visible=k == key) for k in v.preset_notes] + [gr.Markdown(visible=not values["causal"])])
 
-    filled = v.fields + [v.lr_log, v.minutes, v.error] + notes
+    filled = v.fields + [v.lr_log, v.minutes, v.error] + notes + [v.causal_note]
     v.preset.input(apply_preset, v.preset, filled, api_name="ui_apply_preset", api_visibility="private")
     v.reset_form.click(lambda: apply_preset("lesson") + ["lesson"], None, filled + [v.preset],
                        api_name="ui_train_reset", api_visibility="private")
