@@ -28,9 +28,8 @@ def table(scores: dict) -> list[dict]:
     right = [(c, s, no) for c, s, f, no in scores["in"] if f >= 0.8]
     wrong = [(c, s, no) for c, s, f, no in scores["in"] if f < 0.8]
     groups = [[(c, s, no) for c, s, _, no in scores["in"]], right, wrong, scores["out"]]
-    rows = []
+    n_in, n_out, rows = len(scores["in"]), len(scores["out"]), []
     for every, r, w, out in zip(*(sweep(g) for g in groups)):
-        n_in, n_out = len(scores["in"]), len(scores["out"])
         answered = len(right) / max(1, n_in) * (1 - r["refused"])
         rows.append({"confidence": every["confidence"], "similarity": every["similarity"],
                      "refused": [every["refused"], r["refused"], w["refused"], out["refused"]], "right": answered,

@@ -83,13 +83,21 @@ def top_p_filter(logits, p: float):
     return logits.masked_fill(drop, float("-inf"))
 
 
+def mask_invalid(logits, steps_taken):
+    """A copy of logits (V,) or (B, V) in float with the tokens that are never valid output (pad, bos, unk; above
+    all at the first step) at -inf, and EOS too where fewer than MIN_ANSWER_TOKENS tokens were written.
+    steps_taken: an int, or one per row."""
+    logits = logits.float().cpu().clone()
+    logits[..., [bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID]] = float("-inf")
+    early = torch.as_tensor(steps_taken) < MIN_ANSWER_TOKENS
+    logits[..., bpe.EOS_ID] = logits[..., bpe.EOS_ID].masked_fill(early, float("-inf"))
+    return logits
+
+
 def sampling_stages(logits, answer_ids, step: int, s: Settings) -> dict:
     """The next-token distribution at each stage, for the classroom panel and for sampling itself.
     Returns logits after: masks + repetition penalty ('raw'), temperature, top-k, top-p."""
-    logits = logits.float().clone()
-    logits[[bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID]] = float("-inf")  # never valid output, above all at the first step
-    if step < MIN_ANSWER_TOKENS:
-        logits[bpe.EOS_ID] = float("-inf")
+    logits = mask_invalid(logits, step)
     raw = apply_repetition_penalty(logits, answer_ids, s.repetition_penalty)
     if s.temperature == 0:
         return {"raw": raw, "temperature": raw, "top_k": raw, "top_p": raw}
@@ -176,7 +184,7 @@ class Decoding:
         picked: this row's (token, prob, logprob, top) from pick_greedy, which did the sampling for a batch."""
         s, tok = self.s, self.tok
         if picked is None:
-            stages = sampling_stages(logits.cpu(), self.answer_ids, len(self.steps), s)
+            stages = sampling_stages(logits, self.answer_ids, len(self.steps), s)
             final = stages["top_p"]
             nxt = pick_token(final, s, self.rng)
             probs = torch.softmax(final, dim=-1)
@@ -211,10 +219,7 @@ class Decoding:
 def pick_greedy(decodings, logits) -> list:
     """Decoding.step's sampling for many plain-greedy rows at once (serving a class): logits (B, V) -> each row's
     (token, prob, logprob, top) from one masked softmax, argmax and top-k for the batch, the same as row by row."""
-    x = logits.float().cpu().clone()
-    x[:, [bpe.PAD_ID, bpe.BOS_ID, bpe.UNK_ID]] = float("-inf")
-    early = torch.tensor([len(d.steps) < MIN_ANSWER_TOKENS for d in decodings])
-    x[early, bpe.EOS_ID] = float("-inf")
+    x = mask_invalid(logits, [len(d.steps) for d in decodings])
     probs, logprobs = torch.softmax(x, dim=-1), torch.log_softmax(x, dim=-1)
     nxt = torch.argmax(x, dim=-1)
     n = max(d.top_n for d in decodings)

@@ -286,7 +286,10 @@ def wire_form(v: View, cfg: dict, actions: TrainingActions):
     v.inputs["lr"].input(lambda lr: round(math.log10(lr), 2) if lr and lr > 0 else gr.skip(), v.inputs["lr"],
                          v.lr_log, api_name="ui_lr_to_log", api_visibility="private", show_progress="hidden")
 
-    v.inputs["causal"].change(lambda on: gr.Markdown(visible=not on), v.inputs["causal"], v.causal_note,
+    def causal_note(on):
+        return gr.Markdown(visible=not on)  # why the mask exists, shown while it is off
+
+    v.inputs["causal"].change(causal_note, v.inputs["causal"], v.causal_note,
                               api_name="ui_causal_note", api_visibility="private", show_progress="hidden")
 
     notes = list(v.preset_notes.values())
@@ -296,7 +299,7 @@ def wire_form(v: View, cfg: dict, actions: TrainingActions):
         event, which a busy server may answer after this update."""
         values = preset_values(cfg, key)
         return ([values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2), values["minutes"], ""]
-                + [gr.Markdown(visible=k == key) for k in v.preset_notes] + [gr.Markdown(visible=not values["causal"])])
+                + [gr.Markdown(visible=k == key) for k in v.preset_notes] + [causal_note(values["causal"])])
 
     filled = v.fields + [v.lr_log, v.minutes, v.error] + notes + [v.causal_note]
     v.preset.input(apply_preset, v.preset, filled, api_name="ui_apply_preset", api_visibility="private")
