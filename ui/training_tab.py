@@ -278,7 +278,7 @@ def wire_form(v: View, cfg: dict, actions: TrainingActions):
             return running_html(info, lang_of(request))
         return actions.planner.describe(form_values(values), budget, preset_key, lang_of(request))
 
-    gr.on([f.change for f in v.fields] + [v.minutes.change, v.preset.change], describe,
+    estimate = gr.on([f.change for f in v.fields] + [v.minutes.change, v.preset.change], describe,
           [v.teacher, v.minutes, v.preset] + v.fields, v.estimate, api_name="ui_estimate",
           api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None, show_progress="hidden")
     v.lr_log.input(lambda x: float(f"{10 ** x:.3g}"), v.lr_log, v.inputs["lr"], api_name="ui_lr_from_log",
@@ -303,8 +303,9 @@ def wire_form(v: View, cfg: dict, actions: TrainingActions):
 
     filled = v.fields + [v.lr_log, v.minutes, v.error] + notes + [v.causal_note]
     v.preset.input(apply_preset, v.preset, filled, api_name="ui_apply_preset", api_visibility="private")
+    # an estimate still pending for the old values must not land after the reset's own (a stale error line)
     v.reset_form.click(lambda: apply_preset("lesson") + ["lesson"], None, filled + [v.preset],
-                       api_name="ui_train_reset", api_visibility="private")
+                       api_name="ui_train_reset", api_visibility="private", cancels=[estimate])
 
 
 def wire_controls(v: View, actions: TrainingActions):
