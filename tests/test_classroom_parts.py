@@ -105,7 +105,7 @@ class FixedPace(Pace):
     def measure(self, precision="auto"):
         return {"step": (0.1, 0.0), "eval": (1.0, 0.0), "setup": 2.0}
 
-    def remeasure(self, precision="auto", force=False):
+    def remeasure(self, precision="auto", force=False, wait=True):
         return False
 
 
@@ -251,6 +251,42 @@ def test_a_slow_first_timing_never_refuses_the_lesson(monkeypatch):
     monkeypatch.setattr(limits.Pace, "_fits", {})  # a process whose only timing met a very busy machine
     assert Pace(load_config()).seconds(lesson) > LIMITS.max_seconds
     assert check_limits(lesson, Pace(load_config())) > LIMITS.max_seconds  # the lesson still runs
+
+
+def test_the_page_estimate_never_waits_for_a_timing_again(monkeypatch):
+    """A busy first timing makes a long run look over the limit; the estimate under the sliders answers at once
+    from the figures at hand while the machine is timed again in the background, and the next estimate uses the
+    new figures. A start (wait=True) waits for its own timing."""
+    import threading
+
+    import ui.limits as limits
+    busy, timing = {"value": 50.0}, threading.Event()
+
+    def timed_step(cfg):
+        if busy["value"] < 50:  # the second timing: hold it until the estimate below has answered
+            assert timing.wait(30)
+        return {"seconds_per_step": busy["value"] if cfg["model"]["n_embd"] > 64 else 0.01, "seconds_per_eval": 1.0,
+                "setup_seconds": 2.0, "tokens_per_step": 100.0}
+
+    monkeypatch.setattr(limits, "measure_train_step", timed_step)
+    monkeypatch.setattr(limits.Pace, "_fits", {})
+    monkeypatch.setattr(limits.Pace, "_measuring", {})
+    monkeypatch.setattr(limits.Pace, "RETRY_SECONDS", 0.0)
+    planner = RunPlanner(None, load_config(), Pace(load_config()))
+    planner.pace.measure()  # the first timing meets a busy machine
+    longer = {"max_steps": 3000}  # not the lesson itself: its estimate may refuse it
+    busy["value"] = 0.2
+    line = planner.describe(longer, 0)  # answers while the timing again is held
+    assert "上限" in line and not timing.is_set()
+    started = []  # a start meanwhile waits for the background timing, then runs on its figures
+    start = threading.Thread(target=lambda: started.append(planner.plan(longer)[1]))
+    start.start()
+    timing.set()
+    start.join(60)
+    assert started and started[0] < LIMITS.max_seconds
+    assert "上限" not in planner.describe(longer, 0) and "3,000" in planner.describe(longer, 0)
+    busy["value"] = 50.0  # busy again: the start times again and keeps the faster figures
+    assert planner.plan(longer)[1] < LIMITS.max_seconds
 
 
 def test_the_30_second_demo_trains_on_a_course_subset_that_holds_both_fixed_questions():

@@ -2,6 +2,7 @@
 The student sees the teacher's run live and cannot start or stop it; the teacher can. Screenshots of the training
 tab in Chinese and English go to a temporary folder, or to docs/ with UPDATE_SCREENSHOTS=1."""
 
+import json
 import os
 import re
 import tempfile
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TEACHER_PASSWORD, idle, new_page, open_hyperparameters, set_slider
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
@@ -25,7 +27,7 @@ def classroom(teacher_server, chromium):
     contexts, pages = [], {}
     for role, locale in (("teacher", "zh-CN"), ("student", "zh-CN"), ("english", "en-US")):
         context, page = new_page(chromium, teacher_server["url"], locale)
-        show_training(page)
+        show_training(page, app)
         contexts.append(context)
         pages[role] = page
     yield pages, app
@@ -34,12 +36,22 @@ def classroom(teacher_server, chromium):
     idle(teacher_server)
 
 
-def show_training(page):
-    """Open the training tab so that its poll runs: through another tab, since a click on a tab before the page has
-    wired its events selects it without telling the server (and the poll then never starts)."""
+def show_training(page, app):
+    """Open the training tab so that its poll runs: through another tab, and again until the page polls, since a
+    click on a tab before a busy page has wired its events selects it without telling the server."""
     expect(page.get_by_role("tab", name=re.compile("概览|Overview"))).to_be_visible()
-    page.get_by_role("tab", name=re.compile("对比|Compare")).click()
-    page.get_by_role("tab", name=re.compile("训练|Training")).click()
+    poll = next(key for key, fn in app.blocks.fns.items() if fn.api_name == "ui_train_poll")
+    polls = lambda r: "queue/join" in r.url and json.loads(r.post_data or "{}").get("fn_index") == poll  # noqa: E731
+    for _ in range(5):
+        page.get_by_role("tab", name=re.compile("对比|Compare")).click()
+        page.get_by_role("tab", name=re.compile("训练|Training")).click()
+        try:
+            page.wait_for_event("request", polls, timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        raise AssertionError("the training tab never started its poll")
     expect(page.locator("#train-status")).to_be_visible()
 
 
@@ -55,7 +67,7 @@ def test_student_watches_the_teachers_run_read_only(classroom):
     teacher.locator("#teacher-password input").fill(SECRET)
     expect(teacher.locator("#train-start")).to_be_enabled()
     expect(teacher.locator("#train-locked")).to_contain_text("已作为老师登录")
-    for name, value in (("n_layer", 1), ("n_embd", 32), ("n_head", 2), ("max_steps", 5000)):
+    for name, value in (("n_layer", 1), ("n_embd", 32), ("n_head", 2), ("max_steps", 3000)):
         set_slider(teacher, name, value)
     set_slider(teacher, "eval_interval", 1000)
     expect(teacher.locator("#train-estimate")).to_contain_text("预计")
@@ -63,9 +75,9 @@ def test_student_watches_the_teachers_run_read_only(classroom):
     expect(teacher.locator("#train-status")).to_contain_text("训练中")
     # the student's page follows the run live, and its panel describes the teacher's run, not the defaults
     expect(student.locator("#train-status")).to_contain_text("训练中")
-    expect(student.locator("#train-status")).to_contain_text(re.compile(r"[1-9]\d*/5000"))
+    expect(student.locator("#train-status")).to_contain_text(re.compile(r"[1-9]\d*/3000"))
     expect(student.locator("#train-estimate")).to_contain_text("老师的训练：本课模型")
-    expect(student.locator("#train-estimate")).to_contain_text("5,000")
+    expect(student.locator("#train-estimate")).to_contain_text("3,000")
     open_hyperparameters(student)
     expect(student.locator("#hp-n_embd input[type=number]")).to_have_value("32")
     expect(student.locator("#hp-max_steps input[type=number]")).to_be_disabled()
@@ -163,7 +175,7 @@ def test_projector_shows_buttons_numbers_curves_and_answers_and_the_demo_ends_an
     _, app = classroom
     idle(teacher_server)
     context, page = new_page(chromium, teacher_server["url"], viewport=PROJECTOR)
-    show_training(page)
+    show_training(page, app)
     page.locator("#teacher-password input").fill(SECRET)
     page.get_by_label(re.compile("30 秒演示")).check()
     expect(page.locator("#preset-note-demo30")).to_contain_text("150 步")

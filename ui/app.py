@@ -95,12 +95,14 @@ def wire_tabs(blocks: gr.Blocks, tabs: dict, store: ModelStore):
                                    api_visibility=step.visibility, **step.options)
     for tab, parts in tabs.items():
         if parts.poll_timer is not None:  # e.g. only a browser that shows the training tab polls the run
+            # one queue for every switch, so two quick tab clicks are answered in the order they were made
+            switch = dict(api_visibility="private", concurrency_id="tab_timers", concurrency_limit=1)
             tab.select(lambda: gr.Timer(active=True), None, parts.poll_timer, api_name=f"ui_{tab.id}_shown",
-                       api_visibility="private")
+                       **switch)
             for other in tabs:
                 if other is not tab:
                     other.select(lambda: gr.Timer(active=False), None, parts.poll_timer,
-                                 api_name=f"ui_{tab.id}_hidden_{other.id}", api_visibility="private")
+                                 api_name=f"ui_{tab.id}_hidden_{other.id}", **switch)
         for dropdown in parts.checkpoint_dropdowns:
             tab.select(lambda: gr.Dropdown(choices=store.choices()), None, dropdown,
                        api_name=f"ui_refresh_{tab.id}_{dropdown.elem_id or 'ckpt'}", api_visibility="private")

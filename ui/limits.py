@@ -61,6 +61,7 @@ class Pace:
     model's step is mostly overhead, not FLOPs."""
 
     _fits: dict = {}  # (precision, config) -> {"step": (fixed, per work), "eval": (fixed, per work), "setup": s}
+    _measuring: dict = {}  # key -> Event set when its timing again ends
     _lock = threading.Lock()  # one measurement per process and config, shared by every app built in it
 
     def __init__(self, base_cfg: dict):
@@ -77,12 +78,16 @@ class Pace:
     RETRY_SECONDS = 30  # an estimate that would refuse a run is timed again, at most this often
 
     def measure(self, precision: str = "auto") -> dict:
+        """The figures for `precision`, timed on first use; a timing again in progress does not hold them up."""
         chosen = self.resolve(precision)
         key = (chosen, self._key)
-        with self._lock:
-            if key not in self._fits:
-                self._fits[key] = self._timed(chosen)
-            return dict(self._fits[key])
+        fit = self._fits.get(key)
+        if fit is None:
+            with self._lock:
+                if key not in self._fits:
+                    self._fits[key] = self._timed(chosen)
+                fit = self._fits[key]
+        return dict(fit)
 
     def _timed(self, precision: str) -> dict:
         points = []
@@ -97,23 +102,41 @@ class Pace:
         fit["setup"], fit["base"], fit["at"] = m1["setup_seconds"], m1, time.monotonic()
         return fit
 
-    def remeasure(self, precision: str = "auto", force: bool = False) -> bool:
+    def remeasure(self, precision: str = "auto", force: bool = False, wait: bool = True) -> bool:
         """Time the two models again (when the timing is stale, or `force`d) and keep, part by part, the faster of
         the old and new figures: other programs can only slow a measurement down, so a run is never refused for
-        the rest of a lesson because the machine was busy once. Returns whether it measured."""
+        the rest of a lesson because the machine was busy once. wait=False times in a background thread (an
+        estimate on the page must not wait ~20-30 s for it). Returns whether it measured (or started to)."""
         key = (self.resolve(precision), self._key)
         with self._lock:
+            running = self._measuring.get(key)
             old = self._fits.get(key)
             age = time.monotonic() - old.get("at", 0.0) if old else float("inf")
-            if old and not force and age < self.RETRY_SECONDS:
+            if running is None and old and not force and age < self.RETRY_SECONDS:
                 return False
+            started = running is None
+            if started:
+                running = self._measuring[key] = threading.Event()
+        if not started:  # a start during a background timing waits for that timing; an estimate does not
+            return wait and running.wait(timeout=300)
+        if wait:
+            self._time_again(key, old, running)
+        else:
+            threading.Thread(target=self._time_again, args=(key, old, running), daemon=True, name="pace").start()
+        return True
+
+    def _time_again(self, key: tuple, old: dict | None, done: threading.Event):
+        try:
             new = self._timed(key[0])
             if old:
                 total = lambda f: f["step"][0] + f["step"][1] * work_per_step(self.base_cfg)  # noqa: E731
                 if total(old) < total(new):
                     new = dict(old, at=new["at"])
             self._fits[key] = new
-            return True
+        finally:
+            with self._lock:
+                self._measuring.pop(key, None)
+            done.set()
 
     def ready(self, precision: str = "auto") -> bool:
         """Whether measure() would answer at once."""
@@ -146,10 +169,11 @@ class Pace:
         return steps
 
 
-def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:
+def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS, wait: bool = True) -> float:
     """Raise UserError (one line, Chinese and English) if a run is beyond what the Space can serve; else return
     its estimated seconds. The committed config (the lesson preset) is never refused for its estimated time: a
-    busy machine must not cancel the lesson."""
+    busy machine must not cancel the lesson. wait=False (the page's estimate): a timing again runs in the
+    background and this answer uses the figures at hand; a start waits for it (wait=True)."""
     m, training = cfg["model"], cfg["training"]
     params = model_size(m["n_layer"], m["n_head"], m["n_embd"], m["seq_len"], cfg["tokenizer"]["vocab_size"])["params"]
     checks = [(params, limits.max_params, "参数量", "parameters"),
@@ -162,7 +186,7 @@ def check_limits(cfg: dict, pace: Pace, limits: Limits = LIMITS) -> float:
                             f"{en} {value:,} is over this shared classroom's limit of {bound:,}; make it smaller")
     seconds = pace.seconds(cfg)
     # the first timing may have met a busy CPU: time again before refusing
-    if seconds > limits.max_seconds and pace.remeasure(training["precision"]):
+    if seconds > limits.max_seconds and pace.remeasure(training["precision"], wait=wait) and wait:
         seconds = pace.seconds(cfg)
     lesson = {k: v for k, v in cfg.items() if k != "save"} == {k: v for k, v in pace.base_cfg.items() if k != "save"}
     if seconds > limits.max_seconds and not lesson:  # the lesson's own model always runs, whatever the estimate

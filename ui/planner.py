@@ -25,10 +25,10 @@ class RunPlanner:
         """base_cfg: config_path's config as loaded (the presets' starting point and the CLI command's base)."""
         self.config_path, self.base_cfg, self.pace = config_path, base_cfg, pace
 
-    def plan(self, values: dict, minutes: float | None = 0, preset: str = "", data: str | None = None
-             ) -> tuple[dict, float]:
+    def plan(self, values: dict, minutes: float | None = 0, preset: str = "", data: str | None = None,
+             wait: bool = True) -> tuple[dict, float]:
         """data: whose course data to train on (hyperparameters.PRESET_DATA), default the preset's; the form passes
-        its values with preset='' and the chosen preset as data."""
+        its values with preset='' and the chosen preset as data. wait: see limits.check_limits."""
         merged = preset_values(self.base_cfg, preset) if preset else {}
         merged.update({k: v for k, v in values.items() if v is not None})
         preset_minutes = merged.pop("minutes", 0)
@@ -44,25 +44,25 @@ class RunPlanner:
                 raise UserError("训练分钟数应在 0 到 60 之间", "minutes must be between 0 and 60")
             steps = min(LIMITS.max_steps, self.pace.steps_for(cfg, minutes * 60))
             cfg = config(dict(merged, max_steps=steps))
-        return cfg, check_limits(cfg, self.pace)
+        return cfg, check_limits(cfg, self.pace, wait=wait)
 
     def plan_runs(self, values: dict, minutes: float | None = 0, preset: str = "",
-                  series: str | None = None) -> list[tuple[dict, float, str, str]]:
+                  series: str | None = None, wait: bool = True) -> list[tuple[dict, float, str, str]]:
         """The runs one start makes, [(config, seconds, value, label)]: one run, or for a series preset
         (hyperparameters.SERIES; `series`, default `preset`) one run per value with the same seed and steps. A time
         budget is shared by the runs, and together they must fit the time limit."""
         key = preset if series is None else series
         if key not in SERIES:
-            cfg, seconds = self.plan(values, minutes, preset, data=key)
+            cfg, seconds = self.plan(values, minutes, preset, data=key, wait=wait)
             return [(cfg, seconds, "", "")]
         name, options = SERIES[key]
         first, _ = self.plan(dict(values, **{name: options[0][0]}), (minutes or 0) / len(options), preset,
-                             data=key)
+                             data=key, wait=wait)
         runs = []
         for value, label in options:
             cfg = copy.deepcopy(first)
             cfg[BY_NAME[name].section][name] = value
-            runs.append((cfg, check_limits(cfg, self.pace), value, label))
+            runs.append((cfg, check_limits(cfg, self.pace, wait=wait), value, label))
         total = sum(seconds for _, seconds, _, _ in runs)
         if total > LIMITS.max_seconds:
             zh, en = duration_parts(total)
@@ -73,9 +73,9 @@ class RunPlanner:
 
     def describe(self, values: dict, minutes: float, preset: str = "", lang: str = "zh") -> str:
         """Parameter count, formula and the estimated time (of every run of a series preset), or one line saying
-        what to change."""
+        what to change. Never waits for a timing again (the page's estimate follows every slider)."""
         try:
-            runs = self.plan_runs(values, minutes, "", preset)
+            runs = self.plan_runs(values, minutes, "", preset, wait=False)
         except UserError as e:
             return error_line(str(e))
         return about_html(about(runs, preset), lang)

@@ -25,7 +25,7 @@ from .i18n import TEXT, lang_of, say, t
 from .limits import LIMITS
 from .planner import RunPlanner, about, about_html, run_names
 from .style import big_numbers, error_line, fmt_seconds
-from .tabs import TabParts, View
+from .tabs import Step, TabParts, View
 from .training_run import MAX_KEPT_RUNS, check_extra_rows, prune_runs
 
 NAMES = [h.name for h in HYPERPARAMETERS]
@@ -278,9 +278,10 @@ def wire_form(v: View, cfg: dict, actions: TrainingActions):
             return running_html(info, lang_of(request))
         return actions.planner.describe(form_values(values), budget, preset_key, lang_of(request))
 
-    estimate = gr.on([f.change for f in v.fields] + [v.minutes.change, v.preset.change], describe,
-          [v.teacher, v.minutes, v.preset] + v.fields, v.estimate, api_name="ui_estimate",
-          api_visibility="undocumented", trigger_mode="always_last", concurrency_limit=None, show_progress="hidden")
+    estimate_inputs = [v.teacher, v.minutes, v.preset] + v.fields
+    gr.on([f.change for f in v.fields] + [v.minutes.change, v.preset.change], describe, estimate_inputs,
+          v.estimate, api_name="ui_estimate", api_visibility="undocumented", trigger_mode="always_last",
+          concurrency_limit=None, show_progress="hidden")
     v.lr_log.input(lambda x: float(f"{10 ** x:.3g}"), v.lr_log, v.inputs["lr"], api_name="ui_lr_from_log",
                    api_visibility="private", show_progress="hidden")
     v.inputs["lr"].input(lambda lr: round(math.log10(lr), 2) if lr and lr > 0 else gr.skip(), v.inputs["lr"],
@@ -302,10 +303,16 @@ def wire_form(v: View, cfg: dict, actions: TrainingActions):
                 + [gr.Markdown(visible=k == key) for k in v.preset_notes] + [causal_note(values["causal"])])
 
     filled = v.fields + [v.lr_log, v.minutes, v.error] + notes + [v.causal_note]
-    v.preset.input(apply_preset, v.preset, filled, api_name="ui_apply_preset", api_visibility="private")
-    # an estimate still pending for the old values must not land after the reset's own (a stale error line)
-    v.reset_form.click(lambda: apply_preset("lesson") + ["lesson"], None, filled + [v.preset],
-                       api_name="ui_train_reset", api_visibility="private", cancels=[estimate])
+    # A filled form is described once more after the fill, from the values now on the page: the change events'
+    # own estimate may be deferred behind one still running for the old values (Gradio's always_last), and a
+    # cancelled estimate never runs its deferred successor (a stale error line stayed under a reset form).
+    for name, event in (("preset", v.preset.input(apply_preset, v.preset, filled, api_name="ui_apply_preset",
+                                                   api_visibility="private")),
+                        ("reset", v.reset_form.click(lambda: apply_preset("lesson") + ["lesson"], None,
+                                                     filled + [v.preset], api_name="ui_train_reset",
+                                                     api_visibility="private"))):
+        event.then(describe, estimate_inputs, v.estimate, api_name=f"ui_estimate_after_{name}",
+                   api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
 
 def wire_controls(v: View, actions: TrainingActions):
@@ -374,7 +381,8 @@ def wire_teacher(v: View, actions: TrainingActions):
 
 
 def wire_watching(v: View, actions: TrainingActions):
-    """The poll (status, curves, answers; the run lists once a run ends), overlays of saved runs, refreshing."""
+    """The poll (status, curves, answers; the run lists once a run ends), overlays of saved runs, refreshing.
+    Returns the page-load step (the poll once)."""
     def poll(seen: dict, chosen, teacher: bool, request: gr.Request):
         lang, s = lang_of(request), actions.run.status()
         changed = (s["version"] != seen.get("version") or s["state"] != seen.get("state")
@@ -399,11 +407,10 @@ def wire_watching(v: View, actions: TrainingActions):
         return ([preset] + [values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2)]
                 + [running_html(info, lang)])
 
-    v.timer.tick(poll, [v.seen, v.overlay, v.teacher],
-                 [v.status, v.message, v.plot, v.answers, v.latest, v.overlay, v.home_run, v.seen, v.preset]
-                 + v.fields + [v.lr_log, v.estimate],
-                 api_name="ui_train_poll", api_visibility="undocumented", concurrency_limit=None,
-                 show_progress="hidden")
+    polled = ([v.status, v.message, v.plot, v.answers, v.latest, v.overlay, v.home_run, v.seen, v.preset]
+              + v.fields + [v.lr_log, v.estimate])
+    v.timer.tick(poll, [v.seen, v.overlay, v.teacher], polled, api_name="ui_train_poll",
+                 api_visibility="undocumented", concurrency_limit=None, show_progress="hidden")
     def overlay_chart(chosen, request: gr.Request):
         return actions.chart(chosen, lang_of(request))
 
@@ -415,6 +422,9 @@ def wire_watching(v: View, actions: TrainingActions):
 
     v.refresh.click(refresh_lists, None, [v.overlay, v.home_run], api_name="ui_refresh_runs",
                     api_visibility="undocumented")
+    # once when the page opens, before the poll: the run as it is now, in the page's language
+    return Step(poll, [v.seen, v.overlay, v.teacher], polled, "ui_train_load",
+                options=dict(concurrency_limit=None, show_progress="hidden"))
 
 
 def wire_home(v: View, actions: TrainingActions):
@@ -514,7 +524,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
     wire_form(v, cfg, actions)
     wire_controls(v, actions)
     wire_teacher(v, actions)
-    wire_watching(v, actions)
+    load = wire_watching(v, actions)
     wire_home(v, actions)
     wire_api(actions)
-    return TabParts(poll_timer=v.timer)
+    return TabParts(on_load=(load,), poll_timer=v.timer)
