@@ -14,7 +14,7 @@ def sweep(items, confidences=None, similarities=None) -> list[dict]:
     """items: (confidence, similarity, the model refused itself) per question -> share refused at each pair of
     thresholds. The default grid always holds the thresholds in force, so the calibration table shows the chosen
     row."""
-    confidences = confidences or sorted({0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, CONFIDENCE_THRESHOLD})
+    confidences = confidences or sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, CONFIDENCE_THRESHOLD})
     similarities = similarities or sorted({0.0, 0.2, 0.25, 0.3, 0.35, 0.4, SIMILARITY_THRESHOLD})
     return [{"confidence": c, "similarity": s, "refused": sum(no or not (a >= c and b >= s) for a, b, no in items)
              / max(1, len(items))} for c in confidences for s in similarities]
@@ -42,9 +42,10 @@ def main(argv=None):
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "last.pt"))
     p.add_argument("--dev", default=str(ROOT / "data" / "dev_class.jsonl"),
                    help="开发集（有 completion 的要答，没有的要拒答）/ dev set: rows with a completion are answered")
-    p.add_argument("--split", default="calib", choices=("calib", "report", "all"),
-                   help="在哪一半上看：calib 用来选阈值，report 用来报告 / which half: choose on calib, report on "
-                        "report")
+    p.add_argument("--split", default="calib", choices=("calib", "report", "calib_old", "all"),
+                   help="在哪一半上看：calib 用来选阈值，report 用来报告；calib_old 是以前的 calib 半（挑过训练数据，"
+                        "不再干净）/ which half: choose on calib, report on report; calib_old is the former calib half "
+                        "(used to pick training data, no longer clean)")
     args = p.parse_args(argv)
     model, tok, ckpt = load_model(args.ckpt)
     dev_in, dev_out = read_dev(args.dev, args.split)
@@ -61,7 +62,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['confidence']:13.2f} | {r['similarity']:13.2f} | "
               + " | ".join(f"{x:.1%}" for x in r["refused"] + [r["right"], r["handled"]]))
-    best = max(rows, key=lambda r: r["handled"])
+    best = max(rows, key=lambda r: (round(r["handled"], 9), r["similarity"], r["confidence"]))  # ties: the stricter
     print(f"处理对的问题最多 / most questions handled right: confidence >= {best['confidence']:.2f}, similarity >= "
           f"{best['similarity']:.2f} ({best['handled']:.1%}; course right {best['right']:.1%}, "
           f"out of course refused {best['refused'][3]:.1%})")

@@ -23,8 +23,8 @@ from .data import normalize_prompt, read_jsonl
 from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
-CONFIDENCE_THRESHOLD = 0.50  # both calibrated with `python -m gpt_mini.knowledge` (see README)
-SIMILARITY_THRESHOLD = 0.30
+CONFIDENCE_THRESHOLD = 0.30  # both calibrated with `python -m gpt_mini.knowledge` (see README)
+SIMILARITY_THRESHOLD = 0.25
 SELF_CONTAINED_SIMILARITY = 0.60  # a question this close to a course question is answered alone (calib half)
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
@@ -214,7 +214,7 @@ def read_questions(path) -> list[dict]:
 
 def read_dev(path, split: str = "all") -> tuple[list[dict], list[dict]]:
     """A development file -> (questions with an answer, questions to refuse), keeping rows of `split`
-    (calib | report | all). Rows without "completion" are to be refused."""
+    (calib | report | calib_old | all). Rows without "completion" are to be refused."""
     rows = [r for r in read_questions(path) if split == "all" or r.get("split") == split]
     return [r for r in rows if "completion" in r], [r for r in rows if "completion" not in r]
 
