@@ -25,7 +25,7 @@ from .i18n import TEXT, lang_of, say, t
 from .limits import LIMITS
 from .planner import RunPlanner, about, about_html, run_names
 from .style import big_numbers, error_line, fmt_seconds
-from .tabs import Step, TabParts, View
+from .tabs import TabParts, View
 from .training_run import MAX_KEPT_RUNS, check_extra_rows, prune_runs
 
 NAMES = [h.name for h in HYPERPARAMETERS]
@@ -381,8 +381,7 @@ def wire_teacher(v: View, actions: TrainingActions):
 
 
 def wire_watching(v: View, actions: TrainingActions):
-    """The poll (status, curves, answers; the run lists once a run ends), overlays of saved runs, refreshing.
-    Returns the page-load step (the poll once)."""
+    """The poll (status, curves, answers; the run lists once a run ends), overlays of saved runs, refreshing."""
     def poll(seen: dict, chosen, teacher: bool, request: gr.Request):
         lang, s = lang_of(request), actions.run.status()
         changed = (s["version"] != seen.get("version") or s["state"] != seen.get("state")
@@ -407,10 +406,11 @@ def wire_watching(v: View, actions: TrainingActions):
         return ([preset] + [values[k] for k in NAMES] + [round(math.log10(values["lr"]), 2)]
                 + [running_html(info, lang)])
 
-    polled = ([v.status, v.message, v.plot, v.answers, v.latest, v.overlay, v.home_run, v.seen, v.preset]
-              + v.fields + [v.lr_log, v.estimate])
-    v.timer.tick(poll, [v.seen, v.overlay, v.teacher], polled, api_name="ui_train_poll",
-                 api_visibility="undocumented", concurrency_limit=None, show_progress="hidden")
+    v.timer.tick(poll, [v.seen, v.overlay, v.teacher],
+                 [v.status, v.message, v.plot, v.answers, v.latest, v.overlay, v.home_run, v.seen, v.preset]
+                 + v.fields + [v.lr_log, v.estimate],
+                 api_name="ui_train_poll", api_visibility="undocumented", concurrency_limit=None,
+                 show_progress="hidden")
     def overlay_chart(chosen, request: gr.Request):
         return actions.chart(chosen, lang_of(request))
 
@@ -422,9 +422,6 @@ def wire_watching(v: View, actions: TrainingActions):
 
     v.refresh.click(refresh_lists, None, [v.overlay, v.home_run], api_name="ui_refresh_runs",
                     api_visibility="undocumented")
-    # once when the page opens, before the poll: the run as it is now, in the page's language
-    return Step(poll, [v.seen, v.overlay, v.teacher], polled, "ui_train_load",
-                options=dict(concurrency_limit=None, show_progress="hidden"))
 
 
 def wire_home(v: View, actions: TrainingActions):
@@ -524,7 +521,7 @@ def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir:
     wire_form(v, cfg, actions)
     wire_controls(v, actions)
     wire_teacher(v, actions)
-    load = wire_watching(v, actions)
+    wire_watching(v, actions)
     wire_home(v, actions)
     wire_api(actions)
-    return TabParts(on_load=(load,), poll_timer=v.timer)
+    return TabParts(poll_timer=v.timer)
