@@ -94,10 +94,11 @@ def test_in_context_a_new_course_question_is_answered_alone_and_a_follow_up_with
     answer, reply, used = K.reply_in_context(ask(sky), "天为啥是蓝的", earlier, COURSE)
     assert answer.answer == "因为散射。" and reply.known and used == () and asked == [False]  # one generation
     asked.clear()
-    use = {False: result("乱七八糟", 0.2), True: result("它让模型关注关键位置。", 0.99)}
+    use = {False: result("乱七八糟", K.CONFIDENCE_THRESHOLD / 2), True: result("它让模型关注关键位置。", 0.99)}
     answer, reply, used = K.reply_in_context(ask(use), "那它有什么用呢", earlier, COURSE)
     assert answer.answer == "它让模型关注关键位置。" and reply.known and used == earlier and asked == [False, True]
-    unsure = {False: result("因为散射。", 0.99), True: result("乱七八糟", 0.2)}  # alone known but not close enough
+    unsure = {False: result("因为散射。", 0.99),  # alone known but not close enough
+              True: result("乱七八糟", K.CONFIDENCE_THRESHOLD / 2)}
     answer, reply, _ = K.reply_in_context(ask(unsure), "那天空呢", earlier, COURSE, self_contained=1.01)
     assert answer.answer == "因为散射。" and reply.known  # unsure with the context: its answer alone is kept
     raw = K.reply_in_context(ask(sky), "天为啥是蓝的", earlier, COURSE, refuse=False)
