@@ -34,8 +34,10 @@ def lr_at(step: int, max_steps: int, lr: float, warmup_ratio: float, min_ratio: 
 class Trainer(RunControl):
     """Train a GPT from a config, and be the one place that knows how the run stands (status(), curves()).
 
-    Callbacks: on_step(trainer) after every optimizer step, on_log(trainer, row) every eval_interval (row = one
-    metrics.csv line plus 'answers' to the probe questions), on_end(trainer). pause(), resume() and stop() may be
+    Callbacks: on_step(trainer) after every optimizer step, on_block(trainer) before each block's forward and
+    backward pass inside a step (a point where a dashboard can lend the cores to others; that wait is not training
+    time), on_log(trainer, row) every eval_interval (row = one metrics.csv line plus 'answers' to the probe
+    questions), on_end(trainer). pause(), resume() and stop() may be
     called from any thread. The trainer changes no process-wide torch state: it seeds its own generator and sets
     the torch thread count (`threads`) only in the thread that calls run()."""
 
@@ -63,6 +65,10 @@ class Trainer(RunControl):
         # bf16 only inside the forward pass (autocast): weights, optimizer state and checkpoints stay fp32.
         self.precision, self.precision_reason = pick_precision(t["precision"], self.device, world_size > 1)
         self.optimizer = make_optimizer(self.model, t)
+        if self.callbacks.get("on_block"):
+            for block in self.model.blocks:
+                block.register_forward_hook(self._hook_backward)
+                block.register_forward_pre_hook(lambda *_: self._between_blocks())
         # Several processes: every rank computes gradients on its shard, DDP averages them before each update.
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if world_size > 1 else None
         self.clock = Stopwatch()
@@ -94,6 +100,7 @@ class Trainer(RunControl):
                 if self._wait_while_paused():
                     continue
                 loss = self.train_step()
+                self.clock.halt()  # what follows a step (callbacks, evaluation, saving) is not training time
                 if loss is None:
                     break
                 self._record(loss)
@@ -228,6 +235,18 @@ class Trainer(RunControl):
         self.step, self.history = ckpt["step"], list(extra.get("history", []))
         self.tokens_seen = int(self.history[-1].get("tokens", 0)) if self.history else 0
         self.clock = Stopwatch(float(self.history[-1]["elapsed_s"]) if self.history else 0.0)
+
+    def _hook_backward(self, module, args, out):
+        """The backward pass reaches this block's output gradient: pause point there too."""
+        if out.requires_grad:
+            out.register_hook(lambda grad: self._between_blocks())
+
+    def _between_blocks(self):
+        running = self.clock.since is not None
+        self.clock.halt()
+        self._call("on_block")
+        if running:
+            self.clock.start()
 
     def _call(self, name, *args):
         for fn in self.callbacks.get(name, []):

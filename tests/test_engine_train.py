@@ -4,6 +4,7 @@ import json
 import math
 import threading
 import time
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -173,6 +174,29 @@ def test_on_step_is_called_once_after_every_optimizer_step(project, tmp_path):
                       probe_questions=(), callbacks={"on_step": [lambda t: seen.append(t.step)]})
     assert trainer.run() == "finished"
     assert seen == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_on_block_runs_before_every_block_forward_and_backward_and_changes_nothing(project, tmp_path):
+    """A dashboard lends the cores to a class mid-step: on_block runs before each block's forward and before each
+    block's backward pass (2 x n_layer per micro-batch), the training clock is halted while it runs, and a run that
+    waits there ends with exactly the weights of a run that does not."""
+    cfg = project.cfg("model.n_layer=2", "model.n_embd=32", "model.n_head=2", "training.max_steps=3",
+                      "training.eval_interval=100", "training.batch_size=8", "training.micro_batch=4")
+    calls = []
+
+    def on_block(t):
+        if t.model.training:  # the probe and the evaluation at the end run in eval mode
+            calls.append((t.step, t.clock.since is None))
+        time.sleep(0.002)
+
+    plain = Trainer(cfg, save_dir=tmp_path / "plain", probe_questions=())
+    paused = Trainer(cfg, save_dir=tmp_path / "paused", probe_questions=(), callbacks={"on_block": [on_block]})
+    assert plain.run() == paused.run() == "finished"
+    per_step = Counter(step for step, _ in calls)
+    assert per_step == {0: 8, 1: 8, 2: 8}  # 2 micro-batches x 2 blocks x (forward + backward)
+    assert all(halted for _, halted in calls)
+    for a, b in zip(plain.model.parameters(), paused.model.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_pause_and_resume_from_another_thread(project, tmp_path):

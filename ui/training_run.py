@@ -23,7 +23,8 @@ from .torch_threads import reset_default_for_new_threads
 
 MAX_EXTRA_ROWS = 200
 MAX_KEPT_RUNS = 30  # a public Space must not fill its disk: older dashboard runs are removed, with a message
-# answers first: while a class is asking (serving.active), training rests up to this long after each step
+# answers first: while a class is asking (serving.active), training rests, at most this long per step, at the
+# next pause point (between two blocks of the forward or backward pass, or after the step)
 YIELD_SECONDS = 3.0
 
 
@@ -86,6 +87,7 @@ class TrainingRun:
                              "precision": "", "version": 0, "answers": {}}
         self._final_curves: dict = {"losses": [], "evals": [], "answers": [], "version": 0}
         self._runs_started = 0  # bumps with every new run, so pollers re-draw
+        self._rest_budget: float | None = None  # time.time() until which this step may still rest for questions
         self._queue: list = []  # runs still to come in this series: (cfg, name)
         self._series: dict | None = None  # {"labels": [...], "runs": [folder names so far]} while a series is shown
         self._last_series: tuple = ()  # folder names of the last series that finished every run
@@ -177,7 +179,8 @@ class TrainingRun:
     def _train(self, cfg, extra_rows, save_dir):
         """One run; returns the next run's (cfg, save_dir), or (None, None)."""
         try:
-            trainer = Trainer(cfg, extra_rows=extra_rows, callbacks={"on_step": [self._on_step]}, save_dir=save_dir,
+            trainer = Trainer(cfg, extra_rows=extra_rows, save_dir=save_dir,
+                              callbacks={"on_step": [self._on_step], "on_block": [self._rest_while_asked]},
                               keep_resume=False, threads=os.cpu_count() or 1)  # the dashboard has no resume button
         except UserError as e:
             return self._finish(None, "failed", str(e))
@@ -224,12 +227,18 @@ class TrainingRun:
             return None, None
 
     def _on_step(self, trainer):
-        """Two cores cannot train at full speed and answer a class at once: while questions are waiting, rest a
-        little after each step. Training keeps stepping, only slower."""
         if trainer.step == trainer.first_step + 1:  # run() claimed all cores; threads started later keep one
             reset_default_for_new_threads()
-        rest_until = time.time() + YIELD_SECONDS
-        while self.chat_busy and self.chat_busy() and time.time() < rest_until and not self._stop_requested:
+        self._rest_while_asked(trainer)
+        self._rest_budget = None  # the next step may rest again
+
+    def _rest_while_asked(self, trainer):
+        """Two cores cannot train at full speed and answer a class at once: while questions are waiting, the run
+        rests at its next pause point (a question asked mid-step waits for one block, not for the whole step), at
+        most YIELD_SECONDS per step. Training keeps stepping, only slower."""
+        if self._rest_budget is None:
+            self._rest_budget = time.time() + YIELD_SECONDS
+        while self.chat_busy and self.chat_busy() and time.time() < self._rest_budget and not self._stop_requested:
             time.sleep(0.01)
 
     # ---- reading ----
