@@ -23,8 +23,10 @@ LINGER_SECONDS = 1.0  # after a class's last question or answer, the next one is
 
 
 class _Request:
-    def __init__(self, model, decoding: Decoding):
-        self.model, self.decoding = model, decoding
+    def __init__(self, model, decoding: Decoding, progress: bool = True):
+        """progress: the caller reads every step (stream); False: only the Result (one wake-up instead of one per
+        token, which 30 waiting threads would otherwise spend competing for the interpreter lock)."""
+        self.model, self.decoding, self.progress = model, decoding, progress
         self.events: queue.Queue = queue.Queue()
         self.cancelled = False
 
@@ -131,14 +133,17 @@ class BatchServer:
             asking.set()
 
     def _answer_now(self, model, tok, prompt, s, history, top_n) -> Result:
-        for item in self.stream(model, tok, prompt, s, top_n=top_n, history=history):
+        req = _Request(model, Decoding(tok, prompt, s, model.seq_len, top_n, history), progress=False)
+        self._submit([req])
+        for item in self._events(req):
             pass
         return item
 
     def answer_many(self, model, tok, prompts, s: Settings | None = None, histories=None) -> list[Result]:
         """Many questions from one caller (evaluation, --prompts_file): all queued at once, answered in batches."""
         histories = histories or [()] * len(prompts)
-        requests = [_Request(model, Decoding(tok, p, s, model.seq_len, 0, h)) for p, h in zip(prompts, histories)]
+        requests = [_Request(model, Decoding(tok, p, s, model.seq_len, 0, h), progress=False)
+                    for p, h in zip(prompts, histories)]
         self._submit(requests)
         results = []
         for req in requests:
@@ -281,7 +286,7 @@ class BatchServer:
         except Exception:  # noqa: BLE001
             self._finish(req, UserError("生成出错，请再问一次", "generation failed, please ask again"))
             return False
-        if progress:
+        if progress and req.progress:
             req.events.put(progress)
         if d.result is not None:
             self._finish(req, d.result)
