@@ -66,7 +66,11 @@ class BatchServer:
     def stream(self, model, tok, prompt: str, s: Settings | None = None, top_n: int = 5, history=()):
         """Like generate.generate_steps: yields (answer_so_far, step_info) items, then the Result.
         Bad input raises UserError here, in the caller's thread, before anything is queued."""
-        req = _Request(model, Decoding(tok, prompt, s, model.seq_len, top_n, history))
+        return self._ask(model, tok, prompt, s, top_n, history, progress=True)
+
+    def _ask(self, model, tok, prompt, s, top_n, history, progress: bool):
+        """Queue one question and return its events (every step with progress, else only the Result)."""
+        req = _Request(model, Decoding(tok, prompt, s, model.seq_len, top_n, history), progress)
         self._submit([req])
         return self._events(req)
 
@@ -133,9 +137,7 @@ class BatchServer:
             asking.set()
 
     def _answer_now(self, model, tok, prompt, s, history, top_n) -> Result:
-        req = _Request(model, Decoding(tok, prompt, s, model.seq_len, top_n, history), progress=False)
-        self._submit([req])
-        for item in self._events(req):
+        for item in self._ask(model, tok, prompt, s, top_n, history, progress=False):
             pass
         return item
 
