@@ -42,12 +42,14 @@ def atomic_save(obj, path) -> None:
             tmp.unlink()
 
 
-def make_checkpoint(model: GPT, cfg: dict, tok, step: int, metrics: dict, course=(), provenance=None) -> dict:
-    """course: the training questions grouped by fact (lists of strings), for knowledge.Course.
+def make_checkpoint(model: GPT, cfg: dict, tok, step: int, metrics: dict, course=None, provenance=None) -> dict:
+    """course: a knowledge.Course of the training data (its questions grouped by fact, and the facts' answers).
     provenance: what made it (train.provenance). Plain types only, so it loads with weights_only=True."""
     return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "config": cfg,
             "tokenizer_fingerprint": bpe.fingerprint(tok), "vocab_size": tok.get_vocab_size(),
-            "step": step, "metrics": metrics, "format": "fp32", "course": [list(f) for f in course],
+            "step": step, "metrics": metrics, "format": "fp32",
+            "course": [list(f) for f in course.facts] if course else [],
+            "course_answers": list(course.answers) if course else [],
             "provenance": provenance or {}}
 
 

@@ -1,13 +1,16 @@
 """Honest answers: decide whether the model knows a question, and suggest course questions it does know.
 
-Two measured signals decide, both calibrated on data/dev_in.jsonl (course questions in new wordings) and
-data/dev_out.jsonl (questions outside the course) with `python -m gpt_mini.knowledge`:
+Besides the model's own refusal line, two measured signals decide, both calibrated on the calib half of
+data/dev_class.jsonl (class-like course questions and questions outside the course) with
+`python -m gpt_mini.knowledge`:
 - confidence: the model's own probability of the least likely token of the answer it just wrote. A learned answer
   comes out with every token near 1; a guess has at least one unsure token. (The mean over all tokens was tried
   first: a long-trained model recites memorised answers so confidently that the mean hides the one uncertain
   choice, and it refused only 49% of out-of-course questions.)
-- similarity: how much the question shares with the closest training question (characters and character pairs,
-  rare ones weighted up). A question about nothing in the course shares little with every training question.
+- similarity: how much the question shares with the training questions of the fact the model answered (characters
+  and character pairs, rare ones weighted up). A question about nothing in the course shares little with them even
+  when the model recites some answer with confidence ("什么是负数" -> the SiLU answer). When the answer is no fact's
+  answer (or the checkpoint has no answers), the closest training question of any fact counts.
 Similarity decides a refusal and picks the suggested questions; it never supplies an answer.
 """
 
@@ -24,7 +27,7 @@ from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
 CONFIDENCE_THRESHOLD = 0.20  # both calibrated with `python -m gpt_mini.knowledge` (see README)
-SIMILARITY_THRESHOLD = 0.25
+SIMILARITY_THRESHOLD = 0.20
 SELF_CONTAINED_SIMILARITY = 0.60  # a question this close to a course question is answered alone (calib half)
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
@@ -40,12 +43,25 @@ def _features(text: str) -> Counter:
     return Counter(units) + Counter(a + " " + b for a, b in zip(units, units[1:]))
 
 
+def char_f1(prediction: str, reference: str) -> float:
+    """F1 over characters as a multiset (the usual metric for Chinese QA)."""
+    common = sum((Counter(prediction) & Counter(reference)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(prediction), common / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
 class Course:
-    """The questions a model was trained on, grouped by fact (one list of wordings per answer).
+    """The questions a model was trained on, grouped by fact (one list of wordings per answer), and the answers.
     Stored in every checkpoint as plain lists of strings, so it loads with weights_only=True."""
 
-    def __init__(self, facts: list[list[str]]):
-        self.facts = [list(f) for f in facts if f]
+    def __init__(self, facts: list[list[str]], answers=()):
+        keep = [i for i, f in enumerate(facts) if f]
+        self.facts = [list(facts[i]) for i in keep]
+        # answers[i] is what fact i answers; empty for checkpoints saved before answers were stored
+        self.answers = [answers[i] for i in keep] if len(answers) == len(facts) else []
+        self._answer_index = {a: i for i, a in enumerate(self.answers)}
         index = [[_features(q) for q in f] for f in self.facts]
         df = Counter(k for f in index for feats in f for k in set(feats))
         n = max(1, sum(len(f) for f in index))
@@ -84,24 +100,43 @@ class Course:
                 wordings = by_answer.setdefault(r["completion"], [])
                 if r["prompt"] not in wordings:
                     wordings.append(r["prompt"])
-        return cls(list(by_answer.values()))
+        return cls(list(by_answer.values()), list(by_answer))
 
     def similarity(self, question: str) -> float:
         """0..1: the question against its closest training question (1.0 when the course is unknown)."""
         return similarity_of(self, self.closest(question, 1))
+
+    def _per_fact(self, question: str) -> torch.Tensor:
+        """Per fact: the cosine of the question with its most similar wording (idf-weighted characters and
+        character pairs)."""
+        q = torch.zeros(len(self._columns), dtype=torch.float64)
+        for key, w in self._unit(_features(question)).items():
+            if key in self._columns:  # a feature no wording has adds nothing to any dot product
+                q[self._columns[key]] = w
+        per_wording = self._matrix @ q
+        return torch.zeros(len(self.facts), dtype=torch.float64).scatter_reduce_(
+            0, self._fact_of, per_wording, "amax", include_self=False)
+
+    def fact_answered(self, answer: str) -> int | None:
+        """The fact whose answer the model wrote: the same text, else the answer with character-F1 >= 0.5 to it
+        (a sampled or cut-off answer); None when no answer is that close or the answers are unknown."""
+        if answer in self._answer_index or not self.answers or not answer:
+            return self._answer_index.get(answer)
+        f1, best = max((char_f1(answer, a), i) for i, a in enumerate(self.answers))
+        return best if f1 >= 0.5 else None
+
+    def answer_similarity(self, question: str, answer: str) -> float | None:
+        """0..1: the question against the closest training question of the fact the model answered; None when
+        the answer is no fact's."""
+        fact = self.fact_answered(answer)
+        return None if fact is None else round(float(self._per_fact(question)[fact]), 3)
 
     def closest(self, question: str, k: int = MAX_SUGGESTIONS) -> list[tuple[str, float]]:
         """The k facts whose wordings are most like the question (cosine of idf-weighted characters and
         character pairs): (the fact's first wording, similarity 0..1), most similar first."""
         if not self.facts:
             return []
-        q = torch.zeros(len(self._columns), dtype=torch.float64)
-        for key, w in self._unit(_features(question)).items():
-            if key in self._columns:  # a feature no wording has adds nothing to any dot product
-                q[self._columns[key]] = w
-        per_wording = self._matrix @ q
-        per_fact = torch.zeros(len(self.facts), dtype=torch.float64).scatter_reduce_(
-            0, self._fact_of, per_wording, "amax", include_self=False)
+        per_fact = self._per_fact(question)
         # most similar first; among equals the later fact first (as sorting (similarity, index) pairs would)
         order = len(self.facts) - 1 - torch.sort(per_fact.flip(0), descending=True, stable=True).indices[:k]
         return [(self.facts[i][0], round(float(per_fact[i]), 3)) for i in order.tolist() if per_fact[i] > 0]
@@ -160,12 +195,17 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
           threshold: float = CONFIDENCE_THRESHOLD, min_similarity: float = SIMILARITY_THRESHOLD,
           history=()) -> Reply:
     """Refuse (when `refuse`) if the model itself says it has not learned this (it was trained to, on questions
-    outside the course), is unsure of its own answer, or the question is like nothing it was taught. With an
-    earlier exchange in the context, similarity is of the earlier question and this one together (asked_with).
-    Without a course (an old checkpoint) only the model decides."""
-    closest = course.closest(asked_with(question, history)) if course else []
+    outside the course), is unsure of its own answer, or the question is unlike the questions of the fact it
+    answered (or, for an answer that is no fact's, unlike every question it was taught). With an earlier exchange
+    in the context, similarity is of the earlier question and this one together (asked_with). Without a course
+    (an old checkpoint) only the model decides."""
+    asked = asked_with(question, history)
+    closest = course.closest(asked) if course else []
     similarity = similarity_of(course, closest) if course else 1.0
     said_no = result.answer.startswith(REFUSAL)
+    if course and not history and not said_no:  # a follow-up names nothing itself and may ask about another fact
+        of_answer = course.answer_similarity(asked, result.answer)
+        similarity = similarity if of_answer is None else of_answer
     known = (not said_no and result.confidence >= threshold and similarity >= min_similarity
              and bool(result.answer))
     suggestions = [q for q, _ in closest] if not known else []
@@ -197,7 +237,7 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
 def course_of(ckpt: dict) -> Course:
     """The checkpoint's course index, built once and kept on the dict."""
     if "_course" not in ckpt:
-        ckpt["_course"] = Course(ckpt.get("course", []))
+        ckpt["_course"] = Course(ckpt.get("course", []), ckpt.get("course_answers", []))
     return ckpt["_course"]
 
 

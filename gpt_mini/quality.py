@@ -6,26 +6,16 @@ top token (with generation's masks) is the reference token at every position and
 forward pass checks that for every row; only the rows that fail it are generated to measure their F1.
 """
 
-from collections import Counter
 
 import torch
 
 from . import tokenizer as bpe
 from .data import FIXED_QUESTIONS, collate, encode_row, normalize_prompt
 from .generate import MIN_ANSWER_TOKENS, Result, Settings, generate
-from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, lookup_right, read_dev, reply_in_context
+from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, char_f1, lookup_right, read_dev, reply_in_context
 from .serving import BatchServer
 
 USABLE = {"train_f1_ok": 0.95, "val_f1_ok": 0.80}  # with both fixed questions exact: "usable" / promotable
-
-
-def char_f1(prediction: str, reference: str) -> float:
-    """F1 over characters as a multiset (the usual metric for Chinese QA)."""
-    common = sum((Counter(prediction) & Counter(reference)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(prediction), common / len(reference)
-    return 2 * precision * recall / (precision + recall)
 
 
 @torch.no_grad()

@@ -60,7 +60,7 @@ class Trainer(RunControl):
         # Facts the training set never taught: their loss shows what a small model cannot learn (optional file).
         unseen = cfg["data"]["unseen_path"]
         self.unseen_samples = load_samples(self.tok, resolve(unseen), m["seq_len"])[1] if unseen else []
-        self.course = Course.from_rows(self.rows).facts  # stored in checkpoints: suggestions when refusing
+        self.course = Course.from_rows(self.rows)  # stored in checkpoints: refusals and suggestions
         self.model = model_from_config(cfg, self.tok.get_vocab_size(), self.generator).to(self.device)
         # bf16 only inside the forward pass (autocast): weights, optimizer state and checkpoints stay fp32.
         self.precision, self.precision_reason = pick_precision(t["precision"], self.device, world_size > 1)

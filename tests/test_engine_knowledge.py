@@ -52,6 +52,45 @@ def test_a_question_like_nothing_taught_is_refused_even_when_the_model_is_sure()
     assert Course([]).similarity("anything") == 1.0  # an old checkpoint without a course: confidence alone
 
 
+ATTENTION, SKY = "注意力机制让模型关注关键位置。", "阳光里的蓝光被空气散射得最多，所以天空看起来是蓝色的。"
+ANSWERED = Course([["什么是注意力机制？", "注意力机制是啥"], ["天空为什么是蓝色的？", "天为啥是蓝的"]], [ATTENTION, SKY])
+
+
+def test_a_sure_answer_is_refused_when_the_question_is_unlike_the_questions_of_the_fact_it_answers():
+    """A question close to one fact gets another fact's answer with confidence: what counts is its similarity to
+    the wordings of the fact answered (low), not to the closest fact (high)."""
+    question = "天空为啥那么蓝"
+    wrong = judge(result(ATTENTION, 0.99), question, ANSWERED, threshold=0.8, min_similarity=0.35)
+    right = judge(result(SKY, 0.99), question, ANSWERED, threshold=0.8, min_similarity=0.35)
+    assert ANSWERED.similarity(question) >= 0.35
+    assert not wrong.known and wrong.similarity < 0.35 and wrong.suggestions[0] == "天空为什么是蓝色的？"
+    assert right.known and right.similarity == ANSWERED.similarity(question)
+
+
+def test_answer_similarity_is_the_closest_cosine_among_the_answered_facts_wordings():
+    """Checked against closest() of a course holding the same wordings: the answered fact's entry."""
+    for question in ["注意力是什么意思", "天空为什么是蓝的呢", "今天吃什么"]:
+        by_fact = dict(ANSWERED.closest(question, 2))
+        assert ANSWERED.answer_similarity(question, SKY) == by_fact.get("天空为什么是蓝色的？", 0.0)
+        assert ANSWERED.answer_similarity(question, ATTENTION) == by_fact.get("什么是注意力机制？", 0.0)
+
+
+def test_a_sampled_answer_close_to_a_facts_answer_counts_as_that_fact_and_a_stranger_as_none():
+    assert ANSWERED.fact_answered(SKY) == 1
+    assert ANSWERED.fact_answered(SKY.replace("最多", "很多").rstrip("。")) == 1  # sampled: a few characters differ
+    assert ANSWERED.fact_answered("我喜欢吃苹果和香蕉") is None
+    stranger = judge(result("我喜欢吃苹果和香蕉", 0.99), "天为啥是蓝的", ANSWERED, threshold=0.8, min_similarity=0.35)
+    assert stranger.known and stranger.similarity == ANSWERED.similarity("天为啥是蓝的")  # no fact: the closest counts
+    assert COURSE.answer_similarity("注意力机制是啥", ATTENTION) is None  # an old checkpoint: no answers stored
+
+
+def test_a_follow_up_keeps_the_closest_similarity_of_both_questions_whatever_fact_it_answers():
+    """'那还有别的吗' may ask about a related fact; the earlier question and this one decide as before."""
+    earlier = [("注意力机制是啥", ATTENTION)]
+    reply = judge(result(SKY, 0.99), "那还有别的吗", ANSWERED, threshold=0.8, min_similarity=0.35, history=earlier)
+    assert reply.similarity == ANSWERED.similarity("注意力机制是啥那还有别的吗") and reply.known
+
+
 def test_refusal_off_shows_the_raw_answer_and_still_reports_the_verdict():
     reply = judge(result("乱七八糟", 0.3), "今天天气怎么样", COURSE, refuse=False, threshold=0.8)
     assert reply.text == "乱七八糟" and not reply.known
@@ -142,6 +181,7 @@ def test_course_from_rows_groups_wordings_by_answer_in_file_order():
             {"prompt": "A2", "completion": "a"},
             {"prompt": "C", "completion": "c", "history": [["A1", "a"]]}, {"text": "plain"}]
     assert Course.from_rows(rows).facts == [["A1", "A2"], ["B1"]]
+    assert Course.from_rows(rows).answers == ["a", "b"]
 
 
 # ---- the score ------------------------------------------------------------------------------------------------

@@ -105,6 +105,15 @@ def test_run_writes_all_outputs(trained_run):
     assert not [p.name for p in d.iterdir() if "tmp" in p.name]
 
 
+def test_checkpoint_holds_each_facts_wordings_and_its_answer(trained_run):
+    """The refusal needs, per fact, the training questions and the answer (to find the fact the model answered)."""
+    ckpt = C.read_checkpoint(trained_run.save_dir / "last.pt")
+    pairs = {(q, a) for q, a in PAIRS}
+    assert len(ckpt["course"]) == len(ckpt["course_answers"]) == len({a for _, a in PAIRS})
+    for wordings, answer in zip(ckpt["course"], ckpt["course_answers"]):
+        assert all((q, answer) in pairs for q in wordings)
+
+
 def test_metrics_csv_readable_by_pandas_with_expected_columns(trained_run):
     df = pd.read_csv(trained_run.save_dir / "metrics.csv")
     assert list(df.columns) == EXPECTED_COLUMNS
