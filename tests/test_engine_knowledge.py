@@ -53,7 +53,8 @@ def test_a_question_like_nothing_taught_is_refused_even_when_the_model_is_sure()
 
 
 ATTENTION, SKY = "注意力机制让模型关注关键位置。", "阳光里的蓝光被空气散射得最多，所以天空看起来是蓝色的。"
-ANSWERED = Course([["什么是注意力机制？", "注意力机制是啥"], ["天空为什么是蓝色的？", "天为啥是蓝的"]], [ATTENTION, SKY])
+ANSWERED = Course([["什么是注意力机制？", "注意力机制是啥"], ["天空为什么是蓝色的？", "天为啥是蓝的"]],
+                  [ATTENTION, SKY])
 
 
 def test_a_sure_answer_is_refused_when_the_question_is_unlike_the_questions_of_the_fact_it_answers():
