@@ -9,8 +9,9 @@ data/dev_class.jsonl (class-like course questions and questions outside the cour
   choice, and it refused only 49% of out-of-course questions.)
 - similarity: how much the question shares with the training questions of the fact the model answered (characters
   and character pairs, rare ones weighted up). A question about nothing in the course shares little with them even
-  when the model recites some answer with confidence ("什么是负数" -> the SiLU answer). When the answer is no fact's
-  answer (or the checkpoint has no answers), the closest training question of any fact counts.
+  when the model recites some answer with confidence ("去珠峰大本营需要办边防证吗" -> the answer about strangers).
+  When the answer is no fact's answer (or the checkpoint has no answers), the closest training question of any
+  fact counts.
 Similarity decides a refusal and picks the suggested questions; it never supplies an answer.
 """
 
