@@ -129,18 +129,24 @@ class Course:
     def answer_similarity(self, question: str, answer: str) -> float | None:
         """0..1: the question against the closest training question of the fact the model answered; None when
         the answer is no fact's."""
-        fact = self.fact_answered(answer)
-        return None if fact is None else round(float(self._per_fact(question)[fact]), 3)
+        return self.match(question, answer, 0)[1]
 
     def closest(self, question: str, k: int = MAX_SUGGESTIONS) -> list[tuple[str, float]]:
         """The k facts whose wordings are most like the question (cosine of idf-weighted characters and
         character pairs): (the fact's first wording, similarity 0..1), most similar first."""
+        return self.match(question, None, k)[0]
+
+    def match(self, question: str, answer: str | None, k: int = MAX_SUGGESTIONS):
+        """closest(question, k) and answer_similarity(question, answer) (None without an answer) from one
+        search: the refusal needs both for every reply."""
         if not self.facts:
-            return []
+            return [], None
         per_fact = self._per_fact(question)
         # most similar first; among equals the later fact first (as sorting (similarity, index) pairs would)
         order = len(self.facts) - 1 - torch.sort(per_fact.flip(0), descending=True, stable=True).indices[:k]
-        return [(self.facts[i][0], round(float(per_fact[i]), 3)) for i in order.tolist() if per_fact[i] > 0]
+        closest = [(self.facts[i][0], round(float(per_fact[i]), 3)) for i in order.tolist() if per_fact[i] > 0]
+        fact = None if answer is None else self.fact_answered(answer)
+        return closest, None if fact is None else round(float(per_fact[fact]), 3)
 
 
 def similarity_of(course: "Course", closest: list) -> float:
@@ -200,13 +206,12 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
     answered (or, for an answer that is no fact's, unlike every question it was taught). With an earlier exchange
     in the context, similarity is of the earlier question and this one together (asked_with). Without a course
     (an old checkpoint) only the model decides."""
-    asked = asked_with(question, history)
-    closest = course.closest(asked) if course else []
-    similarity = similarity_of(course, closest) if course else 1.0
     said_no = result.answer.startswith(REFUSAL)
-    if course and not history and not said_no:  # a follow-up names nothing itself and may ask about another fact
-        of_answer = course.answer_similarity(asked, result.answer)
-        similarity = similarity if of_answer is None else of_answer
+    # a follow-up names nothing itself and may ask about another fact: only the closest fact counts for it
+    of_fact = None if history or said_no else result.answer
+    closest, of_answer = course.match(asked_with(question, history), of_fact) if course else ([], None)
+    similarity = similarity_of(course, closest) if course else 1.0
+    similarity = similarity if of_answer is None else of_answer
     known = (not said_no and result.confidence >= threshold and similarity >= min_similarity
              and bool(result.answer))
     suggestions = [q for q, _ in closest] if not known else []

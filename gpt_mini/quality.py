@@ -6,7 +6,6 @@ top token (with generation's masks) is the reference token at every position and
 forward pass checks that for every row; only the rows that fail it are generated to measure their F1.
 """
 
-
 import torch
 
 from . import tokenizer as bpe
