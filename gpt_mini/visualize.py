@@ -116,15 +116,19 @@ def qk_vs_offset(head_dim: int = 64, max_offset: int = 32, starts=(0, 10, 40), s
 
 # ---- size, memory, compute -----------------------------------------------------------------------------------
 
-def model_size(n_layer: int, n_head: int, n_embd: int, seq_len: int, vocab: int) -> dict:
+def model_size(n_layer: int, n_head: int, n_embd: int, seq_len: int, vocab: int, optimizer: str = "muon") -> dict:
     """Parameters N = V·d + L·(12d²+11d) + d, memory in bytes (fp32), FLOPs per token.
     Per block: q,k,v,proj 4d²+4d, MLP 8d²+5d (d→4d→d with biases), two RMSNorm gains 2d.
+    Optimizer state (optim.make_optimizer): AdamW keeps two fp32 moments per parameter (8N); with Muon the M = 12·L·d²
+    block matrices keep one momentum (4M) and AdamW the rest (8(N-M)).
     FLOPs: a multiply-add is 2 FLOPs, so the forward pass costs 2N per token for the weights
     (the tied output layer included), plus attention scores q·kᵀ and the weighted sum of values,
     2·T·d each per layer: 4·L·T·d. Backward costs twice the forward: training = 3 × forward = 6N + 12·L·T·d."""
     V, d, L, Tn = vocab, n_embd, n_layer, seq_len
     n = param_count_formula(V, d, L)
     attn_fwd = 4 * L * Tn * d
+    muon = 12 * L * d * d if optimizer == "muon" else 0
+    optimizer_bytes = 4 * muon + 8 * (n - muon)
     return {
         "params": n,
         "formula": f"V·d + L·(12d²+11d) + d = {V}·{d} + {L}·(12·{d}² + 11·{d}) + {d} = {n:,}",
@@ -134,8 +138,9 @@ def model_size(n_layer: int, n_head: int, n_embd: int, seq_len: int, vocab: int)
         # int8 weights + one fp32 scale per row + the fp32 rest (biases, norm gains), as checkpoint.quantize_int8
         "int8_bytes": (V * d + 12 * L * d * d) + 4 * (V + 9 * L * d) + 4 * (11 * L * d + d),
         "grads_bytes": 4 * n,
-        "adamw_bytes": 8 * n,  # two fp32 moments per parameter
-        "train_bytes": 16 * n,  # weights + gradients + AdamW moments (activations not included)
+        "muon_params": muon,
+        "optimizer_bytes": optimizer_bytes,
+        "train_bytes": 8 * n + optimizer_bytes,  # weights + gradients + optimizer state (activations not included)
         "flops_forward_per_token": 2 * n + attn_fwd,
         "flops_train_per_token": 6 * n + 3 * attn_fwd,
         "flops_attention_train": 3 * attn_fwd,

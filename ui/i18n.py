@@ -90,17 +90,22 @@ TEXT = {  # key: (中文, English)
                                      "class's questions in one batch."),
     "overview.tile.params": ("参数量", "parameters"),
     "overview.tile.weights": ("权重（fp32）", "weights (fp32)"),
-    "overview.tile.train_memory": ("训练内存（权重 + 梯度 + AdamW）", "training memory (weights + grads + AdamW)"),
+    "overview.tile.train_memory": ("训练内存（权重 + 梯度 + 优化器）", "training memory (weights + grads + optimizer)"),
     "overview.tile.flops": ("训练 FLOPs / 词元", "training FLOPs per token"),
     "overview.tile.per_100": ("每 100 步约", "per 100 steps"),
     "overview.measuring": ("测量中…", "measuring…"),
     "overview.seconds": ("{n} 秒", "{n} s"),
     "overview.explain.params": ("**参数量**：{formula}", "**Parameter count**: {formula}"),
-    "overview.explain.memory": ("**内存**：权重 4 字节×N = {weights}；int8 量化后约 {int8}；训练时再加梯度 4N 和 "
-                                "AdamW 的两个动量 8N → {train}（不含激活）",
+    "overview.explain.memory": ("**内存**：权重 4 字节×N = {weights}；int8 量化后约 {int8}；训练时再加梯度 4N 和"
+                                "优化器的状态（{state}）→ {train}（不含激活）",
                                 "**Memory**: weights 4 bytes×N = {weights}; about {int8} after int8 quantization; "
-                                "training adds the gradients 4N and AdamW's two moments 8N → {train} (activations "
-                                "not included)"),
+                                "training adds the gradients 4N and the optimizer's state ({state}) → {train} "
+                                "(activations not included)"),
+    "overview.state.adamw": ("AdamW 给每个参数存两个动量 8N", "AdamW's two moments per parameter 8N"),
+    "overview.state.muon": ("Muon 给块内的 M = 12·L·d² = {m} 个矩阵参数各存一个动量 4M，AdamW 给其余参数存两个 "
+                            "8(N−M)；本课默认用 Muon",
+                            "Muon keeps one momentum for the M = 12·L·d² = {m} matrix weights inside the blocks "
+                            "4M, AdamW two moments for the rest 8(N−M); this course uses Muon by default"),
     "overview.explain.flops": ("**计算量（每个词元）**：训练 ≈ 6N + 12·L·T·d = 6·{n} + 12·{L}·{T}·{d} = {total}。"
                                "一次乘加 = 2 FLOPs，前向每个参数 2 FLOPs（2N），反向约是前向的 2 倍（4N）；"
                                "注意力的 q·kᵀ 和加权求和 v 每层每词元各 2·T·d，前向 4·L·T·d，训练 ×3。",

@@ -54,7 +54,8 @@ def calculate(cfg, pace, n_layer, n_head, n_embd, seq_len, vocab, measure: bool 
     if min(n_layer, n_head, n_embd, seq_len, vocab) <= 0 or n_embd % n_head:
         msg = "n_embd 必须能被 n_head 整除，且各项大于 0 / n_embd must be divisible by n_head; all sizes positive"
         return error_line(msg), "", figure()
-    size = model_size(n_layer, n_head, n_embd, seq_len, vocab)
+    optimizer = cfg["training"]["optimizer"]
+    size = model_size(n_layer, n_head, n_embd, seq_len, vocab, optimizer)
     base = pace.measure()["base"] if measure or pace.ready() else None
     per_100 = say("overview.measuring", lang)
     if base:
@@ -72,6 +73,7 @@ def calculate(cfg, pace, n_layer, n_head, n_embd, seq_len, vocab, measure: bool 
     explain = "\n\n".join([
         say("overview.explain.params", lang, formula=size["formula"]),
         say("overview.explain.memory", lang, weights=_mb(size["weights_bytes"]), int8=_mb(size["int8_bytes"]),
+            state=say(f"overview.state.{optimizer}", lang, m=f"{size['muon_params']:,}"),
             train=_mb(size["train_bytes"])),
         say("overview.explain.flops", lang, n=f"{size['params']:,}", L=L, T=T, d=d,
             total=f"{size['flops_train_per_token']:,}"),
