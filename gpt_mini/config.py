@@ -135,7 +135,7 @@ def load_config(path=None, overrides=(), updates: dict | None = None) -> dict:
     """Read YAML, apply 'section.key=value' overrides and a nested updates dict, validate."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"找不到配置文件 {path}", f"config file not found: {path}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:

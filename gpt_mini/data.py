@@ -42,6 +42,15 @@ def prompt_prefix(prompt: str, history=()) -> str:
     return f"{earlier}{USER}{normalize_prompt(prompt)}\n{ASSISTANT}"
 
 
+def read_lines(path: Path) -> list[str]:
+    """A user's UTF-8 text file as lines; a byte-order mark (Windows Notepad's "UTF-8 with BOM") and CRLF endings
+    are read like plain UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} 不是 UTF-8 文本", f"{path} is not UTF-8 text") from None
+
+
 def read_jsonl(path, check=None) -> list[dict]:
     """Read pairs {"prompt", "completion"} or plain lines {"text"}; errors name the file and the line.
     check(row, where_zh, where_en) -> row validates each line (default: check_row, the training format)."""
@@ -50,11 +59,7 @@ def read_jsonl(path, check=None) -> list[dict]:
     if not path.is_file():
         raise UserError(f"找不到数据文件 {path}", f"data file not found: {path}")
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{path} 不是 UTF-8 文本", f"{path} is not UTF-8 text") from None
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from . import tokenizer as bpe
 from .checkpoint import describe, load_model, read_checkpoint
 from .config import ROOT, add_config_args, load_config, resolve
+from .data import read_lines
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import DEFAULT, Settings, generate
 from .hardware import pick_device
@@ -41,11 +42,7 @@ def read_prompts(path_text: str) -> list[str]:
     path = Path(path_text)
     if not path.is_file():
         raise UserError(f"找不到问题文件 {path}", f"prompts file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{path} 不是 UTF-8 文本", f"{path} is not UTF-8 text") from None
-    prompts = [line.strip() for line in lines if line.strip()]
+    prompts = [line.strip() for line in read_lines(path) if line.strip()]
     if not prompts:
         raise UserError(f"问题文件 {path} 是空的", f"prompts file {path} is empty")
     return prompts

@@ -241,6 +241,14 @@ def test_read_jsonl_reads_pairs_and_text_rows(tmp_path):
     assert D.read_jsonl(path) == [{"prompt": "问？", "completion": "答。"}, {"text": "一行文字"}]
 
 
+def test_jsonl_saved_with_a_bom_and_crlf_reads_like_plain_utf8(tmp_path):
+    rows = [{"prompt": "问？", "completion": "答。"}, {"text": "一行文字"}]
+    plain = write_jsonl(tmp_path / "plain.jsonl", rows)
+    windows = tmp_path / "notepad.jsonl"  # Notepad's "UTF-8 with BOM", Windows line endings
+    windows.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"\n", b"\r\n"))
+    assert D.read_jsonl(windows) == D.read_jsonl(plain) == rows
+
+
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     good = json.dumps({"prompt": "问？", "completion": "答。"}, ensure_ascii=False)
