@@ -328,8 +328,10 @@ def set_slider(page, name: str, value):
     box.press("Enter")
 
 
-def wait_status(client, predicate, timeout=60.0):
-    """Poll /train_status until predicate(status) holds; AssertionError with the last status after `timeout`."""
+def wait_status(client, predicate, timeout=600.0):
+    """Poll /train_status until predicate(status) holds; AssertionError with the last status after `timeout`. The
+    timeout only catches a hung run: starting a run on the course data encodes 41,970 rows, which a busy 2-core
+    machine may take minutes over."""
     import time
 
     deadline = time.time() + timeout
