@@ -202,7 +202,7 @@ def test_failure_inside_the_thread_shows_failed_with_reason(tmp_path):
     cfg = make_config(None, {"max_steps": 2})
     cfg["data"]["train_path"] = str(tmp_path / "missing.jsonl")
     run.start(cfg, "broken")
-    run.thread.join(30)
+    run.thread.join(600)
     s = run.status()
     assert s["state"] == "failed" and "找不到数据文件" in s["message"]
 
@@ -235,7 +235,7 @@ def test_concurrent_clients_during_training_get_the_engines_answers(server):
     for th in threads:
         th.start()
     for th in threads:
-        th.join(120)
+        th.join(600)
     wait_status(c, lambda s: s["step"] > step_before)
     c.predict(api_name="/train_stop")
     for client in clients:
@@ -253,7 +253,7 @@ def test_training_rests_while_questions_wait_but_keeps_stepping(tmp_path):
     while run.status()["step"] < 1 and time.time() < deadline:
         time.sleep(0.05)
     assert "answering questions first" in run.status()["message"]  # the class sees why training slowed
-    run.thread.join(60)
+    run.thread.join(600)  # only catches a hang: encoding the course data can take minutes on a busy machine
     s = run.status()
     assert s["state"] == "finished" and s["step"] == 3  # still trains to the end
     assert time.time() - began >= 3 * YIELD_SECONDS * 0.9  # rested in each step
@@ -271,7 +271,7 @@ def test_only_the_newest_runs_are_kept_and_nothing_else_is_touched(tmp_path):
     (tmp_path / "readme.txt").write_text("keep me")
     run = TrainingRun(tmp_path)
     started = run.start(make_config(None, {"max_steps": 1, "n_layer": 1, "n_embd": 32, "n_head": 2}), "new")
-    run.thread.join(60)
+    run.thread.join(600)
     assert "run_00" in started["message"] and "run_04" in started["message"]
     left = sorted(d.name for d in tmp_path.iterdir())
     assert [n for n in left if n.startswith("run_")] == [f"run_{i:02d}" for i in range(5, MAX_KEPT_RUNS + 4)]
@@ -296,7 +296,7 @@ def test_a_series_runs_one_after_the_other_with_the_same_seed(tmp_path, project)
     assert s["series"] == {"index": 1, "total": 2, "label": "AdamW", "runs": ["cmp_adamw"]}
     assert "第 1/2 次：AdamW" in s["message"]
     run.resume()
-    run.thread.join(120)
+    run.thread.join(600)
     s = run.status()
     assert s["state"] == "finished" and s["name"] == "cmp_muon" and s["step"] == 4
     assert s["series"]["runs"] == ["cmp_adamw", "cmp_muon"] and s["series"]["index"] == 2
@@ -325,7 +325,7 @@ def test_stopping_the_first_run_of_a_series_cancels_the_rest(tmp_path, project):
     assert s["state"] == "stopped" and s["name"] == "long_adamw" and s["series"]["runs"] == ["long_adamw"]
     assert not (tmp_path / "long_muon").exists() and run.last_series() == ()
     again = run.start(project.cfg(training={"max_steps": 1}), "after")
-    run.thread.join(60)
+    run.thread.join(600)
     assert again["started"] and again["series"] is None and run.status()["state"] == "finished"
 
 
