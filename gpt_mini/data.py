@@ -1,9 +1,12 @@
 """Course data: instruction pairs -> token ids with answer-only targets -> padded or packed batches."""
 
+import hashlib
 import json
 import random
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -22,7 +25,8 @@ FIXED_QUESTIONS = {  # the seed's two fixed questions and their reference answer
 REWORDED_PROBES = {"注意力机制是啥呀": "什么是注意力机制?", "蒸馏水跟纯水有什么不一样": "解释蒸馏水与纯水区别?"}
 PROBE_QUESTIONS = tuple(FIXED_QUESTIONS) + tuple(REWORDED_PROBES)
 _TRAILING = "?？!！。.~～ \t"
-_CJK_SPACE = re.compile(r"\s*([^\x00-\x7f]|[,.;:!?()\[\]])\s*")
+_TIGHT = r"(?:[^\x00-\x7f\s]|[,.;:!?()\[\]])"  # non-ASCII characters and ASCII punctuation: no spaces around
+_CJK_SPACE = re.compile(rf"\s+(?={_TIGHT})|(?<={_TIGHT})\s+")
 
 
 def normalize_prompt(text: str) -> str:
@@ -30,7 +34,7 @@ def normalize_prompt(text: str) -> str:
     full-width ？，；： -> half-width (NFKC), spaces around Chinese characters and punctuation removed,
     other runs of spaces collapsed, and exactly one '?' at the end."""
     s = unicodedata.normalize("NFKC", text)
-    s = _CJK_SPACE.sub(r"\1", s)
+    s = _CJK_SPACE.sub("", s)
     s = re.sub(r"\s+", " ", s).strip()
     s = s.rstrip(_TRAILING)
     return s + "?" if s else ""
@@ -92,19 +96,22 @@ def check_row(row, where_zh: str, where_en: str) -> dict:
     return out
 
 
-def encode_row(tok, row: dict, seq_len: int):
+def encode_row(tok, row: dict, seq_len: int, answers: dict | None = None):
     """One sample -> (x, y). Pairs: <bos>用户:{prompt}\\n助手:{answer}<eos>, loss on the answer only
     (with a history, the earlier exchanges come first and are context only).
     y is x shifted by one; the first len(prefix)-1 targets are -100 (ignored), so the target at position
-    len(prefix)-1 is the first answer token: the model learns how an answer starts."""
+    len(prefix)-1 is the first answer token: the model learns how an answer starts.
+    answers: a dict that remembers encoded answers (a fact's answer repeats in every one of its wordings)."""
     if "text" in row:
         prefix, body = [bpe.BOS_ID], bpe.encode(tok, row["text"])
     else:
         prefix = [bpe.BOS_ID] + bpe.encode(tok, prompt_prefix(row["prompt"], row.get("history", ())))
-        body = bpe.encode(tok, row["completion"])
-    ids = (prefix + body + [bpe.EOS_ID])[: seq_len + 1]  # a sample longer than the context is cut
-    x = torch.tensor(ids[:-1], dtype=torch.long)
-    y = torch.tensor(ids[1:], dtype=torch.long)
+        answers = {} if answers is None else answers
+        body = answers.get(row["completion"])
+        if body is None:
+            body = answers[row["completion"]] = bpe.encode(tok, row["completion"])
+    ids = torch.tensor((prefix + body + [bpe.EOS_ID])[: seq_len + 1])  # a sample longer than the context is cut
+    x, y = ids[:-1], ids[1:].clone()
     if "text" not in row:
         y[: len(prefix) - 1] = -100
     return x, y
@@ -199,6 +206,28 @@ def pack(samples, width: int, rows: int | None = None):
     return x, y, docs, left
 
 
+_ENCODED: "OrderedDict[tuple, tuple[list, list]]" = OrderedDict()  # (file hash, tokenizer, seq_len) -> rows, samples
+_ENCODED_KEEP = 4  # the train, val and unseen files of the current data, and one more
+_ENCODED_LOCK = threading.Lock()
+
+
 def load_samples(tok, path, seq_len: int, extra_rows=()):
-    rows = read_jsonl(path) + list(extra_rows)
-    return rows, [encode_row(tok, r, seq_len) for r in rows]
+    """A JSONL file (+ extra rows) -> (rows, samples). An encoded file is kept in memory, keyed by its bytes, the
+    tokenizer and seq_len: the dashboard's next Start with the same data skips reading and encoding (~10 s on
+    2 cores for the course's 42,000 rows); an edited file has other bytes and is read again."""
+    path = Path(path)
+    key = (hashlib.sha256(path.read_bytes()).hexdigest(), bpe.fingerprint(tok), seq_len) if path.is_file() else None
+    with _ENCODED_LOCK:
+        hit = _ENCODED.get(key)
+        if hit:
+            _ENCODED.move_to_end(key)
+    if hit is None:
+        answers = {}
+        rows = read_jsonl(path)  # names the file and line of any bad row
+        hit = rows, [encode_row(tok, r, seq_len, answers) for r in rows]
+        with _ENCODED_LOCK:
+            _ENCODED[key] = hit
+            while len(_ENCODED) > _ENCODED_KEEP:
+                _ENCODED.popitem(last=False)
+    extra = list(extra_rows)
+    return hit[0] + extra, hit[1] + [encode_row(tok, r, seq_len) for r in extra]

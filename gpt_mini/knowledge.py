@@ -17,8 +17,9 @@ Similarity decides a refusal and picks the suggested questions; it never supplie
 
 import math
 import re
+import threading
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +57,24 @@ def char_f1(prediction: str, reference: str) -> float:
 class Course:
     """The questions a model was trained on, grouped by fact (one list of wordings per answer), and the answers.
     Stored in every checkpoint as plain lists of strings, so it loads with weights_only=True."""
+
+    _built: "OrderedDict[tuple, Course]" = OrderedDict()  # the same course again (a reloaded model, the next run)
+    _built_lock = threading.Lock()
+
+    @classmethod
+    def of(cls, facts, answers=()) -> "Course":
+        """Course(facts, answers), built once per content: indexing 35,000 wordings takes seconds on 2 cores, and
+        the dashboard meets the same course in every checkpoint and every run. A Course is never changed."""
+        key = (tuple(map(tuple, facts)), tuple(answers))
+        with cls._built_lock:
+            course = cls._built.get(key)
+        if course is None:
+            course = cls(facts, answers)
+            with cls._built_lock:
+                cls._built[key] = course
+                while len(cls._built) > 4:
+                    cls._built.popitem(last=False)
+        return course
 
     def __init__(self, facts: list[list[str]], answers=()):
         keep = [i for i, f in enumerate(facts) if f]
@@ -101,7 +120,7 @@ class Course:
                 wordings = by_answer.setdefault(r["completion"], [])
                 if r["prompt"] not in wordings:
                     wordings.append(r["prompt"])
-        return cls(list(by_answer.values()), list(by_answer))
+        return cls.of(list(by_answer.values()), list(by_answer))
 
     def similarity(self, question: str) -> float:
         """0..1: the question against its closest training question (1.0 when the course is unknown)."""
@@ -243,7 +262,7 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
 def course_of(ckpt: dict) -> Course:
     """The checkpoint's course index, built once and kept on the dict."""
     if "_course" not in ckpt:
-        ckpt["_course"] = Course(ckpt.get("course", []), ckpt.get("course_answers", []))
+        ckpt["_course"] = Course.of(ckpt.get("course", []), ckpt.get("course_answers", []))
     return ckpt["_course"]
 
 

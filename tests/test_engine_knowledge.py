@@ -185,6 +185,16 @@ def test_course_from_rows_groups_wordings_by_answer_in_file_order():
     assert Course.from_rows(rows).answers == ["a", "b"]
 
 
+
+def test_the_same_course_is_indexed_once_and_answers_like_a_fresh_index():
+    facts, answers = [["什么是注意力机制？", "注意力是啥"], ["什么是过拟合？"]], ["注意力答案", "过拟合答案"]
+    course = Course.of(facts, answers)
+    assert Course.of([list(f) for f in facts], list(answers)) is course  # equal content: the same index
+    assert Course.of(facts, ["注意力答案", "别的答案"]) is not course
+    fresh = Course(facts, answers)
+    for q in ("注意力机制是什么意思", "过拟合了怎么办", "今天天气"):
+        assert course.similarity(q) == fresh.similarity(q) and course.closest(q, 2) == fresh.closest(q, 2)
+
 # ---- the score ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings", [Settings(), Settings(temperature=0.9, top_k=5, seed=3),

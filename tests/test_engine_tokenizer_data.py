@@ -1,10 +1,13 @@
 """Tokenizer round trips and the classroom helpers; data loading, target alignment, padding, prompt normalisation."""
 
 import json
+import random
+import re
+import unicodedata
 
 import pytest
 import torch
-from conftest import PAIRS, write_jsonl
+from conftest import PAIRS, ROOT, write_jsonl
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from gpt_mini import data as D
@@ -219,6 +222,22 @@ def test_normalize_prompt_full_width_and_spaces_equal_half_width(typed, expected
     assert D.normalize_prompt(expected) == expected
 
 
+def _normalize_by_one_substitution(text):
+    """The rule as first written (one regex that ate spaces around every character): slow, but plainly right."""
+    s = unicodedata.normalize("NFKC", text)
+    s = re.sub(r"\s*([^\x00-\x7f]|[,.;:!?()\[\]])\s*", r"\1", s)
+    s = re.sub(r"\s+", " ", s).strip().rstrip("?？!！。.~～ \t")
+    return s + "?" if s else ""
+
+
+def test_normalize_prompt_agrees_with_the_plain_rule_on_course_data_and_random_text():
+    rng = random.Random(0)
+    alphabet = list(" \t\n\u3000\xa0\u2028\x85ab1中文？,.;:!?()[]《》-_\u200b😀")
+    texts = [json.loads(line)["prompt"] for line in (ROOT / "data" / "val.jsonl").read_text("utf-8").splitlines()]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    assert [D.normalize_prompt(t) for t in texts] == [_normalize_by_one_substitution(t) for t in texts]
+
+
 @pytest.mark.parametrize("question", list(D.FIXED_QUESTIONS))
 def test_fixed_questions_typed_with_full_width_marks_map_to_keys(question):
     assert D.normalize_prompt(question.replace("?", "？")) == question
@@ -294,3 +313,20 @@ def test_load_samples_encodes_every_row(tok, tmp_path):
     rows, samples = D.load_samples(tok, path, 64, extra_rows=[{"text": "额外"}])
     assert len(rows) == len(samples) == len(PAIRS) + 1
     assert all(len(x) == len(y) <= 64 for x, y in samples)
+
+
+
+def test_an_encoded_file_is_reused_until_its_bytes_change(tok, tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"prompt": p, "completion": c} for p, c in PAIRS])
+    rows, samples = D.load_samples(tok, path, 64)
+    again_rows, again = D.load_samples(tok, path, 64, extra_rows=[{"text": "额外"}])
+    assert all(a is b for a, b in zip(again, samples)) and len(again) == len(samples) + 1  # not encoded twice
+    assert len(D.load_samples(tok, path, 64)[1]) == len(samples)  # extra rows are not kept with the file
+    for (x, y), row in zip(samples, rows):  # the same as encoding each row alone
+        x1, y1 = D.encode_row(tok, row, 64)
+        assert torch.equal(x, x1) and torch.equal(y, y1)
+    assert all(len(x) <= 32 for x, _ in D.load_samples(tok, path, 32)[1])  # another context length: encoded again
+    edited = [{"prompt": p, "completion": c} for p, c in PAIRS]
+    edited[0]["completion"] = edited[0]["completion"][:-1] + "！"  # same size on disk, other bytes
+    write_jsonl(path, edited)
+    assert D.load_samples(tok, path, 64)[0][0]["completion"] == edited[0]["completion"]
