@@ -249,8 +249,8 @@ def test_training_rests_while_questions_wait_but_keeps_stepping(tmp_path):
     run = TrainingRun(tmp_path, chat_busy=lambda: True)  # a class that never stops asking
     began = time.time()
     run.start(make_config(None, {"max_steps": 3, "eval_interval": 100, "n_layer": 1, "n_embd": 32, "n_head": 2}))
-    deadline = time.time() + 30
-    while run.status()["step"] < 1 and time.time() < deadline:
+    deadline = time.time() + 600  # a hang detector: the first step follows encoding the course data
+    while "answering questions first" not in run.status()["message"] and time.time() < deadline:
         time.sleep(0.05)
     assert "answering questions first" in run.status()["message"]  # the class sees why training slowed
     run.thread.join(600)  # only catches a hang: encoding the course data can take minutes on a busy machine
