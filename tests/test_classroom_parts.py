@@ -227,6 +227,20 @@ def test_pace_measures_once_per_process_and_config(monkeypatch):
     assert pace.step_seconds(cfg) == pytest.approx(cfg["model"]["n_embd"] / 1000)
 
 
+def test_a_runs_setup_is_the_build_that_found_the_course_data_encoded(monkeypatch):
+    """The app's timing builds two Trainers on the course data; only the first encodes it (data.load_samples keeps
+    it), so a Start pays the second build's setup, not the first's."""
+    import ui.limits as limits
+    builds = iter([9.0, 0.2])
+    monkeypatch.setattr(limits, "measure_train_step", lambda cfg: {
+        "seconds_per_step": cfg["model"]["n_embd"] / 1000, "seconds_per_eval": 1.0, "setup_seconds": next(builds),
+        "tokens_per_step": 100.0})
+    monkeypatch.setattr(limits.Pace, "_fits", {})
+    pace, lesson = Pace(load_config()), make_config(None, {})
+    assert pace.seconds(lesson, 0) == pytest.approx(0.2)
+    assert pace.seconds(lesson, 1) == pytest.approx(0.2 + pace.step_seconds(lesson) + 1.0)
+
+
 def test_a_slow_first_timing_never_refuses_the_lesson(monkeypatch):
     """Started while the machine was busy, the first timing says the lesson takes hours; the refusal re-times
     the machine (now idle) and the lesson runs. A later busy timing does not undo the good one."""
