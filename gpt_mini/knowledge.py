@@ -15,11 +15,11 @@ data/dev_class.jsonl (class-like course questions and questions outside the cour
 Similarity decides a refusal and picks the suggested questions; it never supplies an answer.
 """
 
+import functools
 import math
 import re
-import threading
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -58,23 +58,11 @@ class Course:
     """The questions a model was trained on, grouped by fact (one list of wordings per answer), and the answers.
     Stored in every checkpoint as plain lists of strings, so it loads with weights_only=True."""
 
-    _built: "OrderedDict[tuple, Course]" = OrderedDict()  # the same course again (a reloaded model, the next run)
-    _built_lock = threading.Lock()
-
     @classmethod
     def of(cls, facts, answers=()) -> "Course":
         """Course(facts, answers), built once per content: indexing 35,000 wordings takes seconds on 2 cores, and
         the dashboard meets the same course in every checkpoint and every run. A Course is never changed."""
-        key = (tuple(map(tuple, facts)), tuple(answers))
-        with cls._built_lock:
-            course = cls._built.get(key)
-        if course is None:
-            course = cls(facts, answers)
-            with cls._built_lock:
-                cls._built[key] = course
-                while len(cls._built) > 4:
-                    cls._built.popitem(last=False)
-        return course
+        return _indexed(tuple(map(tuple, facts)), tuple(answers))
 
     def __init__(self, facts: list[list[str]], answers=()):
         keep = [i for i, f in enumerate(facts) if f]
@@ -257,6 +245,11 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
     if not reply.known and alone_reply.known:
         return alone, alone_reply, ()
     return result, reply, history
+
+
+@functools.lru_cache(maxsize=4)  # the same course again: a reloaded model, the next run
+def _indexed(facts: tuple, answers: tuple) -> Course:
+    return Course([list(f) for f in facts], list(answers))
 
 
 def course_of(ckpt: dict) -> Course:

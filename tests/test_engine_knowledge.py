@@ -185,7 +185,6 @@ def test_course_from_rows_groups_wordings_by_answer_in_file_order():
     assert Course.from_rows(rows).answers == ["a", "b"]
 
 
-
 def test_the_same_course_is_indexed_once_and_answers_like_a_fresh_index():
     facts, answers = [["什么是注意力机制？", "注意力是啥"], ["什么是过拟合？"]], ["注意力答案", "过拟合答案"]
     course = Course.of(facts, answers)
@@ -194,6 +193,7 @@ def test_the_same_course_is_indexed_once_and_answers_like_a_fresh_index():
     fresh = Course(facts, answers)
     for q in ("注意力机制是什么意思", "过拟合了怎么办", "今天天气"):
         assert course.similarity(q) == fresh.similarity(q) and course.closest(q, 2) == fresh.closest(q, 2)
+
 
 # ---- the score ------------------------------------------------------------------------------------------------
 

@@ -315,7 +315,6 @@ def test_load_samples_encodes_every_row(tok, tmp_path):
     assert all(len(x) == len(y) <= 64 for x, y in samples)
 
 
-
 def test_an_encoded_file_is_reused_until_its_bytes_change(tok, tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [{"prompt": p, "completion": c} for p, c in PAIRS])
     rows, samples = D.load_samples(tok, path, 64)
