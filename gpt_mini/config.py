@@ -18,7 +18,7 @@ SCHEMA = {
     "training": {
         "max_steps": int, "batch_size": int, "micro_batch": int, "lr": float, "warmup_ratio": float,
         "weight_decay": float, "grad_clip": float, "eval_interval": int, "seed": int, "device": str,
-        "precision": str, "optimizer": str, "muon_lr": float, "pack": bool,
+        "precision": str, "optimizer": str, "muon_lr": float, "pack": bool, "average_last": float,
     },
     "data": {"train_path": str, "val_path": str, "unseen_path": str},
     "tokenizer": {"type": str, "path": str, "vocab_size": int},
@@ -26,7 +26,7 @@ SCHEMA = {
 }
 # Keys added after checkpoints were first shipped: an older checkpoint's config gets these values.
 OPTIONAL = {("data", "unseen_path"): "", ("training", "precision"): "fp32", ("training", "optimizer"): "adamw",
-            ("training", "muon_lr"): 0.02, ("training", "pack"): False}
+            ("training", "muon_lr"): 0.02, ("training", "pack"): False, ("training", "average_last"): 0.0}
 TYPE_NAMES = {int: "整数 integer", float: "数字 number", bool: "true/false", str: "字符串 string"}
 
 
@@ -96,6 +96,8 @@ def check_values(cfg: dict) -> None:
                         f"batch_size={t['batch_size']} must be a multiple of micro_batch={t['micro_batch']}")
     if not 0.0 <= t["warmup_ratio"] < 1.0:
         raise UserError("warmup_ratio 应在 [0, 1) 内", "warmup_ratio must be in [0, 1)")
+    if not 0.0 <= t["average_last"] < 1.0:
+        raise UserError("training.average_last 应在 [0, 1) 内", "training.average_last must be in [0, 1)")
     if t["weight_decay"] < 0 or t["grad_clip"] < 0:
         raise UserError("weight_decay 和 grad_clip 不能为负", "weight_decay and grad_clip must not be negative")
     if t["device"] not in ("cpu", "auto", "cuda", "mps"):

@@ -16,7 +16,7 @@ from .errors import ArgumentParser, UserError, run_cli
 from .generate import Settings, generate
 from .hardware import distributed_setup, pick_device, pick_precision
 from .knowledge import Course
-from .optim import make_optimizer
+from .optim import WeightAverage, make_optimizer
 from .promote import print_promotion, promote
 from .quality import mean_loss
 from .run_control import RunControl
@@ -65,6 +65,7 @@ class Trainer(RunControl):
         # bf16 only inside the forward pass (autocast): weights, optimizer state and checkpoints stay fp32.
         self.precision, self.precision_reason = pick_precision(t["precision"], self.device, world_size > 1)
         self.optimizer = make_optimizer(self.model, t)
+        self.average = WeightAverage(self.model, t["max_steps"], t["average_last"]) if t["average_last"] else None
         if self.callbacks.get("on_block"):
             for block in self.model.blocks:
                 block.register_forward_hook(self._hook_backward)
@@ -104,6 +105,10 @@ class Trainer(RunControl):
                 if loss is None:
                     break
                 self._record(loss)
+                if self.average:
+                    self.average.update(self.step)
+                    if self.step == self.cfg["training"]["max_steps"]:
+                        self.average.apply()  # the run's model is the mean; the last evaluation measures it
                 self._call("on_step")
                 if self.is_main and self._log_due():  # one process evaluates, logs and saves
                     self._log()
@@ -219,6 +224,8 @@ class Trainer(RunControl):
 
     def save(self):
         resume = {"optimizer": self.optimizer.state_dict(), "step": self.step, "history": self.history}
+        if self.average:
+            resume["average"] = self.average.state_dict()
         runs.save(self.save_dir, self.checkpoint(), self.history, resume if self.keep_resume else None)
 
     def write_answers(self):
@@ -232,6 +239,8 @@ class Trainer(RunControl):
         model, ckpt, extra = runs.read_resume(self.save_dir, self.tok, self.device)
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(extra["optimizer"])
+        if self.average and extra.get("average"):
+            self.average.load_state_dict(extra["average"])
         self.step, self.history = ckpt["step"], list(extra.get("history", []))
         self.tokens_seen = int(self.history[-1].get("tokens", 0)) if self.history else 0
         self.clock = Stopwatch(float(self.history[-1]["elapsed_s"]) if self.history else 0.0)
@@ -272,12 +281,18 @@ def main(argv=None):
                         help="不训练，只检查并提升一个已有的训练 / promote an existing run without training")
     parser.add_argument("--force", action="store_true",
                         help="未达标也设为默认模型（会记录下来）/ promote even below the bar (recorded)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="只用 N 个 CPU 线程（默认全部；线程数不同，浮点求和的顺序不同，结果会有微小差别）"
+                             " / use N CPU threads (default: all; another count sums floats in another order)")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads 至少为 1，收到 {args.threads}", f"--threads must be at least 1, got {args.threads}")
     if args.promote_dir is not None:
         run_dir = resolve(args.promote_dir)
         return print_promotion(*promote(run_dir, force=args.force, finished=True), args.force)
     cfg = load_config(args.config, args.overrides)
     rank, world, device, threads = distributed_setup(cfg)
+    threads = args.threads or threads
     try:
         code = _train(cfg, args, rank, world, device, threads)
         if world > 1:  # wait for rank 0's last eval and save: gloo aborts a rank that tears down alone

@@ -61,6 +61,8 @@ def test_default_config_loads():
     ("training.max_steps=0", "training.max_steps"),
     ("model.dropout=1.5", "dropout"),
     ("training.device=tpu", "device"),
+    ("training.average_last=1", "training.average_last"),
+    ("training.average_last=-0.1", "training.average_last"),
 ])
 def test_bad_config_is_user_error_naming_the_key(project, override, key):
     with pytest.raises(UserError) as e:
@@ -146,6 +148,11 @@ def test_cli_bad_set_names_the_key(cli, project, ckpt, module, tmp_path):
 def test_train_wrong_type_names_the_key(cli, project):
     proc = cli("gpt_mini.train", "--config", project.config_path, "--set", "training.lr=abc")
     assert_one_line_user_error(proc, "training.lr")
+
+
+def test_train_threads_below_one_is_a_one_line_error(cli, project):
+    proc = cli("gpt_mini.train", "--config", project.config_path, "--threads", "0")
+    assert_one_line_user_error(proc, "--threads")
 
 
 def _train_with_data(cli, project, path, module="gpt_mini.train"):

@@ -308,6 +308,46 @@ def test_resume_continues_from_saved_step(project, tmp_path):
     assert df["eta_s"][2] == pytest.approx((e9 - e6) / 3 * 1, rel=1e-6)  # this session's pace, not the first run's
 
 
+def test_weight_average_makes_the_final_model_the_mean_of_the_last_steps_weights(project, tmp_path):
+    """average_last 0.5 of 8 steps: the saved model is the plain mean of the weights after steps 4..8 of the same
+    run without averaging (torch.stack(...).mean, not the running mean), and the last evaluation measures it."""
+    steps = []
+    keep = lambda t: steps.append({k: v.clone() for k, v in t.model.state_dict().items()})  # noqa: E731
+    plain = Trainer(project.cfg(*SMALL, "training.max_steps=8", "training.eval_interval=4"),
+                    save_dir=tmp_path / "plain", probe_questions=(), callbacks={"on_step": [keep]})
+    assert plain.run() == "finished"
+    averaged = Trainer(project.cfg(*SMALL, "training.max_steps=8", "training.eval_interval=4",
+                                   "training.average_last=0.5"), save_dir=tmp_path / "avg", probe_questions=())
+    assert averaged.run() == "finished"
+    saved = C.read_checkpoint(tmp_path / "avg" / "last.pt")["model"]
+    for name, weights in saved.items():
+        expected = torch.stack([s[name].float() for s in steps[3:]]).mean(0)
+        torch.testing.assert_close(weights, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(saved["tok_emb.weight"], steps[-1]["tok_emb.weight"])
+    assert averaged.history[-1]["eval_loss"] == pytest.approx(averaged.evaluate(averaged.val_samples))
+    assert averaged.history[-1]["eval_loss"] != pytest.approx(plain.history[-1]["eval_loss"])
+
+
+def test_resume_keeps_the_weight_average(project, tmp_path):
+    """A run stopped inside the averaging window saves the mean so far; the resumed run goes on adding to it: its
+    model is the mean over the weights of both parts (3 steps before the stop, 2 after)."""
+    cfg = project.cfg(*SMALL, "training.max_steps=8", "training.eval_interval=2", "training.average_last=0.5")
+    first = Trainer(cfg, save_dir=tmp_path, probe_questions=(),
+                    callbacks={"on_step": [lambda t: t.stop() if t.step == 6 else None]})
+    assert first.run() == "stopped" and first.average.count == 3
+    second = Trainer(cfg, save_dir=tmp_path, probe_questions=(), resume=True)
+    assert second.step == 6 and second.average.count == 3
+    for name, mean in first.average.mean.items():
+        assert torch.equal(second.average.mean[name], mean), name
+    later, update = [], second.average.update
+    second.average.update = lambda step: (later.append({k: v.clone() for k, v in second.model.state_dict().items()}),
+                                          update(step))
+    assert second.run() == "finished" and len(later) == 2
+    for name, weights in second.model.state_dict().items():
+        expected = (3 * first.average.mean[name] + later[0][name] + later[1][name]) / 5
+        torch.testing.assert_close(weights, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_pause_after_the_run_ended_does_not_change_its_state(project, tmp_path):
     trainer = Trainer(project.cfg(*SMALL, "training.max_steps=2"), save_dir=tmp_path, probe_questions=())
     assert trainer.run() == "finished"
