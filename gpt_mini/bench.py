@@ -174,13 +174,13 @@ def print_sweep(rows, header: bool = True):
 
 
 def course_quality(ckpt_path: Path, cfg: dict) -> dict:
-    """The shipped model on held-out wordings (val) and on the development set: both halves of dev_class.jsonl
-    (class-like questions; thresholds were chosen on calib) and the old easy dev_in/dev_out; next to each, the
-    character-pair lookup's share of course questions matched to the right fact."""
+    """The shipped model on held-out wordings (val) and on the development set: the report half and the calibration
+    part of dev_class.jsonl (class-like questions; model and thresholds chosen on calib_new) and the old easy
+    dev_in/dev_out; next to each, the character-pair lookup's share of course questions matched to the right fact."""
     model, tok, ckpt = load_model(ckpt_path)
     train_rows = read_jsonl(resolve(cfg["data"]["train_path"]))
     val = answer_report(model, tok, read_jsonl(resolve(cfg["data"]["val_path"])))
-    sets = {"report": read_dev(DEV_CLASS, "report"), "calib": read_dev(DEV_CLASS, "calib"),
+    sets = {"report": read_dev(DEV_CLASS, "report"), "calib_new": read_dev(DEV_CLASS, "calib_new"),
             "easy": (read_questions(ROOT / "data" / "dev_in.jsonl"), read_questions(ROOT / "data" / "dev_out.jsonl"))}
     out = {"val_f1_ok": val["f1_ok"], "val_exact": val["exact"], "val_n": val["n"],
            "val_lookup_right": lookup_right(train_rows, read_jsonl(resolve(cfg["data"]["val_path"])))}
@@ -194,7 +194,7 @@ def course_quality(ckpt_path: Path, cfg: dict) -> dict:
 def print_quality(q: dict, log=print):
     log(f"held-out wordings (val, n={q['val_n']}): F1>=0.8 {q['val_f1_ok']:.1%}, exact {q['val_exact']:.1%}, "
         f"lookup {q['val_lookup_right']:.1%}")
-    for name in ("report", "calib", "easy"):
+    for name in ("report", "calib_new", "easy"):
         d = q[name]
         log(f"dev {name}: course n={d['dev_in']}: right {d['in_answered_right']:.1%} (raw model {d['in_f1_ok_raw']:.1%}"
             f", character lookup {d['lookup_right']:.1%}), wrong but answered {d['in_wrong_but_answered']:.1%}, "

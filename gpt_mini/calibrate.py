@@ -42,10 +42,11 @@ def main(argv=None):
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "last.pt"))
     p.add_argument("--dev", default=str(ROOT / "data" / "dev_class.jsonl"),
                    help="开发集（有 completion 的要答，没有的要拒答）/ dev set: rows with a completion are answered")
-    p.add_argument("--split", default="calib", choices=("calib", "report", "calib_old", "all"),
-                   help="在哪一半上看：calib 用来选阈值，report 用来报告；calib_old 是以前的 calib 半（挑过训练数据，"
-                        "不再干净）/ which half: choose on calib, report on report; calib_old is the former calib half "
-                        "(used to pick training data, no longer clean)")
+    p.add_argument("--split", default="calib_new", choices=("calib_new", "report", "calib", "calib_old", "all"),
+                   help="在哪一部分上看：calib_new（12 月 6 日新写的，用来选模型和阈值）；report 用来报告；calib 和 "
+                        "calib_old 是以前的校准部分（挑过训练数据，不再干净）/ which part: choose the model and the "
+                        "thresholds on calib_new (written on 6 Dec), report on report; calib and calib_old are former "
+                        "calibration halves (used to pick training data, no longer clean)")
     args = p.parse_args(argv)
     model, tok, ckpt = load_model(args.ckpt)
     dev_in, dev_out = read_dev(args.dev, args.split)

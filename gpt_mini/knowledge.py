@@ -272,7 +272,7 @@ def read_questions(path) -> list[dict]:
 
 def read_dev(path, split: str = "all") -> tuple[list[dict], list[dict]]:
     """A development file -> (questions with an answer, questions to refuse), keeping rows of `split`
-    (calib | report | calib_old | all). Rows without "completion" are to be refused."""
+    (calib_new | report | calib | calib_old | all). Rows without "completion" are to be refused."""
     rows = [r for r in read_questions(path) if split == "all" or r.get("split") == split]
     return [r for r in rows if "completion" in r], [r for r in rows if "completion" not in r]
 

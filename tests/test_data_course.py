@@ -72,7 +72,8 @@ def bigrams(text: str) -> set:
 @pytest.mark.slow  # every dev question against every training question: ~13 s
 def test_class_like_dev_set_is_far_from_train_and_apart_from_train_and_val(train, val):
     """dev_class.jsonl: real-style course questions whose wording is far from every training question (char-bigram
-    Jaccard < 0.5 each, median <= 0.3), look-alikes and other questions to refuse, two-turn cases; two halves."""
+    Jaccard < 0.5 each, median <= 0.3), look-alikes and other questions to refuse, two-turn cases; a calibration
+    part (calib_new; calib and calib_old are older ones) and a report half."""
     dev = jsonl("dev_class.jsonl")
     course = [r for r in dev if r["kind"] == "course"]
     assert len(course) >= 300
@@ -88,7 +89,7 @@ def test_class_like_dev_set_is_far_from_train_and_apart_from_train_and_val(train
     assert all(r["completion"] in taught for r in dev if "completion" in r)
     kinds = Counter(r["kind"] for r in dev)
     assert kinds["lookalike"] >= 100 and kinds["other"] >= 100
-    for half in ("calib", "report"):
+    for half in ("calib_new", "calib", "report"):
         rows = [r for r in dev if r["split"] == half]
         assert sum(r["kind"] == "course" for r in rows) >= 150
         assert sum(bool(r.get("history")) for r in rows) >= 40
