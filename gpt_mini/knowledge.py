@@ -28,7 +28,7 @@ from .data import normalize_prompt, read_jsonl
 from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
-CONFIDENCE_THRESHOLD = 0.20  # both calibrated with `python -m gpt_mini.knowledge` (see README)
+CONFIDENCE_THRESHOLD = 0.10  # both calibrated with `python -m gpt_mini.knowledge` (see README)
 SIMILARITY_THRESHOLD = 0.20
 SELF_CONTAINED_SIMILARITY = 0.60  # a question this close to a course question is answered alone (calib half)
 MAX_SUGGESTIONS = 3

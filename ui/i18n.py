@@ -46,14 +46,17 @@ TEXT = {  # key: (中文, English)
         "一样把最近几步的梯度平均起来，再把整块权重矩阵的更新“正交化”（几次牛顿-舒尔茨迭代）：矩阵的每个方向都走差"
         "不多一样远，而不是让少数几个大方向占掉整步。本课模型里，Muon 管每层的 16 个矩阵（qkv、输出投影、前馈两层），"
         "词嵌入、RMSNorm 增益和偏置仍用 AdamW。在同样的数据上，它用约三分之一的步数就学会（见 README 的配方表）；"
-        "训练页的“AdamW 对比 Muon”可以亲眼看两条曲线。",
+        "训练页的“AdamW 对比 Muon”可以亲眼看两条曲线。最后，本课的配置把最后 40% 步的权重取平均当作最终模型"
+        "（`training.average_last`）：最后这些步在谷底附近来回晃，平均值更靠近谷底中间，对没见过的问法答对得更多。",
         "Every step the optimizer turns the gradient into a change of each weight. **AdamW** sizes the step of every "
         "number on its own. **Muon** averages recent gradients like plain momentum, then *orthogonalises* the update "
         "of each whole weight matrix (a few Newton–Schulz iterations): every direction of the matrix moves about "
         "equally far, instead of a few large directions taking the whole step. In the lesson's model Muon updates "
         "the 16 block matrices (qkv, output projection, the two MLP layers); the embedding, RMSNorm gains and biases "
         "stay with AdamW. On the same data it learns in about a third of the steps (see the README's recipe table); "
-        "the training tab's “AdamW vs Muon” preset shows both curves."),
+        "the training tab's “AdamW vs Muon” preset shows both curves. Finally, the lesson's config makes the final "
+        "model the mean of the weights over the last 40% of steps (`training.average_last`): those steps wander "
+        "around the bottom of a valley, their mean sits nearer its middle and answers more new wordings right."),
     "overview.n_layer": ("层数 n_layer（L）", "Layers n_layer (L)"),
     "overview.n_head": ("注意力头数 n_head", "Attention heads n_head"),
     "overview.n_embd": ("隐藏维度 n_embd（d）", "Hidden size n_embd (d)"),
