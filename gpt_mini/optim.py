@@ -83,7 +83,7 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, max_steps: int, share: float):
         self.model, self.start = model, max_steps - int(round(max_steps * share))
-        self.count, self.mean = 0, None
+        self.count, self.mean, self.raw = 0, None, None
 
     def update(self, step: int):
         """After optimizer step `step` (1-based): from step max_steps·(1 - share) on, add the weights to the mean."""
@@ -98,12 +98,16 @@ class WeightAverage:
             mean.add_(weights[k].float() - mean, alpha=1 / self.count)
 
     def apply(self):
-        """Put the mean into the model (at the end of the run)."""
+        """Put the mean into the model (at the end of the run), keeping the last weights for a longer resumed run."""
         if self.mean is not None:
+            self.raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.model.load_state_dict(self.mean)
 
     def state_dict(self) -> dict:
-        return {"count": self.count, "mean": self.mean}
+        return {"count": self.count, "mean": self.mean, "start": self.start, "raw": self.raw}
 
     def load_state_dict(self, state: dict):
-        self.count, self.mean = state["count"], state["mean"]
+        """A mean over another window (the run is resumed with another max_steps) is dropped: the weights join a
+        new mean from this run's window on, or from the resumed step when that window has already begun."""
+        if state.get("start", self.start) == self.start:
+            self.count, self.mean = state["count"], state["mean"]

@@ -237,7 +237,9 @@ class Trainer(RunControl):
 
     def _load_resume_state(self):
         model, ckpt, extra = runs.read_resume(self.save_dir, self.tok, self.device)
-        self.model.load_state_dict(model.state_dict())
+        raw = (extra.get("average") or {}).get("raw")  # a finished averaged run given more steps goes on from its
+        longer = raw and ckpt["step"] < self.cfg["training"]["max_steps"]  # last weights, not from their mean
+        self.model.load_state_dict(raw if longer else model.state_dict())
         self.optimizer.load_state_dict(extra["optimizer"])
         if self.average and extra.get("average"):
             self.average.load_state_dict(extra["average"])

@@ -460,3 +460,26 @@ def test_auto_precision_picks_bf16_only_when_it_is_at_least_1_2x_faster(monkeypa
 def test_precision_timing_measures_both_precisions_on_this_cpu():
     fp32_s, bf16_s = hardware.time_block(torch.device("cpu"), rounds=2)
     assert 0 < fp32_s < 5 and 0 < bf16_s < 5
+
+
+def test_a_finished_averaged_run_given_more_steps_goes_on_from_its_last_weights(project, tmp_path):
+    """last.pt of a finished averaged run holds the mean; --resume with a larger max_steps continues from the weights
+    after its last step (those of the same run without averaging), and the old window's mean is not carried into the
+    new window (which starts after step 8 of 16 here)."""
+    plain = Trainer(project.cfg(*SMALL, "training.max_steps=8", "training.eval_interval=4"),
+                    save_dir=tmp_path / "plain", probe_questions=())
+    assert plain.run() == "finished"
+    first = Trainer(project.cfg(*SMALL, "training.max_steps=8", "training.eval_interval=4",
+                                "training.average_last=0.5"), save_dir=tmp_path / "avg", probe_questions=())
+    assert first.run() == "finished"
+    longer = Trainer(project.cfg(*SMALL, "training.max_steps=16", "training.eval_interval=4",
+                                 "training.average_last=0.25"), save_dir=tmp_path / "avg", probe_questions=(),
+                     resume=True)
+    assert longer.step == 8 and longer.average.count == 0 and longer.average.mean is None
+    for name, weights in plain.model.state_dict().items():
+        assert torch.equal(longer.model.state_dict()[name], weights), name
+    again = Trainer(project.cfg(*SMALL, "training.max_steps=8", "training.eval_interval=4",
+                                "training.average_last=0.5"), save_dir=tmp_path / "avg", probe_questions=(),
+                    resume=True)  # nothing left to train: the model stays the mean
+    for name, weights in first.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], weights), name
