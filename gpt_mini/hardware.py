@@ -67,8 +67,8 @@ def pick_precision(name: str, device: torch.device, distributed: bool = False) -
             fp32, bf16 = 1.0, float("inf")
         speedup = fp32 / bf16
         choice = "bf16" if speedup >= 1.2 else "fp32"
-        reason = (f"自动：bf16 比 fp32 快 {speedup:.1f} 倍 / "
-                  f"auto: bf16 is {speedup:.1f}x the speed of fp32 on this {device.type}")
+        reason = (f"自动：bf16 的速度是 fp32 的 {speedup:.2g} 倍 / "
+                  f"auto: bf16 is {speedup:.2g}x the speed of fp32 on this {device.type}")
         _PRECISION_CACHE[device.type] = (choice, reason)
     return _PRECISION_CACHE[device.type]
 
