@@ -64,7 +64,7 @@ class Trainer(RunControl):
         self.model = model_from_config(cfg, self.tok.get_vocab_size(), self.generator).to(self.device)
         # bf16 only inside the forward pass (autocast): weights, optimizer state and checkpoints stay fp32.
         self.precision, self.precision_reason = pick_precision(t["precision"], self.device, world_size > 1)
-        self.optimizer = make_optimizer(self.model, t)
+        self.optimizer = make_optimizer(self.model, t, self.precision)
         self.average = WeightAverage(self.model, t["max_steps"], t["average_last"]) if t["average_last"] else None
         if self.callbacks.get("on_block"):
             for block in self.model.blocks:

@@ -11,6 +11,7 @@ from conftest import PAIRS, VAL_PAIRS, sharpen
 
 from gpt_mini import checkpoint as C
 from gpt_mini import data as D
+from gpt_mini import optim as O
 from gpt_mini import tokenizer as bpe
 from gpt_mini.model import GPT
 from gpt_mini.optim import make_optimizer
@@ -171,3 +172,50 @@ def test_unknown_optimizer_is_a_config_error(project):
 
     with pytest.raises(UserError, match="adamw/muon"):
         project.cfg("training.optimizer=sgd")
+
+
+@pytest.mark.parametrize("shape", [(48, 16), (16, 48)])
+def test_orthogonalize_in_bf16_is_torchs_newton_schulz_and_fp32_is_the_same_closer(shape):
+    """A bf16 run orthogonalises exactly as torch.optim.Muon does; an fp32 run (a CPU without bf16 units) runs the
+    same iterations in fp32: within bf16's rounding of torch's result, singular values in the same band."""
+    torch.manual_seed(0)
+    g = torch.randn(*shape)
+    before = dict(O._NS_DTYPE)
+    try:
+        O._NS_DTYPE["cpu"] = torch.bfloat16
+        assert torch.equal(O.orthogonalize(g, (3.4445, -4.7750, 2.0315), 5, 1e-7),
+                           O.TORCH_ORTHOGONALIZE(g, (3.4445, -4.7750, 2.0315), 5, 1e-7))
+        O._NS_DTYPE["cpu"] = torch.float32
+        fp32 = O.orthogonalize(g, (3.4445, -4.7750, 2.0315), 5, 1e-7)
+    finally:
+        O._NS_DTYPE.clear()
+        O._NS_DTYPE.update(before)
+    reference = O.TORCH_ORTHOGONALIZE(g, (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
+    assert fp32.dtype == torch.float32 and fp32.shape == g.shape
+    assert (fp32 - reference).abs().max() < 0.05 and not torch.equal(fp32, reference)
+    s = torch.linalg.svdvals(fp32)
+    assert s.min() > 0.3 and s.max() < 1.6
+
+
+def test_an_fp32_run_takes_muon_steps_orthogonalised_in_fp32(tok):
+    """make_optimizer(..., "fp32"): one Muon step on a block matrix is p*(1 - lr*wd) - lr*sqrt(max(1, A/B)) * the
+    fp32 Newton-Schulz of the Nesterov momentum update (recomputed here step by step), not its bf16 version."""
+    torch.manual_seed(0)
+    model = GPT(tok.get_vocab_size(), n_layer=1, n_head=2, n_embd=32, seq_len=64)
+    training = {"optimizer": "muon", "lr": 3e-3, "muon_lr": 0.02, "weight_decay": 0.01}
+    opt = make_optimizer(model, training, "fp32")
+    w = model.blocks[0].mlp.fc.weight  # 128 x 32: tall, orthogonalised as its transpose
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    before, grad = w.detach().clone(), w.grad.clone()
+    opt.step()
+    update = grad.lerp((1 - 0.95) * grad, 0.95)  # first step: momentum buffer (1 - m)*g, Nesterov g.lerp(buf, m)
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = update.T if update.size(0) > update.size(1) else update
+    x = x / x.norm()
+    for _ in range(5):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    x = x.T if update.size(0) > update.size(1) else x
+    lr = 0.02 * max(1, w.size(0) / w.size(1)) ** 0.5
+    torch.testing.assert_close(w.detach(), before * (1 - 0.02 * 0.01) - lr * x, rtol=0, atol=2e-6)
