@@ -275,13 +275,20 @@ def main(argv=None):
     log(f"matmul peak: fp32 {res['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
         f"bf16 {res['matmul_peak_gflops']['bf16']:.0f} GFLOP/s")
     res["auto_precision"] = pick_precision("auto", torch.device("cpu"))
-    for precision in ("fp32", "bf16"):
+    peaks = res["matmul_peak_gflops"]
+    precisions = ("fp32", "bf16") if peaks["bf16"] >= 0.25 * peaks["fp32"] else ("fp32",)  # else: no bf16 units
+    if len(precisions) == 1:
+        log(f"train bf16: skipped, bf16 matrix multiplies run at {peaks['bf16'] / peaks['fp32']:.2g}x fp32 here "
+            "(no bf16 units; training would take ~20x longer)")
+    for precision in precisions:
         r = train_throughput(cfg, precision)
         r["mfu"] = r["gflops_real"] / res["matmul_peak_gflops"][precision]
         res[f"train_{precision}"] = r
         log(f"train {precision}: {r['tokens_per_s']:.0f} tok/s ({r['real_tokens_per_s']:.0f} real), "
             f"{r['seconds_per_100_steps']:.1f} s per 100 steps, MFU {r['mfu']:.0%} of the {precision} peak")
-    res["bf16_train_speedup"] = res["train_fp32"]["seconds_per_100_steps"] / res["train_bf16"]["seconds_per_100_steps"]
+    if "train_bf16" in res:
+        res["bf16_train_speedup"] = (res["train_fp32"]["seconds_per_100_steps"]
+                                     / res["train_bf16"]["seconds_per_100_steps"])
     prompts = [r["prompt"] for r in read_jsonl(resolve(cfg["data"]["train_path"]))[:8]]
     ckpts = {"fp32": ROOT / "checkpoints" / "last.pt", "int8": ROOT / "checkpoints" / "quantized.pt"}
     for fmt, path in ckpts.items():
@@ -301,7 +308,7 @@ def main(argv=None):
     res["course_quality"] = q = course_quality(ckpts["fp32"], cfg)
     print_quality(q, log)
     if not args.quick:
-        for precision in [p for p in args.ttu_precisions.split(",") if p]:
+        for precision in [p for p in args.ttu_precisions.split(",") if p and (p != "bf16" or "bf16" in precisions)]:
             log(f"time-to-usable ({precision}, training from scratch with the default config) ...")
             res[f"time_to_usable_{precision}"] = r = time_to_usable(cfg, precision)
             log(f"time-to-usable {precision}: {r['seconds']} s at step {r['step']} "
