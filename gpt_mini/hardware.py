@@ -28,7 +28,7 @@ def time_block(device: torch.device, rounds: int = 5) -> tuple[float, float]:
     rows of 256 tokens packed with two samples each), in fp32 and in bf16. A lone matrix multiply is not enough:
     on some CPUs (AMD with AVX512-bf16) it runs bf16 slower while the whole model runs it 2x faster. The two are
     timed in turns and the fastest of each is kept, so a burst of load from another program slows both alike
-    instead of deciding the choice."""
+    instead of deciding the choice; a bf16 more than 4x slower ends the timing after one round."""
     from .model import GPT
 
     model = GPT(824, n_layer=1, n_head=4, n_embd=256, seq_len=256).to(device)
@@ -44,6 +44,8 @@ def time_block(device: torch.device, rounds: int = 5) -> tuple[float, float]:
                 torch.cuda.synchronize()
             if r >= 1:
                 times[dtype].append(time.perf_counter() - start)
+        if r >= 1 and times[torch.bfloat16][-1] > 4 * times[None][-1]:
+            break  # no bf16 units (~20x slower): more rounds would only cost seconds at every start
     return min(times[None]), min(times[torch.bfloat16])
 
 

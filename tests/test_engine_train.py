@@ -453,13 +453,13 @@ def test_auto_precision_picks_bf16_only_when_it_is_at_least_1_2x_faster(monkeypa
     monkeypatch.setattr(hardware, "_PRECISION_CACHE", {})
     monkeypatch.setattr(hardware, "time_block", lambda device: (fp32_s, bf16_s))
     choice, reason = hardware.pick_precision("auto", torch.device("cpu"))
-    assert choice == expected and f"{fp32_s / bf16_s:.1f}" in reason
+    assert choice == expected and f"{fp32_s / bf16_s:.2g}x" in reason
     assert hardware.pick_precision("fp32", torch.device("cpu"))[0] == "fp32"  # a set precision is not measured
 
 
 def test_precision_timing_measures_both_precisions_on_this_cpu():
     fp32_s, bf16_s = hardware.time_block(torch.device("cpu"), rounds=2)
-    assert 0 < fp32_s < 5 and 0 < bf16_s < 5
+    assert 0 < fp32_s < float("inf") and 0 < bf16_s < float("inf")  # seconds, not a speed bar: no timing limits
 
 
 def test_a_finished_averaged_run_given_more_steps_goes_on_from_its_last_weights(project, tmp_path):
