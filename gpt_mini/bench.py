@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from . import optim
 from . import tokenizer as bpe
 from .checkpoint import load_model
 from .config import ROOT, add_config_args, load_config, resolve
@@ -77,6 +78,23 @@ def train_throughput(cfg: dict, precision: str, steps: int = 8, windows: int = 5
             "real_fraction": sum(r for r, _ in sizes) / sum(n for _, n in sizes),
             "gflops_real": real_rate * train_flops_per_token(cfg, trainer.tok.get_vocab_size(), mean_len) / 1e9,
             "seconds_per_100_steps": 100 * statistics.median(step_s)}
+
+
+def orthogonalize_speed(cfg: dict, repeats: int = 3) -> dict:
+    """Muon's Newton-Schulz iterations for every block matrix of the configured model (one optimizer step's worth),
+    in bf16 (as torch.optim.Muon does) and in fp32 (what an fp32 run now uses): median seconds over repeats."""
+    d, L = cfg["model"]["n_embd"], cfg["model"]["n_layer"]
+    grads = [torch.randn(r, c) for _ in range(L) for r, c in ((3 * d, d), (d, d), (4 * d, d), (d, 4 * d))]
+    before, out = dict(optim._NS_DTYPE), {}
+    try:
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            optim._NS_DTYPE["cpu"] = dtype
+            out[name] = statistics.median(time_windows(
+                lambda: [optim.orthogonalize(g, (3.4445, -4.7750, 2.0315), 5, 1e-7) for g in grads], 1, repeats))
+    finally:
+        optim._NS_DTYPE.clear()
+        optim._NS_DTYPE.update(before)
+    return dict(out, matrices=len(grads), bf16_over_fp32=out["bf16"] / out["fp32"])
 
 
 def time_to_usable(cfg: dict, precision: str, every: int = 250, save_dir=None) -> dict:
@@ -280,6 +298,9 @@ def main(argv=None):
     if len(precisions) == 1:
         log(f"train bf16: skipped, bf16 matrix multiplies run at {peaks['bf16'] / peaks['fp32']:.2g}x fp32 here "
             "(no bf16 units; training would take ~20x longer)")
+    res["muon_orthogonalize_s"] = r = orthogonalize_speed(cfg)
+    log(f"Muon orthogonalisation of the {r['matrices']} block matrices, one step: bf16 {r['bf16'] * 1000:.0f} ms, "
+        f"fp32 {r['fp32'] * 1000:.0f} ms ({r['bf16_over_fp32']:.2g}x; a run orthogonalises in its own precision)")
     for precision in precisions:
         r = train_throughput(cfg, precision)
         r["mfu"] = r["gflops_real"] / res["matmul_peak_gflops"][precision]

@@ -31,3 +31,12 @@ def test_time_to_usable_stops_at_max_steps_when_never_usable(project, tmp_path):
     r = bench.time_to_usable(cfg, "fp32", every=10, save_dir=tmp_path)
     assert r["usable"] is False and r["seconds"] is None and r["steps_run"] == 20
     assert math.isfinite(r["final_eval_loss"]) and r["train_seconds"] > 0
+
+
+def test_orthogonalize_speed_times_every_block_matrix_in_both_precisions_and_restores_the_setting(project):
+    from gpt_mini import optim
+    before = dict(optim._NS_DTYPE)
+    r = bench.orthogonalize_speed(project.cfg(*SMALL), repeats=1)
+    assert r["matrices"] == 4 * 1 and r["bf16"] > 0 and r["fp32"] > 0
+    assert r["bf16_over_fp32"] == pytest.approx(r["bf16"] / r["fp32"])
+    assert optim._NS_DTYPE == before
