@@ -85,15 +85,12 @@ def orthogonalize_speed(cfg: dict, repeats: int = 3) -> dict:
     in bf16 (as torch.optim.Muon does) and in fp32 (what an fp32 run now uses): median seconds over repeats."""
     d, L = cfg["model"]["n_embd"], cfg["model"]["n_layer"]
     grads = [torch.randn(r, c) for _ in range(L) for r, c in ((3 * d, d), (d, d), (4 * d, d), (d, 4 * d))]
-    before, out = dict(optim._NS_DTYPE), {}
-    try:
-        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-            optim._NS_DTYPE["cpu"] = dtype
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        with optim.orthogonalizing_in(dtype):
             out[name] = statistics.median(time_windows(
-                lambda: [optim.orthogonalize(g, (3.4445, -4.7750, 2.0315), 5, 1e-7) for g in grads], 1, repeats))
-    finally:
-        optim._NS_DTYPE.clear()
-        optim._NS_DTYPE.update(before)
+                lambda: [optim.orthogonalize(g, optim.NS_COEFFICIENTS, optim.NS_STEPS, 1e-7) for g in grads],
+                1, repeats))
     return dict(out, matrices=len(grads), bf16_over_fp32=out["bf16"] / out["fp32"])
 
 

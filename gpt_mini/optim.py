@@ -7,6 +7,8 @@ steps. It only suits 2-D weights inside the network; the embedding (also the out
 the biases stay with AdamW.
 """
 
+import contextlib
+
 import torch
 import torch.optim._muon as _torch_muon
 
@@ -29,6 +31,22 @@ def orthogonalize(grad: torch.Tensor, ns_coefficients: tuple, ns_steps: int, eps
     return x.T if wide else x
 
 
+@contextlib.contextmanager
+def orthogonalizing_in(dtype: torch.dtype, device_type: str = "cpu"):
+    """Muon orthogonalises in `dtype` on `device_type` inside the block, as before it after (the benchmark)."""
+    before = _NS_DTYPE.get(device_type)
+    _NS_DTYPE[device_type] = dtype
+    try:
+        yield
+    finally:
+        if before is None:
+            _NS_DTYPE.pop(device_type, None)
+        else:
+            _NS_DTYPE[device_type] = before
+
+
+NS_COEFFICIENTS = (_torch_muon.DEFAULT_A, _torch_muon.DEFAULT_B, _torch_muon.DEFAULT_C)  # torch.optim.Muon's
+NS_STEPS = _torch_muon.DEFAULT_NS_STEPS
 TORCH_ORTHOGONALIZE = _torch_muon._zeropower_via_newtonschulz  # torch's own (bf16), the tests' reference
 _torch_muon._zeropower_via_newtonschulz = orthogonalize  # the pinned torch (2.13) looks it up by this name
 

@@ -180,16 +180,11 @@ def test_orthogonalize_in_bf16_is_torchs_newton_schulz_and_fp32_is_the_same_clos
     same iterations in fp32: within bf16's rounding of torch's result, singular values in the same band."""
     torch.manual_seed(0)
     g = torch.randn(*shape)
-    before = dict(O._NS_DTYPE)
-    try:
-        O._NS_DTYPE["cpu"] = torch.bfloat16
+    with O.orthogonalizing_in(torch.bfloat16):
         assert torch.equal(O.orthogonalize(g, (3.4445, -4.7750, 2.0315), 5, 1e-7),
                            O.TORCH_ORTHOGONALIZE(g, (3.4445, -4.7750, 2.0315), 5, 1e-7))
-        O._NS_DTYPE["cpu"] = torch.float32
+    with O.orthogonalizing_in(torch.float32):
         fp32 = O.orthogonalize(g, (3.4445, -4.7750, 2.0315), 5, 1e-7)
-    finally:
-        O._NS_DTYPE.clear()
-        O._NS_DTYPE.update(before)
     reference = O.TORCH_ORTHOGONALIZE(g, (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
     assert fp32.dtype == torch.float32 and fp32.shape == g.shape
     assert (fp32 - reference).abs().max() < 0.05 and not torch.equal(fp32, reference)
