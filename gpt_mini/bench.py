@@ -89,7 +89,7 @@ def orthogonalize_speed(cfg: dict, repeats: int = 3) -> dict:
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         with optim.orthogonalizing_in(dtype):
             out[name] = statistics.median(time_windows(
-                lambda: [optim.orthogonalize(g, optim.NS_COEFFICIENTS, optim.NS_STEPS, 1e-7) for g in grads],
+                lambda: [optim.orthogonalize(g, optim.NS_COEFFICIENTS, optim.NS_STEPS, optim.NS_EPS) for g in grads],
                 1, repeats))
     return dict(out, matrices=len(grads), bf16_over_fp32=out["bf16"] / out["fp32"])
 

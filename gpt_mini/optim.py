@@ -33,7 +33,8 @@ def orthogonalize(grad: torch.Tensor, ns_coefficients: tuple, ns_steps: int, eps
 
 @contextlib.contextmanager
 def orthogonalizing_in(dtype: torch.dtype, device_type: str = "cpu"):
-    """Muon orthogonalises in `dtype` on `device_type` inside the block, as before it after (the benchmark)."""
+    """Inside the block Muon orthogonalises in `dtype` on `device_type`; after it, in what it did before (the
+    benchmark times both precisions without changing the run's choice)."""
     before = _NS_DTYPE.get(device_type)
     _NS_DTYPE[device_type] = dtype
     try:
@@ -47,6 +48,7 @@ def orthogonalizing_in(dtype: torch.dtype, device_type: str = "cpu"):
 
 NS_COEFFICIENTS = (_torch_muon.DEFAULT_A, _torch_muon.DEFAULT_B, _torch_muon.DEFAULT_C)  # torch.optim.Muon's
 NS_STEPS = _torch_muon.DEFAULT_NS_STEPS
+NS_EPS = _torch_muon.EPS
 TORCH_ORTHOGONALIZE = _torch_muon._zeropower_via_newtonschulz  # torch's own (bf16), the tests' reference
 _torch_muon._zeropower_via_newtonschulz = orthogonalize  # the pinned torch (2.13) looks it up by this name
 
