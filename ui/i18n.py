@@ -338,13 +338,15 @@ TEXT = {  # key: (中文, English)
     "train.preset_note.demo30": (
         "**30 秒演示：** 一个 2 层的小模型只学课程里的 8 个事实（包括两个固定问题，`data/demo_train.jsonl`），"
         "训练 150 步（2 核电脑上约 20 秒，电脑忙时会久一点）。每 25 步评估一次：右边的回答从乱码变成逐字答对两个"
-        "固定问题，最后连新问法也答对（打 ✓）。用整套课程训练 30 秒只会看到乱码：要学会全部 596 个事实，本课的模型"
-        "在 2 核电脑上需要约 16–24 分钟。",
+        "固定问题，最后连新问法也答对（打 ✓）。用整套课程训练 30 秒只会看到乱码：要学会全部 595 个事实，本课的模型"
+        "在 2 核电脑上要约 16–24 分钟（CPU 有 bf16 时），没有 bf16 的要约 1 小时；"
+        "页面上的预计用时是在这台电脑上实测的。",
         "**30-second demo:** a small 2-layer model learns only 8 facts of the course (the two fixed questions among "
         "them, `data/demo_train.jsonl`) in 150 steps (about 20 s on a 2-core laptop, longer when it is busy). It is "
         "evaluated every 25 steps: the answers on the right go from noise to both fixed questions word for word, and "
         "at the end a rewording too (marked ✓). Thirty seconds on the whole course only shows noise: the lesson's "
-        "model needs about 16–24 minutes on 2 cores for all 596 facts."),
+        "model needs about 16–24 minutes on 2 cores with bf16 (about an hour without) for all 595 facts; the estimate "
+        "on the page is timed on this computer."),
     "train.preset_note.adamw_vs_muon": (
         "**AdamW 对比 Muon：** 点“开始”后先用 AdamW、再用 Muon 各训练一次本课的模型（同一个随机种子、同样的步数，"
         "下面的预计用时是两次合计）。第二次训练时，AdamW 的曲线以虚线留在图上：同样的步数，Muon 的损失降得更快。"

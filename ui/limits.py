@@ -27,7 +27,7 @@ class Limits:
     max_seq_len: int = 512
     max_steps: int = 20_000
     max_batch_size: int = 64
-    max_seconds: float = 30 * 60  # a run must end inside a 45-minute lesson (the lesson model takes ~10 min)
+    max_seconds: float = 30 * 60  # a run must end inside a 45-minute lesson (the lesson preset is exempt)
 
 
 LIMITS = Limits()
