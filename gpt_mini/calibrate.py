@@ -10,29 +10,57 @@ from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, re
 from .quality import refusal_report
 
 
-def sweep(items, confidences=None, similarities=None) -> list[dict]:
-    """items: (confidence, similarity, the model refused itself) per question -> share refused at each pair of
-    thresholds. The default grid always holds the thresholds in force, so the calibration table shows the chosen
-    row."""
+def grid(confidences=None, similarities=None) -> list[tuple[float, float]]:
+    """The pairs of thresholds to try. The default grid always holds the thresholds in force, so the calibration
+    table shows the chosen row."""
     confidences = confidences or sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, CONFIDENCE_THRESHOLD})
     similarities = similarities or sorted({0.0, 0.2, 0.25, 0.3, 0.35, 0.4, SIMILARITY_THRESHOLD})
-    return [{"confidence": c, "similarity": s, "refused": sum(no or not (a >= c and b >= s) for a, b, no in items)
-             / max(1, len(items))} for c in confidences for s in similarities]
+    return [(c, s) for c in confidences for s in similarities]
+
+
+def passes(attempt, c: float, s: float) -> bool:
+    """attempt: (confidence, similarity, ..., the model refused itself); does the gate let it through?"""
+    return not attempt[-1] and attempt[0] >= c and attempt[1] >= s
+
+
+def chosen(tries, c: float, s: float):
+    """What the chat keeps at thresholds c, s (knowledge.reply_in_context): the answer to the whole question, or,
+    when the gate (not the model itself) refuses it, the surest answer to a part that the gate passes."""
+    whole = tries[0]
+    if passes(whole, c, s) or whole[-1]:
+        return whole
+    passed = [t for t in tries[1:] if passes(t, c, s)]
+    return max(passed, key=lambda t: t[0]) if passed else whole
+
+
+def sweep(items, confidences=None, similarities=None) -> list[dict]:
+    """items: per question its tries (the whole question first, then its parts), each (confidence, similarity, the
+    model refused itself) -> share refused at each pair of thresholds."""
+    return [{"confidence": c, "similarity": s,
+             "refused": sum(not passes(chosen(t, c, s), c, s) for t in items) / max(1, len(items))}
+            for c, s in grid(confidences, similarities)]
 
 
 def table(scores: dict) -> list[dict]:
-    """refusal_report's scores -> one row per pair of thresholds: shares refused (all course questions, the right
-    answers, the wrong ones, the questions to refuse), course questions answered right, and the share of all the
-    questions handled right (a course question answered right, any other refused): the rule maximizes that on the
-    calib half, which mixes course and other questions about 2:1, as a class asks them."""
-    right = [(c, s, no) for c, s, f, no in scores["in"] if f >= 0.8]
-    wrong = [(c, s, no) for c, s, f, no in scores["in"] if f < 0.8]
-    groups = [[(c, s, no) for c, s, _, no in scores["in"]], right, wrong, scores["out"]]
+    """refusal_report's scores (per question its tries, each (confidence, similarity, F1, refused by the model) for
+    course questions) -> one row per pair of thresholds: shares refused (all course questions, those whose answer
+    to the whole question is right, those whose answer is wrong, the questions to refuse), course questions
+    answered right, and the share of all the questions handled right (a course question answered right, any other
+    refused): the rule maximizes that on the calib half, which mixes course and other questions about 2:1, as a
+    class asks them."""
     n_in, n_out, rows = len(scores["in"]), len(scores["out"]), []
-    for every, r, w, out in zip(*(sweep(g) for g in groups)):
-        answered = len(right) / max(1, n_in) * (1 - r["refused"])
-        rows.append({"confidence": every["confidence"], "similarity": every["similarity"],
-                     "refused": [every["refused"], r["refused"], w["refused"], out["refused"]], "right": answered,
+    right_whole = [t[0][2] >= 0.8 for t in scores["in"]]
+    for (c, s), out in zip(grid(), sweep(scores["out"])):
+        kept = [chosen(t, c, s) for t in scores["in"]]
+        refused = [not passes(k, c, s) for k in kept]
+
+        def share(flags, among):
+            return sum(f for f, a in zip(flags, among) if a) / max(1, sum(among))
+
+        answered = sum(not no and k[2] >= 0.8 for k, no in zip(kept, refused)) / max(1, n_in)
+        rows.append({"confidence": c, "similarity": s,
+                     "refused": [share(refused, [True] * n_in), share(refused, right_whole),
+                                 share(refused, [not r for r in right_whole]), out["refused"]], "right": answered,
                      "handled": (answered * n_in + out["refused"] * n_out) / max(1, n_in + n_out)})
     return rows
 

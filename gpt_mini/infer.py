@@ -62,7 +62,7 @@ def main(argv=None):
     course, history = course_of(ckpt), []
 
     def reply(question: str, context=()):
-        return reply_in_context(lambda h: generate(model, tok, question, settings, history=h), question, context,
+        return reply_in_context(lambda h, q: generate(model, tok, q, settings, history=h), question, context,
                                 course, refuse=not args.no_refuse)
 
     def answer(question: str):
@@ -70,6 +70,8 @@ def main(argv=None):
         for notice in result.notices:
             print(notice, file=sys.stderr)
         print(f"助手: {r.text}" if args.show_label else r.text, flush=True)
+        if r.known and r.part:
+            print(f"（整句没读懂，答的是其中这一句：“{r.part}” / answered only the part “{r.part}”）", flush=True)
         if r.known:  # the next question sees this exchange (if it fits); a refused one is left out
             history.append((question, result.answer))
 
@@ -77,7 +79,8 @@ def main(argv=None):
         for question in read_prompts(args.prompts_file):
             try:
                 _, r, _ = reply(question)
-                line = {"prompt": question, "answer": r.text, "confidence": round(r.confidence, 4), "known": r.known}
+                line = {"prompt": question, "answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
+                        "part": r.part}  # the clause answered when the whole question was not understood
             except UserError as e:
                 line = {"prompt": question, "error": str(e)}
             print(json.dumps(line, ensure_ascii=False), flush=True)

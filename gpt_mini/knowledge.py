@@ -13,6 +13,8 @@ data/dev_class.jsonl (class-like course questions and questions outside the cour
   When the answer is no fact's answer (or the checkpoint has no answers), the closest training question of any
   fact counts.
 Similarity decides a refusal and picks the suggested questions; it never supplies an answer.
+A long question the gate would refuse is read again clause by clause (parts): students tell where the question
+comes from first ("刚才老师讲了…我没听懂") or add filler after it, and the model may know the part that asks.
 """
 
 import functools
@@ -197,6 +199,7 @@ class Reply:
     suggestions: list = field(default_factory=list)
     similarity: float = 1.0
     said_no: bool = False  # the model itself wrote the refusal line
+    part: str = ""  # the clause of the question the answer is to, when only a part was understood (parts)
 
 
 def refusal_line(suggestions) -> str:
@@ -226,21 +229,51 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
     return Reply(text, result.answer, result.confidence, known, suggestions, similarity, said_no)
 
 
+_CLAUSE = re.compile(r"[，,。！!？?；;、\s]+")
+_ASKS = re.compile(r"吗|呢|啥|什么|怎么|为什么|为啥|咋|哪|几|多少|是不是|能不能|会不会|有没有|叫|谁|如何|区别|原理")
+MAX_PARTS = 5
+
+
+def parts(question: str, most: int = MAX_PARTS) -> list[str]:
+    """The clauses of a question that may be asked alone: the clauses that ask something (吗, 什么, 为啥…) together,
+    then every clause of 4 or more characters. A one-clause question has no parts."""
+    pieces = [p for p in _CLAUSE.split(question) if p]
+    if len(pieces) < 2:
+        return []
+    asking = [p for p in pieces if _ASKS.search(p)]
+    found = (["，".join(asking)] if 0 < len(asking) < len(pieces) else []) + [p for p in pieces if len(p) >= 4]
+    return list(dict.fromkeys(found))[:most]
+
+
 def reply_in_context(ask, question: str, history, course: Course | None, refuse: bool = True,
                      self_contained: float = SELF_CONTAINED_SIMILARITY, **gate):
-    """ask(history) -> Result. With refusal on: a question the model knows by itself and that is this close to a
-    course question is answered on its own (a new question after another topic); otherwise with the previous
-    exchange in the context (a follow-up such as 那它有什么用), and if the model is unsure with it, its answer alone
-    is kept when it knows that one. A small model is easily thrown by an unrelated earlier exchange. Returns
+    """ask(history, question) -> Result. With refusal on: a question the model knows by itself and that is this
+    close to a course question is answered on its own (a new question after another topic); otherwise with the
+    previous exchange in the context (a follow-up such as 那它有什么用), and if the model is unsure with it, its
+    answer alone is kept when it knows that one. A small model is easily thrown by an unrelated earlier exchange.
+    A first question that the gate (not the model itself) refuses is asked again part by part (parts); an answer
+    to a part counts only if the gate passes it for the whole question, and the surest one is kept. Returns
     (Result, Reply, the history that was used). gate: judge's threshold and min_similarity."""
-    if not history or not refuse:
-        result = ask(history)
+    if not refuse:
+        result = ask(history, question)
         return result, judge(result, question, course, refuse, history=history, **gate), history
-    alone = ask(())
+    if not history:
+        result = ask((), question)
+        reply = judge(result, question, course, refuse, **gate)
+        if reply.known or reply.said_no:
+            return result, reply, ()
+        tries = [(r, judge(r, question, course, refuse, **gate), p) for p in parts(question) for r in [ask((), p)]]
+        known = [t for t in tries if t[1].known]
+        if not known:
+            return result, reply, ()
+        part_result, part_reply, part = max(known, key=lambda t: t[1].confidence)
+        part_reply.part = part
+        return part_result, part_reply, ()
+    alone = ask((), question)
     alone_reply = judge(alone, question, course, refuse, **gate)
     if alone_reply.known and alone_reply.similarity >= self_contained:
         return alone, alone_reply, ()
-    result = ask(history)
+    result = ask(history, question)
     reply = judge(result, question, course, refuse, history=history, **gate)
     if not reply.known and alone_reply.known:
         return alone, alone_reply, ()

@@ -11,7 +11,16 @@ import torch
 from . import tokenizer as bpe
 from .data import FIXED_QUESTIONS, collate, encode_row, normalize_prompt
 from .generate import MIN_ANSWER_TOKENS, Result, Settings, generate
-from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, char_f1, lookup_right, read_dev, reply_in_context
+from .knowledge import (
+    CONFIDENCE_THRESHOLD,
+    SIMILARITY_THRESHOLD,
+    char_f1,
+    judge,
+    lookup_right,
+    parts,
+    read_dev,
+    reply_in_context,
+)
 from .serving import BatchServer
 
 USABLE = {"train_f1_ok": 0.95, "val_f1_ok": 0.80}  # with both fixed questions exact: "usable" / promotable
@@ -98,16 +107,28 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
     model wrote itself are counted apart from those of the gate. Every row is answered as the chat answers it
     (knowledge.reply_in_context); "raw" is the answer with the earlier exchange in the context and no gate."""
     def replies(rows):
-        """What the chat says to each row (reply_in_context: a two-turn row is also asked alone)."""
+        """What the chat says to each row (reply_in_context: a two-turn row is also asked alone, a first question
+        part by part when the gate refuses it), and every try of a first question (the whole, then each part)
+        judged for the whole question, for calibrate's sweep."""
         with_history = greedy_answers(model, tok, rows)
         two = [i for i, row in enumerate(rows) if row.get("history")]
         alone = dict(zip(two, greedy_answers(model, tok, [{"prompt": rows[i]["prompt"]} for i in two]) if two else []))
-        out = [reply_in_context(lambda h, i=i: alone[i] if i in alone and not h else with_history[i], row["prompt"],
-                                row.get("history", ()), course, threshold=threshold, min_similarity=min_similarity)
-               for i, row in enumerate(rows)]
-        return [r for r, _, _ in out], [rep for _, rep, _ in out], with_history
+        split = [(i, p) for i, row in enumerate(rows) if not row.get("history") for p in parts(row["prompt"])]
+        asked = dict(zip(split, greedy_answers(model, tok, [{"prompt": p} for _, p in split]) if split else []))
 
-    (in_res, in_rep, in_raw), (_, out_rep, _) = replies(dev_in), replies(dev_out)
+        def ask(i, h, q):
+            if q != rows[i]["prompt"]:
+                return asked[i, q]
+            return alone[i] if i in alone and not h else with_history[i]
+
+        out = [reply_in_context(lambda h, q, i=i: ask(i, h, q), row["prompt"], row.get("history", ()), course,
+                                threshold=threshold, min_similarity=min_similarity) for i, row in enumerate(rows)]
+        tries = [[judge(ask(i, (), q), row["prompt"], course, threshold=threshold, min_similarity=min_similarity)
+                  for q in [row["prompt"], *parts(row["prompt"])]] if not row.get("history") else [out[i][1]]
+                 for i, row in enumerate(rows)]
+        return [r for r, _, _ in out], [rep for _, rep, _ in out], with_history, tries
+
+    (in_res, in_rep, in_raw, in_tries), (_, out_rep, _, out_tries) = replies(dev_in), replies(dev_out)
     in_f1 = [char_f1(r.answer, row["completion"]) for r, row in zip(in_res, dev_in)]
     raw_right = [char_f1(r.answer, row["completion"]) >= 0.8 for r, row in zip(in_raw, dev_in)]  # refusal off
 
@@ -130,8 +151,9 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
             "out_refused": sum(not r.known for r in out_rep) / n_out,
             "out_refused_by_model": sum(r.said_no for r in out_rep) / n_out,
             "out_refused_by_kind": by_kind(dev_out, [not r.known for r in out_rep]),
-            "scores": {"in": [(r.confidence, r.similarity, f, r.said_no) for r, f in zip(in_rep, in_f1)],
-                       "out": [(r.confidence, r.similarity, r.said_no) for r in out_rep]}}
+            "scores": {"in": [[(t.confidence, t.similarity, char_f1(t.answer, row["completion"]), t.said_no)
+                               for t in tries] for tries, row in zip(in_tries, dev_in)],
+                       "out": [[(t.confidence, t.similarity, t.said_no) for t in tries] for tries in out_tries]}}
 
 
 def dev_summary(model, tok, course, train_rows, path, split: str = "report") -> dict:

@@ -174,7 +174,7 @@ def engine_reply(question: str, earlier=()):
     """What the engine itself says to this question with the shipped model (greedy, refusal on), after the
     earlier exchanges the chat keeps (the previous one is in the context when it helps)."""
     model, tok, ckpt = load_model(ROOT / "checkpoints" / "last.pt")
-    return reply_in_context(lambda h: generate(model, tok, question, history=h), question, list(earlier)[-1:],
+    return reply_in_context(lambda h, q: generate(model, tok, q, history=h), question, list(earlier)[-1:],
                             course_of(ckpt))[1]
 
 

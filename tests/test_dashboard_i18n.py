@@ -111,3 +111,18 @@ def test_chinese_browser_gets_chinese(chromium, app_url):
         no_raw_keys(page)
     finally:
         context.close()
+
+
+def test_an_answer_to_one_clause_says_which_clause_in_the_readers_language():
+    """shown_answer: when only a part of a long question was understood (knowledge.parts), the chat names that
+    part under the answer; an answer to the whole question, or a refusal, names none."""
+    from gpt_mini.knowledge import Reply
+    from ui.chat_tab import shown_answer
+
+    part = Reply("地震是岩层断裂释放能量。", "地震是岩层断裂释放能量。", 0.9, True, part="地震是咋产生的")
+    zh, en = shown_answer(part, "zh"), shown_answer(part, "en")
+    assert zh.startswith("地震是岩层断裂释放能量。") and "“地震是咋产生的”" in zh and "把握 90%" in zh
+    assert "the part “地震是咋产生的”" in en and "confidence 90%" in en
+    whole = Reply("地震是岩层断裂释放能量。", "地震是岩层断裂释放能量。", 0.9, True)
+    refused = Reply("这个问题我还没学过。", "乱七八糟", 0.05, False, part="地震是咋产生的")
+    assert "地震是咋产生的" not in shown_answer(whole, "zh") and "地震是咋产生的" not in shown_answer(refused, "zh")

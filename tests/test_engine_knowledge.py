@@ -125,7 +125,7 @@ def test_in_context_a_new_course_question_is_answered_alone_and_a_follow_up_with
     asked = []
 
     def ask(answers):
-        def one(history):
+        def one(history, question):
             asked.append(bool(history))
             return answers[bool(history)]
         return one
@@ -280,7 +280,7 @@ def test_prompts_file_prints_one_json_line_per_question(cli, ckpt, tmp_path):
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [x["prompt"] for x in lines] == [PAIRS[0][0], questions[1], "？"]  # blank lines skipped
     first = lines[0]
-    assert set(first) == {"prompt", "answer", "confidence", "known"}
+    assert set(first) == {"prompt", "answer", "confidence", "known", "part"} and first["part"] == ""
     assert first["known"] is True and first["answer"] == PAIRS[0][1]
     assert lines[1]["known"] is (not lines[1]["answer"].startswith(REFUSAL))
     assert "error" in lines[2]  # a question with nothing in it: its own line, the others still answered
@@ -313,8 +313,9 @@ def test_info_prints_what_made_the_checkpoint(cli, ckpt, trained_run):
 
 def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
-    # known, unsure, unlike the course, both, and one the model refused itself (always refused)
-    items = [(1.0, 1.0, False), (c - 0.01, 1.0, False), (1.0, s - 0.01, False), (0.0, 0.0, False), (1.0, 1.0, True)]
+    # known, unsure, unlike the course, both, and one the model refused itself (always refused); one try each
+    items = [[t] for t in [(1.0, 1.0, False), (c - 0.01, 1.0, False), (1.0, s - 0.01, False), (0.0, 0.0, False),
+                           (1.0, 1.0, True)]]
     rows = {(r["confidence"], r["similarity"]): r["refused"] for r in sweep(items)}
     assert rows[(c, s)] == 0.8  # the chosen row is in the table, and only the known question passes it
     low = sweep(items, [c - 0.05], [0.0])  # a lower bar refuses the question that fails both and the model's own
@@ -323,13 +324,66 @@ def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
 
 def test_calibration_table_counts_right_answers_kept_and_all_questions_handled_right():
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
-    scores = {"in": [(1.0, 1.0, 0.9, False), (c - 0.01, 1.0, 0.9, False), (1.0, 1.0, 0.1, False),
-                     (1.0, 1.0, 0.95, True)],  # right and sure, right but unsure, wrong, refused by the model
-              "out": [(1.0, 1.0, False), (0.0, 0.0, False)]}
+    scores = {"in": [[t] for t in [(1.0, 1.0, 0.9, False), (c - 0.01, 1.0, 0.9, False), (1.0, 1.0, 0.1, False),
+                                   (1.0, 1.0, 0.95, True)]],  # right and sure, right but unsure, wrong, own refusal
+              "out": [[(1.0, 1.0, False)], [(0.0, 0.0, False)]]}
     row = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(c, s)]
     assert row["right"] == 0.25  # only the sure right answer is kept: 1 of 4 course questions
     assert row["refused"] == [0.5, 2 / 3, 0.0, 0.5]
     assert row["handled"] == (1 + 1) / 6  # the sure right answer, and the unlike question refused
+
+
+def test_calibration_keeps_the_surest_part_the_gate_passes_when_the_whole_question_is_refused():
+    """The table counts what the chat keeps: a whole question the gate refuses is answered by a part it passes
+    (the surest), at every pair of thresholds; a question the model refused itself is never re-read."""
+    c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
+    unsure_whole = (c / 2, 1.0, 0.1, False)
+    scores = {"in": [[unsure_whole, (1.0, s - 0.01, 1.0, False), (0.9, 1.0, 0.95, False), (0.8, 1.0, 0.0, False)],
+                     [(1.0, 1.0, 0.0, True), (1.0, 1.0, 1.0, False)]],
+              "out": [[(c / 2, 1.0, False), (0.9, 1.0, False)], [(c / 2, 1.0, False), (1.0, 0.0, False)]]}
+    row = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(c, s)]
+    assert row["right"] == 0.5  # the first question's part at 0.9 (right); the second stays the model's refusal
+    assert row["refused"] == [0.5, 0.0, 0.5, 0.5]  # the out-of-course question whose part passes is let through
+    strict = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(0.95, s)]
+    assert strict["right"] == 0.0 and strict["refused"][3] == 1.0  # at 0.95 no part passes
+
+
+def test_parts_are_the_asking_clauses_together_then_each_long_clause():
+    question = "刚才物理老师讲了浮力，我走神了，到底是什么决定东西浮还是沉"
+    assert K.parts(question) == ["到底是什么决定东西浮还是沉", "刚才物理老师讲了浮力", "我走神了"]
+    assert K.parts("作业里有道题，问东汉时谁改进了造纸术，用了啥原料？") == [
+        "问东汉时谁改进了造纸术，用了啥原料", "作业里有道题", "问东汉时谁改进了造纸术", "用了啥原料"]
+    assert K.parts("什么是注意力机制？") == [] and K.parts("") == []
+
+
+def test_a_long_question_the_gate_refuses_is_answered_by_a_part_it_passes_for_the_whole_question():
+    """reply_in_context without an earlier exchange: the whole question unsure -> its parts are asked alone; the
+    surest part whose answer the gate passes for the whole question is kept, with the part named; a part whose
+    fact is unlike the whole question, or a question the model itself refused, stays refused."""
+    sky = "天空是蓝色的，因为空气把蓝光散射得最多。"
+    course = Course([["什么是注意力机制？", "注意力机制是啥"], ["天空为什么是蓝色的？", "天为啥是蓝的"]],
+                    ["注意力机制让模型关注关键位置。", sky])
+    question = "我妹今天问我一个问题，天为啥是蓝的"
+    asked = []
+
+    def ask(answers):
+        def one(history, q):
+            asked.append(q)
+            return answers.get(q, result("乱七八糟", K.CONFIDENCE_THRESHOLD / 2))
+        return one
+
+    attention = result("注意力机制让模型关注关键位置。", 0.99)
+    answers = {"天为啥是蓝的": result(sky, 0.97), "我妹今天问我一个问题": attention}
+    answer, reply, used = K.reply_in_context(ask(answers), question, (), course)
+    assert asked == [question, "天为啥是蓝的", "我妹今天问我一个问题"] and used == ()
+    assert reply.known and reply.text == sky and reply.part == "天为啥是蓝的" and answer.answer == sky
+    asked.clear()  # only the attention answer: its fact is unlike the whole question, so the refusal stays
+    _, reply, _ = K.reply_in_context(ask({"我妹今天问我一个问题": attention}), question, (), course)
+    assert not reply.known and reply.text.startswith(REFUSAL) and reply.part == ""
+    asked.clear()
+    own = {question: result(f"{REFUSAL}。", 0.99), **answers}
+    _, reply, _ = K.reply_in_context(ask(own), question, (), course)
+    assert not reply.known and reply.said_no and asked == [question]  # the model's own refusal is not re-read
 
 
 def test_rows_that_teach_the_refusal_are_not_a_fact_to_suggest():

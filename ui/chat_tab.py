@@ -113,9 +113,11 @@ def confidence_badge(reply, lang: str = "zh") -> str:
 
 
 def shown_answer(reply, lang: str = "zh") -> str:
-    """The answer as the chat shows it, with its confidence under it."""
+    """The answer as the chat shows it, with its confidence under it, and the part of the question it answers when
+    only a part was understood (knowledge.parts)."""
+    part = f"\n{say('chat.answered_part', lang, part=as_text(reply.part))}" if reply.known and reply.part else ""
     return (f"{as_text(reply.text) or say('chat.empty_answer', lang)}\n"
-            f"{say('chat.answer_confidence', lang, pct=round(100 * reply.confidence))}")
+            f"{say('chat.answer_confidence', lang, pct=round(100 * reply.confidence))}{part}")
 
 
 def checkpoint_info(store, key) -> str:
@@ -195,7 +197,7 @@ def wire_chat(v: View, store, server: BatchServer):
             if use_refusal:  # the answer is shown once the model's confidence is known
                 yield history, "", "", *skip
                 item, reply, used = reply_in_context(
-                    lambda h: server.answer(model, tok, prompt, s, history=h, top_n=5), prompt, context,
+                    lambda h, q: server.answer(model, tok, q, s, history=h, top_n=5), prompt, context,
                     course_of(ckpt))
             else:  # raw output, token by token
                 for item in server.stream(model, tok, prompt, s, history=context):
@@ -209,8 +211,8 @@ def wire_chat(v: View, store, server: BatchServer):
             return
         history[-1]["content"] = shown_answer(reply, lang_of(request))
         notes = " · ".join(item.notices + notices)
-        state = {"prompt": prompt, "ids": item.token_ids, "checkpoint": checkpoint, "settings": list(sampling_values),
-                 "history": list(used)}
+        state = {"prompt": reply.part or prompt, "ids": item.token_ids, "checkpoint": checkpoint,
+                 "settings": list(sampling_values), "history": list(used)}
         pick = min(range(len(item.steps)), key=lambda i: item.steps[i]["prob"]) if item.steps else 0
         earlier = (list(earlier or []) + [[prompt, item.answer]])[-4:] if reply.known else list(earlier or [])
         # a refusal's suggestions, or the fixed questions again: old suggestions never sit under a new answer
@@ -243,7 +245,8 @@ def wire_api(store, server: BatchServer):
             s = make_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings)
             model, tok, ckpt = store.get(checkpoint or DEFAULT_KEY)
             prompt = cut_prompt(prompt)[0]
-            return judge(server.answer(model, tok, prompt, s), prompt, course_of(ckpt), refuse=bool(refuse))
+            return reply_in_context(lambda h, q: server.answer(model, tok, q, s, history=h), prompt, (),
+                                    course_of(ckpt), refuse=bool(refuse))[1]
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
 
@@ -260,11 +263,12 @@ def wire_api(store, server: BatchServer):
             top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
             max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
             checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> dict:
-        """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer}."""
+        """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer, part} (part: the
+        clause of a long question that was answered, when the whole was not understood; else "")."""
         r = reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
                      refuse)
         return {"answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
-                "suggestions": r.suggestions, "raw_answer": r.answer}
+                "suggestions": r.suggestions, "raw_answer": r.answer, "part": r.part}
 
     gr.api(generate, api_name="generate", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     gr.api(ask, api_name="ask", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
