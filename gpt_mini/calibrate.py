@@ -41,6 +41,11 @@ def sweep(items, confidences=None, similarities=None) -> list[dict]:
             for c, s in grid(confidences, similarities)]
 
 
+def share(flags, among) -> float:
+    """The share of True flags among the questions marked in `among`."""
+    return sum(f for f, a in zip(flags, among) if a) / max(1, sum(among))
+
+
 def table(scores: dict) -> list[dict]:
     """refusal_report's scores (per question its tries, each (confidence, similarity, F1, refused by the model) for
     course questions) -> one row per pair of thresholds: shares refused (all course questions, those whose answer
@@ -53,10 +58,6 @@ def table(scores: dict) -> list[dict]:
     for (c, s), out in zip(grid(), sweep(scores["out"])):
         kept = [chosen(t, c, s) for t in scores["in"]]
         refused = [not passes(k, c, s) for k in kept]
-
-        def share(flags, among):
-            return sum(f for f, a in zip(flags, among) if a) / max(1, sum(among))
-
         answered = sum(not no and k[2] >= 0.8 for k, no in zip(kept, refused)) / max(1, n_in)
         rows.append({"confidence": c, "similarity": s,
                      "refused": [share(refused, [True] * n_in), share(refused, right_whole),

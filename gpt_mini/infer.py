@@ -11,7 +11,7 @@ from .data import read_lines
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import DEFAULT, Settings, generate
 from .hardware import pick_device
-from .knowledge import course_of, reply_in_context
+from .knowledge import PART_NOTE, course_of, reply_in_context
 
 
 def build_parser():
@@ -71,7 +71,7 @@ def main(argv=None):
             print(notice, file=sys.stderr)
         print(f"助手: {r.text}" if args.show_label else r.text, flush=True)
         if r.known and r.part:
-            print(f"（整句没读懂，答的是其中这一句：“{r.part}” / answered only the part “{r.part}”）", flush=True)
+            print(" / ".join(note.format(part=r.part) for note in PART_NOTE), flush=True)
         if r.known:  # the next question sees this exchange (if it fits); a refused one is left out
             history.append((question, result.answer))
 

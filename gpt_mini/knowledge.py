@@ -232,6 +232,8 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
 _CLAUSE = re.compile(r"[，,。！!？?；;、\s]+")
 _ASKS = re.compile(r"吗|呢|啥|什么|怎么|为什么|为啥|咋|哪|几|多少|是不是|能不能|会不会|有没有|叫|谁|如何|区别|原理")
 MAX_PARTS = 5
+PART_NOTE = ("（整句没读懂，答的是其中这一句：“{part}”）",  # under an answer to one part: chat and CLI
+             "(the whole question was not understood; this answers the part “{part}”)")
 
 
 def parts(question: str, most: int = MAX_PARTS) -> list[str]:

@@ -15,6 +15,8 @@ one str(t(...)) in it is translated (checked in chromium: the one-forward-pass s
 
 import functools
 
+from gpt_mini.knowledge import PART_NOTE
+
 from .charts import CHART_TEXT
 from .hyperparameters import hyperparameter_text
 from .style import in_language
@@ -287,8 +289,7 @@ TEXT = {  # key: (中文, English)
                     "raw); a lookup by shared characters finds the right fact for {lookup:.0%}. A GPT must beat the "
                     "lookup to be worth it."),
     "chat.answer_confidence": ("（把握 {pct}%）", "(confidence {pct}%)"),
-    "chat.answered_part": ("（整句没读懂，答的是其中这一句：“{part}”）",
-                           "(the whole question was not understood; this answers the part “{part}”)"),
+    "chat.answered_part": PART_NOTE,
     "chat.empty_answer": ("（空回答）", "(empty answer)"),
     "chat.badge.confidence": ("把握 {pct}%", "Confidence {pct}%"),  # the badge after an answer (say())
     "chat.badge.known": ("学过", "learned"),
