@@ -251,8 +251,9 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
                      self_contained: float = SELF_CONTAINED_SIMILARITY, **gate):
     """ask(history, question) -> Result. With refusal on: a question the model knows by itself and that is this
     close to a course question is answered on its own (a new question after another topic); otherwise with the
-    previous exchange in the context (a follow-up such as 那它有什么用), and if the model is unsure with it, its
-    answer alone is kept when it knows that one. A small model is easily thrown by an unrelated earlier exchange.
+    previous exchange in the context (a follow-up such as 那它有什么用); when the answer alone passes the gate too
+    and is the surer one, or the answer with the context does not pass, the answer alone is kept. A small model is
+    easily thrown by an earlier exchange (after 霜 it repeats the 霜 answer to 那露水呢).
     A first question that the gate (not the model itself) refuses is asked again part by part (parts); an answer
     to a part counts only if the gate passes it for the whole question, and the surest one is kept. Returns
     (Result, Reply, the history that was used). gate: judge's threshold and min_similarity."""
@@ -277,7 +278,7 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
         return alone, alone_reply, ()
     result = ask(history, question)
     reply = judge(result, question, course, refuse, history=history, **gate)
-    if not reply.known and alone_reply.known:
+    if alone_reply.known and (not reply.known or alone_reply.confidence > reply.confidence):
         return alone, alone_reply, ()
     return result, reply, history
 

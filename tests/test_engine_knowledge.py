@@ -141,6 +141,12 @@ def test_in_context_a_new_course_question_is_answered_alone_and_a_follow_up_with
               True: result("乱七八糟", K.CONFIDENCE_THRESHOLD / 2)}
     answer, reply, _ = K.reply_in_context(ask(unsure), "那天空呢", earlier, COURSE, self_contained=1.01)
     assert answer.answer == "因为散射。" and reply.known  # unsure with the context: its answer alone is kept
+    surer_alone = {False: result("因为散射。", 0.95), True: result("注意力机制让模型关注关键位置。", 0.60)}
+    answer, _, used = K.reply_in_context(ask(surer_alone), "那天空呢", earlier, COURSE, self_contained=1.01)
+    assert answer.answer == "因为散射。" and used == ()  # both pass the gate: the surer answer, here the one alone
+    surer_with = {False: result("因为散射。", 0.60), True: result("它让模型关注关键位置。", 0.95)}
+    answer, _, used = K.reply_in_context(ask(surer_with), "那天空呢", earlier, COURSE, self_contained=1.01)
+    assert answer.answer == "它让模型关注关键位置。" and used == earlier
     raw = K.reply_in_context(ask(sky), "天为啥是蓝的", earlier, COURSE, refuse=False)
     assert raw[0].answer == "注意力机制让模型关注关键位置。" and raw[2] == earlier  # refusal off: as asked
 
