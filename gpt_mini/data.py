@@ -85,15 +85,20 @@ def check_row(row, where_zh: str, where_en: str) -> dict:
     if not normalize_prompt(row["prompt"]) or not row["completion"].strip():
         raise UserError(f"{where_zh} 的问题或回答是空的", f"{where_en} has an empty prompt or completion")
     out = {"prompt": row["prompt"], "completion": row["completion"].strip()}
-    history = row.get("history", [])
-    if not (isinstance(history, list) and all(isinstance(turn, list) and len(turn) == 2
+    history = check_history(row.get("history", []), where_zh, where_en)
+    if history:
+        out["history"] = history
+    return out
+
+
+def check_history(history, where_zh: str, where_en: str) -> list[list[str]]:
+    """Earlier exchanges, [[question, answer], ...] oldest first, each part non-empty text."""
+    if not (isinstance(history, list) and all(isinstance(turn, (list, tuple)) and len(turn) == 2
                                               and all(isinstance(t, str) and t.strip() for t in turn)
                                               for turn in history)):
         raise UserError(f"{where_zh} 的 history 应为 [[问题, 回答], ...]",
                         f"{where_en}: history must be [[question, answer], ...]")
-    if history:
-        out["history"] = [[q, a.strip()] for q, a in history]
-    return out
+    return [[q, a.strip()] for q, a in history]
 
 
 def encode_row(tok, row: dict, seq_len: int, answers: dict | None = None):

@@ -14,7 +14,7 @@ from gpt_mini import tokenizer as bpe
 from gpt_mini.checkpoint import load_model, read_checkpoint
 from gpt_mini.data import FIXED_QUESTIONS
 from gpt_mini.generate import generate
-from gpt_mini.knowledge import REFUSAL, course_of, judge
+from gpt_mini.knowledge import REFUSAL, course_of, judge, reply_in_context
 from gpt_mini.visualize import trace
 from ui.charts import chart
 from ui.hyperparameters import make_config
@@ -75,6 +75,31 @@ def test_generate_refuses_what_the_model_has_not_learned_unless_told_not_to(serv
     assert 1 <= len(info["suggestions"]) <= 3 and all(s in refused for s in info["suggestions"])
     known = c.predict(Q1, api_name="/ask")
     assert known["known"] is True and known["answer"] == FIXED_QUESTIONS[Q1] and known["suggestions"] == []
+
+
+def test_ask_answers_a_follow_up_about_the_earlier_exchange_given_as_history(server):
+    """/ask with history=[[question, answer]] answers as the chat does after that exchange (reply_in_context with
+    it as the context); without the history the same follow-up is judged on its own."""
+    c, follow = server["client"], "那它有什么用呢"
+    earlier = [["这个问题先不问", "好的。"], [Q1, FIXED_QUESTIONS[Q1]]]  # the last exchange is the context
+    model, tok, ckpt = load_model(ROOT / "checkpoints" / "last.pt")
+
+    def local(history):
+        return reply_in_context(lambda h, q: generate(model, tok, q, history=h), follow, history, course_of(ckpt))[1]
+
+    with_context, alone = local([tuple(earlier[-1])]), local(())
+    assert with_context.text != alone.text  # the shipped model needs the earlier exchange for this follow-up
+    info = c.predict(follow, history=earlier, api_name="/ask")
+    assert info["answer"] == with_context.text and info["known"] == with_context.known
+    assert c.predict(follow, api_name="/ask")["answer"] == alone.text
+    assert c.predict(follow, history=earlier, api_name="/generate") == with_context.text
+
+
+@pytest.mark.parametrize("history", [[["只有问题"]], "什么是注意力机制？", [[Q1, "  "]]])
+def test_ask_with_a_malformed_history_is_one_clear_line(server, history):
+    with pytest.raises(AppError) as info:
+        server["client"].predict(Q1, history=history, api_name="/ask")
+    assert "history" in str(info.value) and " / " in str(info.value) and "Traceback" not in str(info.value)
 
 
 def test_generate_int8_and_settings(server):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from gpt_mini.checkpoint import describe, summary_line
 from gpt_mini.config import ROOT
-from gpt_mini.data import FIXED_QUESTIONS
+from gpt_mini.data import FIXED_QUESTIONS, check_history
 from gpt_mini.errors import UserError
 from gpt_mini.generate import DEFAULT, SAMPLING, Result, Settings
 from gpt_mini.knowledge import course_of, judge, reply_in_context
@@ -240,12 +240,14 @@ def wire_chat(v: View, store, server: BatchServer):
 def wire_api(store, server: BatchServer):
     """/generate (the answer text) and /ask (the answer with its verdict)."""
     def reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
-                 refuse):
+                 refuse, history):
         try:
             s = make_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings)
+            # as in the chat: the last earlier exchange is the context (a follow-up such as 那它有什么用)
+            context = [(cut_prompt(q)[0], a) for q, a in check_history(history or [], "接口参数", "parameter")][-1:]
             model, tok, ckpt = store.get(checkpoint or DEFAULT_KEY)
             prompt = cut_prompt(prompt)[0]
-            return reply_in_context(lambda h, q: server.answer(model, tok, q, s, history=h), prompt, (),
+            return reply_in_context(lambda h, q: server.answer(model, tok, q, s, history=h), prompt, context,
                                     course_of(ckpt), refuse=bool(refuse))[1]
         except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
@@ -253,20 +255,21 @@ def wire_api(store, server: BatchServer):
     def generate(prompt: str, temperature: float = DEFAULT["temperature"], top_k: int = DEFAULT["top_k"],
                  top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
                  max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
-                 checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> str:
-        """Answer one question; stop_strings are separated by '|' or new lines. Returns the answer text, or (with
-        refuse, the default) a line starting 这个问题我还没学过 when the model is not confident."""
+                 checkpoint: str = DEFAULT_KEY, refuse: bool = True, history: list | None = None) -> str:
+        """Answer one question; stop_strings are separated by '|' or new lines; history: the earlier exchanges
+        [[question, answer], ...], oldest first (the last one is the context, as in the chat). Returns the answer
+        text, or (with refuse, the default) a line starting 这个问题我还没学过 when the model is not confident."""
         return reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings,
-                        checkpoint, refuse).text
+                        checkpoint, refuse, history).text
 
     def ask(prompt: str, temperature: float = DEFAULT["temperature"], top_k: int = DEFAULT["top_k"],
             top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
             max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
-            checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> dict:
+            checkpoint: str = DEFAULT_KEY, refuse: bool = True, history: list | None = None) -> dict:
         """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer, part} (part: the
         clause of a long question that was answered, when the whole was not understood; else "")."""
         r = reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
-                     refuse)
+                     refuse, history)
         return {"answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
                 "suggestions": r.suggestions, "raw_answer": r.answer, "part": r.part}
 
