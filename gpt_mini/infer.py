@@ -7,7 +7,7 @@ from pathlib import Path
 from . import tokenizer as bpe
 from .checkpoint import describe, load_model, read_checkpoint
 from .config import ROOT, add_config_args, load_config, resolve
-from .data import read_lines
+from .data import check_history, read_lines
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import DEFAULT, Settings, generate
 from .hardware import pick_device
@@ -34,7 +34,9 @@ def build_parser():
     p.add_argument("--info", default=None, metavar="CKPT",
                    help="打印检查点的来历（配置、数据与分词器哈希、版本）/ print what made a checkpoint")
     p.add_argument("--prompts_file", default=None,
-                   help="每行一个问题；每个问题输出一行 JSON / one question per line; prints one JSON line each")
+                   help="每行一个问题（或 JSON：{\"prompt\": 追问, \"history\": [[问题, 回答]]}）；"
+                        "每个问题输出一行 JSON / one question per line (or JSON with prompt and history); "
+                        "prints one JSON line each")
     return p
 
 
@@ -46,6 +48,21 @@ def read_prompts(path_text: str) -> list[str]:
     if not prompts:
         raise UserError(f"问题文件 {path} 是空的", f"prompts file {path} is empty")
     return prompts
+
+
+def asked_in(line: str, n: int) -> tuple[str, list]:
+    """A line of a prompts file: a question, or a JSON object {"prompt": ..., "history": [[question, answer], ...]}
+    (a follow-up after those exchanges; the last one is the context, as in the chat)."""
+    if not line.startswith("{"):
+        return line, []
+    try:
+        row = json.loads(line)
+    except ValueError:
+        row = None
+    if not (isinstance(row, dict) and isinstance(row.get("prompt"), str)):
+        raise UserError(f"第 {n} 行以 {{ 开头，但不是带 prompt 的 JSON", f"line {n} starts with {{ but is not JSON "
+                        "with a prompt")
+    return row["prompt"], [tuple(turn) for turn in check_history(row.get("history", []), f"第 {n} 行", f"line {n}")]
 
 
 def main(argv=None):
@@ -76,9 +93,11 @@ def main(argv=None):
             history.append((question, result.answer))
 
     if args.prompts_file is not None:
-        for question in read_prompts(args.prompts_file):
+        for n, line in enumerate(read_prompts(args.prompts_file), 1):
+            question = line
             try:
-                _, r, _ = reply(question)
+                question, earlier = asked_in(line, n)
+                _, r, _ = reply(question, earlier[-1:])
                 line = {"prompt": question, "answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
                         "part": r.part}  # the clause answered when the whole question was not understood
             except UserError as e:

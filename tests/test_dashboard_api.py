@@ -38,8 +38,8 @@ def plotly_data(value) -> dict:
 
 def test_every_named_endpoint_is_listed(server):
     names = set(server["client"].view_api(print_info=False, return_format="dict")["named_endpoints"])
-    for name in ("/tokenize", "/generate", "/train_start", "/train_status", "/train_pause", "/train_resume",
-                 "/train_stop", "/attention", "/rope", "/trace"):
+    for name in ("/tokenize", "/generate", "/ask", "/ask_after", "/train_start", "/train_status", "/train_pause",
+                 "/train_resume", "/train_stop", "/run_command", "/attention", "/rope", "/trace"):
         assert name in names
 
 
@@ -77,9 +77,9 @@ def test_generate_refuses_what_the_model_has_not_learned_unless_told_not_to(serv
     assert known["known"] is True and known["answer"] == FIXED_QUESTIONS[Q1] and known["suggestions"] == []
 
 
-def test_ask_answers_a_follow_up_about_the_earlier_exchange_given_as_history(server):
-    """/ask with history=[[question, answer]] answers as the chat does after that exchange (reply_in_context with
-    it as the context); without the history the same follow-up is judged on its own."""
+def test_ask_after_answers_a_follow_up_about_the_earlier_exchange(server):
+    """/ask_after with history=[[question, answer], ...] answers as the chat does after those exchanges
+    (reply_in_context with the last one as the context); /ask judges the same follow-up on its own."""
     c, follow = server["client"], "那它有什么用呢"
     earlier = [["这个问题先不问", "好的。"], [Q1, FIXED_QUESTIONS[Q1]]]  # the last exchange is the context
     model, tok, ckpt = load_model(ROOT / "checkpoints" / "last.pt")
@@ -89,17 +89,23 @@ def test_ask_answers_a_follow_up_about_the_earlier_exchange_given_as_history(ser
 
     with_context, alone = local([tuple(earlier[-1])]), local(())
     assert with_context.text != alone.text  # the shipped model needs the earlier exchange for this follow-up
-    info = c.predict(follow, history=earlier, api_name="/ask")
+    info = c.predict(follow, history=earlier, api_name="/ask_after")
     assert info["answer"] == with_context.text and info["known"] == with_context.known
     assert c.predict(follow, api_name="/ask")["answer"] == alone.text
-    assert c.predict(follow, history=earlier, api_name="/generate") == with_context.text
 
 
 @pytest.mark.parametrize("history", [[["只有问题"]], "什么是注意力机制？", [[Q1, "  "]]])
-def test_ask_with_a_malformed_history_is_one_clear_line(server, history):
+def test_ask_after_with_a_malformed_history_is_one_clear_line(server, history):
     with pytest.raises(AppError) as info:
-        server["client"].predict(Q1, history=history, api_name="/ask")
+        server["client"].predict(Q1, history=history, api_name="/ask_after")
     assert "history" in str(info.value) and " / " in str(info.value) and "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("run_name", ["../../etc", "没有这次训练"])
+def test_run_command_for_a_run_not_listed_is_one_clear_line(server, run_name):
+    with pytest.raises(AppError) as info:
+        server["client"].predict(run_name, api_name="/run_command")
+    assert "请从列表中选择一次训练" in str(info.value) and " / " in str(info.value)
 
 
 def test_generate_int8_and_settings(server):

@@ -292,6 +292,25 @@ def test_prompts_file_prints_one_json_line_per_question(cli, ckpt, tmp_path):
     assert "error" in lines[2]  # a question with nothing in it: its own line, the others still answered
 
 
+def test_a_prompts_file_line_may_be_a_follow_up_with_its_history(cli, ckpt, tmp_path, trained_run):
+    """A JSON line {"prompt", "history"} is answered with its last exchange as the context (reply_in_context, as the
+    chat does); a line that starts with { but is not such JSON gets its own error line."""
+    earlier = [list(PAIRS[1]), list(PAIRS[0])]
+    follow = "那它呢"
+    course = K.course_of(torch.load(ckpt, weights_only=True))
+    expected = K.reply_in_context(lambda h, q: generate(trained_run.model, trained_run.tok, q, history=h), follow,
+                                  [tuple(earlier[-1])], course)[1]
+    lines = [json.dumps({"prompt": follow, "history": earlier}, ensure_ascii=False), '{"prompt": 3}',
+             json.dumps({"prompt": follow, "history": "x"})]
+    path = tmp_path / "q.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    proc = cli("gpt_mini.infer", "--ckpt", ckpt, "--prompts_file", path)
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert out[0]["prompt"] == follow and out[0]["answer"] == expected.text and out[0]["known"] == expected.known
+    assert "第 2 行" in out[1]["error"] and "history" in out[2]["error"]
+
+
 def test_no_refuse_prints_the_raw_answer(cli, ckpt, tmp_path, trained_run):
     question = "今天天气怎么样呀，适合出去玩吗"
     raw = generate(trained_run.model, trained_run.tok, question)

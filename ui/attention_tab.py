@@ -24,6 +24,7 @@ from gpt_mini.visualize import (
     trace_json,
 )
 
+from .endpoints import one_line
 from .i18n import TEXT, t
 from .limits import MODEL_CONCURRENCY
 from .models import DEFAULT_KEY
@@ -319,11 +320,9 @@ def wire_api(store):
         """One forward pass of a checkpoint on the chat prompt of `question` (its last 24 tokens): every stage's
         shape, its values (rounded, first 8 numbers per row) for one layer and head, the top-10 next tokens and
         the logit lens."""
-        try:
+        with one_line():
             model, tok, _ = store.get(checkpoint or DEFAULT_KEY)
             return trace_json(trace(model, tok, (question or "").strip()[:MAX_TEXT]), layer, head)
-        except UserError as e:
-            raise gr.Error(str(e), print_exception=False) from None
 
     gr.api(trace_api, api_name="trace", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
 

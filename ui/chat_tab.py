@@ -1,6 +1,6 @@
 """Tab 对话 Chat: streaming answers, sampling settings, checkpoint choice, and the per-token panel.
 
-build() = layout() + wire_chat() (asking, suggestions, settings) + wire_api() (/generate, /ask)."""
+build() = layout() + wire_chat() (asking, suggestions, settings) + wire_api() (/generate, /ask, /ask_after)."""
 
 import html
 import json
@@ -18,6 +18,7 @@ from gpt_mini.knowledge import course_of, judge, reply_in_context
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
+from .endpoints import one_line
 from .i18n import lang_of, say, t
 from .limits import CHAT_CONCURRENCY, MODEL_CONCURRENCY
 from .models import DEFAULT_KEY
@@ -238,10 +239,11 @@ def wire_chat(v: View, store, server: BatchServer):
 
 
 def wire_api(store, server: BatchServer):
-    """/generate (the answer text) and /ask (the answer with its verdict)."""
+    """/generate (the answer text), /ask (the answer with its verdict) and /ask_after (a follow-up after earlier
+    exchanges). Their parameters only ever grow at the end: raw HTTP clients send every value by position."""
     def reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
                  refuse, history):
-        try:
+        with one_line():
             s = make_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings)
             # as in the chat: the last earlier exchange is the context (a follow-up such as 那它有什么用)
             context = [(cut_prompt(q)[0], a) for q, a in check_history(history or [], "接口参数", "parameter")][-1:]
@@ -249,32 +251,39 @@ def wire_api(store, server: BatchServer):
             prompt = cut_prompt(prompt)[0]
             return reply_in_context(lambda h, q: server.answer(model, tok, q, s, history=h), prompt, context,
                                     course_of(ckpt), refuse=bool(refuse))[1]
-        except UserError as e:
-            raise gr.Error(str(e), print_exception=False) from None
 
     def generate(prompt: str, temperature: float = DEFAULT["temperature"], top_k: int = DEFAULT["top_k"],
                  top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
                  max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
-                 checkpoint: str = DEFAULT_KEY, refuse: bool = True, history: list | None = None) -> str:
-        """Answer one question; stop_strings are separated by '|' or new lines; history: the earlier exchanges
-        [[question, answer], ...], oldest first (the last one is the context, as in the chat). Returns the answer
-        text, or (with refuse, the default) a line starting 这个问题我还没学过 when the model is not confident."""
+                 checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> str:
+        """Answer one question; stop_strings are separated by '|' or new lines. Returns the answer text, or (with
+        refuse, the default) a line starting 这个问题我还没学过 when the model is not confident."""
         return reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings,
-                        checkpoint, refuse, history).text
+                        checkpoint, refuse, None).text
 
     def ask(prompt: str, temperature: float = DEFAULT["temperature"], top_k: int = DEFAULT["top_k"],
             top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
             max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
-            checkpoint: str = DEFAULT_KEY, refuse: bool = True, history: list | None = None) -> dict:
+            checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> dict:
         """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer, part} (part: the
         clause of a long question that was answered, when the whole was not understood; else "")."""
-        r = reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings, checkpoint,
-                     refuse, history)
+        return verdict(reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings,
+                                checkpoint, refuse, None))
+
+    def ask_after(prompt: str, history: list, checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> dict:
+        """/ask after earlier exchanges, history = [[question, answer], ...] oldest first: as in the chat, the last
+        one is the context, so a follow-up such as 那它有什么用 is about it. Greedy decoding; the same verdict."""
+        return verdict(reply_to(prompt, DEFAULT["temperature"], DEFAULT["top_k"], DEFAULT["top_p"],
+                                DEFAULT["repetition_penalty"], DEFAULT["max_new_tokens"], "", checkpoint, refuse,
+                                history))
+
+    def verdict(r) -> dict:
         return {"answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
                 "suggestions": r.suggestions, "raw_answer": r.answer, "part": r.part}
 
     gr.api(generate, api_name="generate", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     gr.api(ask, api_name="ask", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
+    gr.api(ask_after, api_name="ask_after", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
 
 
 def build(store, cfg, server: BatchServer) -> TabParts:

@@ -17,6 +17,7 @@ from gpt_mini.knowledge import course_of, judge
 from gpt_mini.visualize import model_size
 
 from .charts import compare_chart
+from .endpoints import one_line
 from .hyperparameters import HYPERPARAMETERS
 from .i18n import lang_of, say, t
 from .limits import CHAT_CONCURRENCY, MODEL_CONCURRENCY
@@ -198,17 +199,13 @@ def wire_api(store, server):
     def compare(a: str, b: str) -> list[dict]:
         """Two checkpoint keys (see /checkpoints): each hyperparameter and final figure of both, and whether
         they differ."""
-        try:
+        with one_line():
             return comparison(store, a, b)[0]
-        except UserError as e:
-            raise gr.Error(str(e), print_exception=False) from None
 
     def compare_ask(a: str, b: str, question: str) -> list[dict]:
         """One question answered by both checkpoints (greedy): [{checkpoint, answer, confidence, known}] x 2."""
-        try:
+        with one_line():
             return ask_both(store, server, a, b, question)
-        except UserError as e:
-            raise gr.Error(str(e), print_exception=False) from None
 
     def checkpoints() -> list[list[str]]:
         """Every checkpoint key the dashboard can load, with its label: defaults, runs, and runs at each

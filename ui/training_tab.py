@@ -20,6 +20,7 @@ from gpt_mini.errors import UserError
 from gpt_mini.promote import promote
 
 from .charts import chart, run_metrics
+from .endpoints import one_line
 from .hyperparameters import HYPERPARAMETERS, PRESETS, api_signature, cli_command, defaults, preset_values
 from .i18n import TEXT, lang_of, say, t
 from .limits import LIMITS
@@ -466,11 +467,9 @@ def wire_api(actions: TrainingActions):
         when the server has one."""
         given = dict(zip(start_signature.parameters, args))
         values = {k: given[k] for k in NAMES}
-        try:
+        with one_line():
             return actions.guarded(actions.start_run, values, given["minutes"], given["preset"], given["name"],
                                    given["extra_rows"], given["teacher_password"])
-        except UserError as e:
-            raise gr.Error(str(e), print_exception=False) from None
 
     extra_params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=a)
                     for n, d, a in (("preset", "", str), ("minutes", 0.0, float), ("name", "", str),
@@ -481,10 +480,8 @@ def wire_api(actions: TrainingActions):
     def train_estimate(preset: str = "", minutes: float = 0.0) -> dict:
         """What a preset (and time budget) would run: its config's hyperparameters, the estimated seconds, and
         how many runs it starts (a series preset such as adamw_vs_muon: one per optimizer, seconds of all)."""
-        try:
+        with one_line():
             planned = actions.planner.plan_runs({}, minutes, preset)
-        except UserError as e:
-            raise gr.Error(str(e), print_exception=False) from None
         cfg_run = planned[0][0]
         return {"hyperparameters": {h.name: cfg_run[h.section][h.name] for h in HYPERPARAMETERS},
                 "estimated_seconds": round(sum(seconds for _, seconds, _, _ in planned), 1), "runs": len(planned)}
@@ -496,10 +493,8 @@ def wire_api(actions: TrainingActions):
 
     def controlled(fn, api_name):
         def endpoint(teacher_password: str = "") -> dict:
-            try:
+            with one_line():
                 return actions.guarded(fn, teacher_password)
-            except UserError as e:
-                raise gr.Error(str(e), print_exception=False) from None
         endpoint.__name__ = api_name
         return endpoint
 
@@ -511,7 +506,12 @@ def wire_api(actions: TrainingActions):
                     (run.reset, "train_reset"), (actions.promote_run, "train_promote")):
         gr.api(controlled(fn, api), api_name=api, concurrency_limit=1 if api == "train_promote" else None)
 
-    gr.api(actions.run_command, api_name="run_command", concurrency_limit=None)
+    def run_command(run_name: str) -> str:
+        """The terminal command that trains a listed run again (what differs from config.yaml)."""
+        with one_line():
+            return actions.run_command(run_name)
+
+    gr.api(run_command, api_name="run_command", concurrency_limit=None)
 
 
 def build(run, store, cfg, config_path, runs_dir: Path, pace, gate, promote_dir: Path) -> TabParts:
