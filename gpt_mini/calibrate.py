@@ -6,7 +6,7 @@ import json
 from .checkpoint import load_model
 from .config import ROOT
 from .errors import ArgumentParser, UserError, run_cli
-from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, read_dev
+from .knowledge import CONFIDENCE_THRESHOLD, SELF_CONTAINED_SIMILARITY, SIMILARITY_THRESHOLD, course_of, read_dev
 from .quality import refusal_report
 
 
@@ -19,13 +19,22 @@ def grid(confidences=None, similarities=None) -> list[tuple[float, float]]:
 
 
 def passes(attempt, c: float, s: float) -> bool:
-    """attempt: (confidence, similarity, ..., the model refused itself); does the gate let it through?"""
-    return not attempt[-1] and attempt[0] >= c and attempt[1] >= s
+    """attempt: (confidence, similarity, ..., closer to a question taught to be refused, the model refused itself);
+    does the gate let it through? The last two do not depend on the thresholds."""
+    return not attempt[-1] and not attempt[-2] and attempt[0] >= c and attempt[1] >= s
 
 
-def chosen(tries, c: float, s: float):
-    """What the chat keeps at thresholds c, s (knowledge.reply_in_context): the answer to the whole question, or,
-    when the gate (not the model itself) refuses it, the surest answer to a part that the gate passes."""
+def chosen(tries, c: float, s: float, two_turn: bool = False):
+    """What the chat keeps at thresholds c, s (knowledge.reply_in_context). A first question: the answer to the
+    whole, or, when the gate (not the model itself) refuses it, the surest answer to a part that the gate passes.
+    A two-turn row (tries: with the earlier exchange, alone): the answer alone when it passes and is a question of
+    its own (SELF_CONTAINED_SIMILARITY), or passes and the other does not or is less sure; else the one with it."""
+    if two_turn:
+        with_context, alone = tries
+        if passes(alone, c, s) and (alone[1] >= SELF_CONTAINED_SIMILARITY or not passes(with_context, c, s)
+                                    or alone[0] > with_context[0]):
+            return alone
+        return with_context
     whole = tries[0]
     if passes(whole, c, s) or whole[-1]:
         return whole
@@ -33,11 +42,13 @@ def chosen(tries, c: float, s: float):
     return max(passed, key=lambda t: t[0]) if passed else whole
 
 
-def sweep(items, confidences=None, similarities=None) -> list[dict]:
-    """items: per question its tries (the whole question first, then its parts), each (confidence, similarity, the
-    model refused itself) -> share refused at each pair of thresholds."""
+def sweep(items, confidences=None, similarities=None, two_turn=None) -> list[dict]:
+    """items: per question its tries (see chosen; two_turn marks the two-turn rows), each (confidence, similarity,
+    closer to a refused question, the model refused itself) -> share refused at each pair of thresholds."""
+    two_turn = two_turn or [False] * len(items)
     return [{"confidence": c, "similarity": s,
-             "refused": sum(not passes(chosen(t, c, s), c, s) for t in items) / max(1, len(items))}
+             "refused": sum(not passes(chosen(t, c, s, two), c, s) for t, two in zip(items, two_turn))
+             / max(1, len(items))}
             for c, s in grid(confidences, similarities)]
 
 
@@ -47,16 +58,18 @@ def share(flags, among) -> float:
 
 
 def table(scores: dict) -> list[dict]:
-    """refusal_report's scores (per question its tries, each (confidence, similarity, F1, refused by the model) for
-    course questions) -> one row per pair of thresholds: shares refused (all course questions, those whose answer
-    to the whole question is right, those whose answer is wrong, the questions to refuse), course questions
-    answered right, and the share of all the questions handled right (a course question answered right, any other
-    refused): the rule maximizes that on the calib half, which mixes course and other questions about 2:1, as a
-    class asks them."""
+    """refusal_report's scores (per question its tries, each (confidence, similarity, F1, closer to a refused
+    question, refused by the model) for course questions) -> one row per pair of thresholds: shares refused (all
+    course questions, those whose answer to the whole question is right, those whose answer is wrong, the
+    questions to refuse), course questions answered right, and the share of all the questions handled right (a
+    course question answered right, any other refused): the rule maximizes that on the calib half, which mixes
+    course and other questions about 2:1, as a class asks them."""
     n_in, n_out, rows = len(scores["in"]), len(scores["out"]), []
+    two_turn = scores.get("two_turn", {})
+    two_in = two_turn.get("in") or [False] * n_in
     right_whole = [t[0][2] >= 0.8 for t in scores["in"]]
-    for (c, s), out in zip(grid(), sweep(scores["out"])):
-        kept = [chosen(t, c, s) for t in scores["in"]]
+    for (c, s), out in zip(grid(), sweep(scores["out"], two_turn=two_turn.get("out"))):
+        kept = [chosen(t, c, s, two) for t, two in zip(scores["in"], two_in)]
         refused = [not passes(k, c, s) for k in kept]
         answered = sum(not no and k[2] >= 0.8 for k, no in zip(kept, refused)) / max(1, n_in)
         rows.append({"confidence": c, "similarity": s,

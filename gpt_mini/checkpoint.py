@@ -50,6 +50,7 @@ def make_checkpoint(model: GPT, cfg: dict, tok, step: int, metrics: dict, course
             "step": step, "metrics": metrics, "format": "fp32",
             "course": [list(f) for f in course.facts] if course else [],
             "course_answers": list(course.answers) if course else [],
+            "course_refused": list(course.refused) if course else [],
             "provenance": provenance or {}}
 
 
@@ -145,11 +146,14 @@ def summary_line(ckpt: dict) -> str:
     return " · ".join(str(p) for p in parts)
 
 
+def file_sha(path_text) -> str | None:
+    """The hash provenance records for a data file (None when it is missing)."""
+    path = resolve(path_text) if path_text else None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path and path.is_file() else None
+
+
 def provenance(cfg: dict, tok, precision: str) -> dict:
     """What made a checkpoint: config, tokenizer and data hashes, versions, the code commit when known."""
-    def sha(path_text):
-        path = resolve(path_text) if path_text else None
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path and path.is_file() else None
 
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -157,6 +161,6 @@ def provenance(cfg: dict, tok, precision: str) -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"config": cfg, "tokenizer": bpe.fingerprint(tok),
-            "data": {k: sha(v) for k, v in cfg["data"].items()}, "torch": str(torch.__version__),
+            "data": {k: file_sha(v) for k, v in cfg["data"].items()}, "torch": str(torch.__version__),
             "python": platform.python_version(), "commit": commit, "precision": precision,
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}

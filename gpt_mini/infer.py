@@ -99,7 +99,8 @@ def main(argv=None):
                 question, earlier = asked_in(line, n)
                 _, r, _ = reply(question, earlier[-1:])
                 line = {"prompt": question, "answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
-                        "part": r.part}  # the clause answered when the whole question was not understood
+                        "part": r.part,  # the clause answered when the whole question was not understood
+                        "why": r.why}  # which check refused it (knowledge.judge), "" when answered
             except UserError as e:
                 line = {"prompt": question, "error": str(e)}
             print(json.dumps(line, ensure_ascii=False), flush=True)

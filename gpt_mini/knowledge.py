@@ -26,13 +26,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .checkpoint import file_sha
+from .config import resolve
 from .data import normalize_prompt, read_jsonl
 from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
 CONFIDENCE_THRESHOLD = 0.10  # both calibrated with `python -m gpt_mini.knowledge` (see README)
-SIMILARITY_THRESHOLD = 0.20
+SIMILARITY_THRESHOLD = 0.25
 SELF_CONTAINED_SIMILARITY = 0.60  # a question this close to a course question is answered alone (calib half)
+REFUSED_MARGIN = 0.10  # refuse a question this much closer to a taught refusal than to its answer's fact (calib)
 MAX_SUGGESTIONS = 3
 _FILLER = set("请问老师吗呢呀啊吧嘛哦的了是什么怎么为啥一下个?,.!:;")  # carry no topic; ignored for similarity
 
@@ -57,22 +60,26 @@ def char_f1(prediction: str, reference: str) -> float:
 
 
 class Course:
-    """The questions a model was trained on, grouped by fact (one list of wordings per answer), and the answers.
-    Stored in every checkpoint as plain lists of strings, so it loads with weights_only=True."""
+    """The questions a model was trained on, grouped by fact (one list of wordings per answer), and the answers;
+    `refused`: the questions it was taught to refuse (their answer is the refusal line). Stored in every checkpoint
+    as plain lists of strings, so it loads with weights_only=True."""
 
     @classmethod
-    def of(cls, facts, answers=()) -> "Course":
-        """Course(facts, answers), built once per content: indexing 35,000 wordings takes seconds on 2 cores, and
-        the dashboard meets the same course in every checkpoint and every run. A Course is never changed."""
-        return _indexed(tuple(map(tuple, facts)), tuple(answers))
+    def of(cls, facts, answers=(), refused=()) -> "Course":
+        """Course(facts, answers, refused), built once per content: indexing 35,000 wordings takes seconds on 2
+        cores, and the dashboard meets the same course in every checkpoint and every run. A Course is never
+        changed."""
+        return _indexed(tuple(map(tuple, facts)), tuple(answers), tuple(refused))
 
-    def __init__(self, facts: list[list[str]], answers=()):
+    def __init__(self, facts: list[list[str]], answers=(), refused=()):
         keep = [i for i, f in enumerate(facts) if f]
         self.facts = [list(facts[i]) for i in keep]
         # answers[i] is what fact i answers; empty for checkpoints saved before answers were stored
         self.answers = [answers[i] for i in keep] if len(answers) == len(facts) else []
+        self.refused = list(refused)
         self._answer_index = {a: i for i, a in enumerate(self.answers)}
-        index = [[_features(q) for q in f] for f in self.facts]
+        # the refused questions are one more group after the facts: never a fact, never suggested
+        index = [[_features(q) for q in f] for f in self.facts + [self.refused]]
         df = Counter(k for f in index for feats in f for k in set(feats))
         n = max(1, sum(len(f) for f in index))
         self._idf = {k: math.log((1 + n) / (1 + v)) + 1 for k, v in df.items()}
@@ -103,14 +110,10 @@ class Course:
     @classmethod
     def from_rows(cls, rows) -> "Course":
         """Training rows -> facts in file order; a fact's first wording is the one suggested. Rows that teach the
-        refusal line are not a fact: questions outside the course are neither suggested nor counted as similar."""
-        by_answer: dict[str, list[str]] = {}
-        for r in rows:
-            if "prompt" in r and not r.get("history") and not r["completion"].startswith(REFUSAL):
-                wordings = by_answer.setdefault(r["completion"], [])
-                if r["prompt"] not in wordings:
-                    wordings.append(r["prompt"])
-        return cls.of(list(by_answer.values()), list(by_answer))
+        refusal line are not a fact: questions outside the course are never suggested, and are kept apart as the
+        questions taught to be refused."""
+        by_answer, refused = _taught(rows)
+        return cls.of(list(by_answer.values()), list(by_answer), refused)
 
     def similarity(self, question: str) -> float:
         """0..1: the question against its closest training question (1.0 when the course is unknown)."""
@@ -124,7 +127,7 @@ class Course:
             if key in self._columns:  # a feature no wording has adds nothing to any dot product
                 q[self._columns[key]] = w
         per_wording = self._matrix @ q
-        return torch.zeros(len(self.facts), dtype=torch.float64).scatter_reduce_(
+        return torch.zeros(len(self.facts) + 1, dtype=torch.float64).scatter_reduce_(
             0, self._fact_of, per_wording, "amax", include_self=False)
 
     def fact_answered(self, answer: str) -> int | None:
@@ -146,16 +149,34 @@ class Course:
         return self.match(question, None, k)[0]
 
     def match(self, question: str, answer: str | None, k: int = MAX_SUGGESTIONS):
-        """closest(question, k) and answer_similarity(question, answer) (None without an answer) from one
-        search: the refusal needs both for every reply."""
+        """closest(question, k), answer_similarity(question, answer) (None without an answer) and the similarity
+        to the closest question taught to be refused (0.0 without any) from one search: the refusal needs all
+        three for every reply."""
         if not self.facts:
-            return [], None
-        per_fact = self._per_fact(question)
+            return [], None, 0.0
+        per_all = self._per_fact(question)
+        per_fact, refused = per_all[:-1], round(float(per_all[-1]), 3)
         # most similar first; among equals the later fact first (as sorting (similarity, index) pairs would)
         order = len(self.facts) - 1 - torch.sort(per_fact.flip(0), descending=True, stable=True).indices[:k]
         closest = [(self.facts[i][0], round(float(per_fact[i]), 3)) for i in order.tolist() if per_fact[i] > 0]
         fact = None if answer is None else self.fact_answered(answer)
-        return closest, None if fact is None else round(float(per_fact[fact]), 3)
+        return closest, None if fact is None else round(float(per_fact[fact]), 3), refused
+
+
+def _taught(rows) -> tuple[dict[str, list[str]], list[str]]:
+    """Single-turn training rows -> {answer: its distinct wordings} in file order, and the distinct questions whose
+    answer is the refusal line."""
+    by_answer: dict[str, list[str]] = {}
+    refused: dict[str, None] = {}
+    for r in rows:
+        if "prompt" in r and not r.get("history"):
+            if r["completion"].startswith(REFUSAL):
+                refused[r["prompt"]] = None
+                continue
+            wordings = by_answer.setdefault(r["completion"], [])
+            if r["prompt"] not in wordings:
+                wordings.append(r["prompt"])
+    return by_answer, list(refused)
 
 
 def similarity_of(course: "Course", closest: list) -> float:
@@ -199,7 +220,14 @@ class Reply:
     suggestions: list = field(default_factory=list)
     similarity: float = 1.0
     said_no: bool = False  # the model itself wrote the refusal line
+    refused_similarity: float = 0.0  # the question against the closest question taught to be refused
     part: str = ""  # the clause of the question the answer is to, when only a part was understood (parts)
+    why: str = ""  # why it was refused, the first that holds: "model", "refused_like", "unsure", "unlike", "empty"
+
+    @property
+    def near_refused(self) -> bool:
+        """Clearly closer to a question taught to be refused than to the questions of the fact answered."""
+        return self.refused_similarity > self.similarity + REFUSED_MARGIN
 
 
 def refusal_line(suggestions) -> str:
@@ -213,20 +241,24 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
           history=()) -> Reply:
     """Refuse (when `refuse`) if the model itself says it has not learned this (it was trained to, on questions
     outside the course), is unsure of its own answer, or the question is unlike the questions of the fact it
-    answered (or, for an answer that is no fact's, unlike every question it was taught). With an earlier exchange
-    in the context, similarity is of the earlier question and this one together (asked_with). Without a course
-    (an old checkpoint) only the model decides."""
+    answered (or, for an answer that is no fact's, unlike every question it was taught), or is clearly closer to a
+    question it was taught to refuse (by REFUSED_MARGIN: 家里插座突然没电了咋修 is a repair request like those,
+    not the fact about overloaded sockets). With an earlier exchange in the context, similarity is of the earlier
+    question and this one together (asked_with). Without a course (an old checkpoint) only the model decides."""
     said_no = result.answer.startswith(REFUSAL)
     # a follow-up names nothing itself and may ask about another fact: only the closest fact counts for it
     of_fact = None if history or said_no else result.answer
-    closest, of_answer = course.match(asked_with(question, history), of_fact) if course else ([], None)
+    closest, of_answer, refused = course.match(asked_with(question, history), of_fact) if course else ([], None, 0.0)
     similarity = similarity_of(course, closest) if course else 1.0
     similarity = similarity if of_answer is None else of_answer
-    known = (not said_no and result.confidence >= threshold and similarity >= min_similarity
-             and bool(result.answer))
+    reasons = {"model": said_no, "refused_like": refused > similarity + REFUSED_MARGIN,
+               "unsure": result.confidence < threshold, "unlike": similarity < min_similarity,
+               "empty": not result.answer}
+    why = next((k for k, failed in reasons.items() if failed), "")
+    known = not why
     suggestions = [q for q, _ in closest] if not known else []
     text = result.answer if known or not refuse else refusal_line(suggestions)
-    return Reply(text, result.answer, result.confidence, known, suggestions, similarity, said_no)
+    return Reply(text, result.answer, result.confidence, known, suggestions, similarity, said_no, refused, why=why)
 
 
 _CLAUSE = re.compile(r"[，,。！!？?；;、\s]+")
@@ -284,15 +316,27 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
 
 
 @functools.lru_cache(maxsize=4)  # the same course again: a reloaded model, the next run
-def _indexed(facts: tuple, answers: tuple) -> Course:
-    return Course([list(f) for f in facts], list(answers))
+def _indexed(facts: tuple, answers: tuple, refused: tuple) -> Course:
+    return Course([list(f) for f in facts], list(answers), list(refused))
 
 
 def course_of(ckpt: dict) -> Course:
     """The checkpoint's course index, built once and kept on the dict."""
     if "_course" not in ckpt:
-        ckpt["_course"] = Course.of(ckpt.get("course", []), ckpt.get("course_answers", []))
+        refused = ckpt.get("course_refused")
+        ckpt["_course"] = Course.of(ckpt.get("course", []), ckpt.get("course_answers", []),
+                                    refused_in_training_data(ckpt) if refused is None else refused)
     return ckpt["_course"]
+
+
+def refused_in_training_data(ckpt: dict) -> list[str]:
+    """For a checkpoint saved before the questions to refuse were stored: those of its training data file, when
+    that file is still the one it was trained on (the hash its provenance recorded); else none."""
+    path = ((ckpt.get("config") or {}).get("data") or {}).get("train_path")
+    recorded = ((ckpt.get("provenance") or {}).get("data") or {}).get("train_path")
+    if not path or not recorded or file_sha(path) != recorded:
+        return []
+    return _taught(read_jsonl(resolve(path)))[1]
 
 
 def _has_prompt(row, where_zh: str, where_en: str) -> dict:

@@ -108,8 +108,9 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
     (knowledge.reply_in_context); "raw" is the answer with the earlier exchange in the context and no gate."""
     def replies(rows):
         """What the chat says to each row (reply_in_context: a two-turn row is also asked alone, a first question
-        part by part when the gate refuses it), and every try of a first question (the whole, then each part)
-        judged for the whole question, for calibrate's sweep."""
+        part by part when the gate refuses it), and every try, for calibrate's sweep: of a first question the whole,
+        then each part, judged for the whole question; of a two-turn row the answer with the earlier exchange,
+        then alone."""
         with_history = greedy_answers(model, tok, rows)
         two = [i for i, row in enumerate(rows) if row.get("history")]
         alone = dict(zip(two, greedy_answers(model, tok, [{"prompt": rows[i]["prompt"]} for i in two]) if two else []))
@@ -123,9 +124,11 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
 
         out = [reply_in_context(lambda h, q, i=i: ask(i, h, q), row["prompt"], row.get("history", ()), course,
                                 threshold=threshold, min_similarity=min_similarity) for i, row in enumerate(rows)]
-        tries = [[judge(ask(i, (), q), row["prompt"], course, threshold=threshold, min_similarity=min_similarity)
-                  for q in [row["prompt"], *parts(row["prompt"])]] if not row.get("history") else [out[i][1]]
-                 for i, row in enumerate(rows)]
+        gate = {"threshold": threshold, "min_similarity": min_similarity}
+        tries = [[judge(ask(i, (), q), row["prompt"], course, **gate) for q in [row["prompt"], *parts(row["prompt"])]]
+                 if not row.get("history") else  # a two-turn row: with the earlier exchange, then alone
+                 [judge(with_history[i], row["prompt"], course, history=row["history"], **gate),
+                  judge(alone[i], row["prompt"], course, **gate)] for i, row in enumerate(rows)]
         return [r for r, _, _ in out], [rep for _, rep, _ in out], with_history, tries
 
     (in_res, in_rep, in_raw, in_tries), (_, out_rep, _, out_tries) = replies(dev_in), replies(dev_out)
@@ -151,9 +154,12 @@ def refusal_report(model, tok, course, dev_in, dev_out, threshold: float, min_si
             "out_refused": sum(not r.known for r in out_rep) / n_out,
             "out_refused_by_model": sum(r.said_no for r in out_rep) / n_out,
             "out_refused_by_kind": by_kind(dev_out, [not r.known for r in out_rep]),
-            "scores": {"in": [[(t.confidence, t.similarity, char_f1(t.answer, row["completion"]), t.said_no)
-                               for t in tries] for tries, row in zip(in_tries, dev_in)],
-                       "out": [[(t.confidence, t.similarity, t.said_no) for t in tries] for tries in out_tries]}}
+            "scores": {"in": [[(t.confidence, t.similarity, char_f1(t.answer, row["completion"]), t.near_refused,
+                                t.said_no) for t in tries] for tries, row in zip(in_tries, dev_in)],
+                       "out": [[(t.confidence, t.similarity, t.near_refused, t.said_no) for t in tries]
+                               for tries in out_tries],
+                       "two_turn": {"in": [bool(r.get("history")) for r in dev_in],
+                                    "out": [bool(r.get("history")) for r in dev_out]}}}
 
 
 def dev_summary(model, tok, course, train_rows, path, split: str = "report") -> dict:

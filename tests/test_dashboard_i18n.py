@@ -126,3 +126,25 @@ def test_an_answer_to_one_clause_says_which_clause_in_the_readers_language():
     whole = Reply("地震是岩层断裂释放能量。", "地震是岩层断裂释放能量。", 0.9, True)
     refused = Reply("这个问题我还没学过。", "乱七八糟", 0.05, False, part="地震是咋产生的")
     assert "地震是咋产生的" not in shown_answer(whole, "zh") and "地震是咋产生的" not in shown_answer(refused, "zh")
+
+
+def test_a_refusal_says_why_with_the_figures_in_the_readers_language():
+    """shown_answer: under a refusal of the gate, which check refused it and the figures it compared (judge's
+    Reply.why); nothing under an answer, nor under a raw answer shown with the refusal off."""
+    from gpt_mini.knowledge import CONFIDENCE_THRESHOLD, REFUSAL, SIMILARITY_THRESHOLD, Reply
+    from ui.chat_tab import shown_answer
+
+    line = f"{REFUSAL}。"
+    like = Reply(line, "插座接太多电器会过热。", 0.97, False, similarity=0.31, refused_similarity=0.62,
+                 why="refused_like")
+    assert "学过要拒答的问题（相似度 0.62）" in shown_answer(like, "zh") and "（0.31）" in shown_answer(like, "zh")
+    assert "taught to refuse (0.62)" in shown_answer(like, "en")
+    unsure = Reply(line, "乱七八糟", 0.04, False, why="unsure")
+    assert f"只有 4%，低于 {round(100 * CONFIDENCE_THRESHOLD)}%" in shown_answer(unsure, "zh")
+    unlike = Reply(line, "乱七八糟", 0.9, False, similarity=0.12, why="unlike")
+    assert f"similarity 0.12, below {SIMILARITY_THRESHOLD:.2f}" in shown_answer(unlike, "en")
+    own = Reply(line + "你可以试试问我：什么是注意力机制？", line, 0.99, False, said_no=True, why="model")
+    assert "模型自己写出了" in shown_answer(own, "zh")
+    answered = Reply("注意力机制让模型关注关键位置。", "注意力机制让模型关注关键位置。", 0.99, True)
+    raw = Reply("乱七八糟", "乱七八糟", 0.04, False, why="unsure")  # refusal off: the raw answer is shown
+    assert "为什么没答" not in shown_answer(answered, "zh") and "为什么没答" not in shown_answer(raw, "zh")

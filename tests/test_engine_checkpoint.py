@@ -16,6 +16,7 @@ from gpt_mini import tokenizer as bpe
 from gpt_mini.config import load_config
 from gpt_mini.errors import UserError
 from gpt_mini.generate import generate
+from gpt_mini.knowledge import REFUSAL, Course, course_of
 from gpt_mini.model import GPT
 
 pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
@@ -36,6 +37,22 @@ def logits_of(model, tok, text="什么是注意力机制？"):
     idx = torch.tensor([[bpe.BOS_ID] + bpe.encode(tok, text)])
     with torch.no_grad():
         return model(idx)[0]
+
+
+def test_the_course_index_with_its_questions_to_refuse_survives_a_weights_only_load(project, tok, tmp_path):
+    """The refusal's course (wordings per fact, answers, questions taught to be refused) is plain lists in the file
+    and comes back as the same Course (knowledge.course_of), in fp32 and in int8."""
+    rows = [{"prompt": "什么是注意力机制？", "completion": "注意力答案"}, {"prompt": "推荐一部电影",
+            "completion": f"{REFUSAL}。"}]
+    course = Course.from_rows(rows)
+    cfg = project.cfg()
+    model = C.model_from_config(cfg, tok.get_vocab_size())
+    ckpt = C.make_checkpoint(model, cfg, tok, 1, {}, course)
+    for name, saved_ckpt in (("last.pt", ckpt), ("quantized.pt", C.quantize_int8(ckpt))):
+        C.atomic_save(saved_ckpt, tmp_path / name)
+        loaded = course_of(torch.load(tmp_path / name, weights_only=True))
+        assert (loaded.facts, loaded.answers) == ([["什么是注意力机制？"]], ["注意力答案"])
+        assert loaded.refused == ["推荐一部电影"]
 
 
 def test_checkpoint_round_trip_gives_identical_logits(saved, tok):

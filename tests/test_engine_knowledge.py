@@ -11,11 +11,12 @@ from conftest import PAIRS, VAL_PAIRS, assert_one_line_user_error, pair_rows
 from gpt_mini import knowledge as K
 from gpt_mini import tokenizer as bpe
 from gpt_mini.calibrate import sweep, table
+from gpt_mini.checkpoint import file_sha
 from gpt_mini.data import encode_row, prompt_prefix
 from gpt_mini.errors import UserError
 from gpt_mini.generate import Result, Settings, fit_prompt, generate, sampling_stages
 from gpt_mini.knowledge import REFUSAL, Course, judge
-from gpt_mini.quality import char_f1, greedy_exact
+from gpt_mini.quality import char_f1, greedy_exact, refusal_report
 
 pytestmark = pytest.mark.single_thread  # a shared 2-core machine: torch on one thread
 
@@ -191,6 +192,70 @@ def test_course_from_rows_groups_wordings_by_answer_in_file_order():
     assert Course.from_rows(rows).answers == ["a", "b"]
 
 
+def test_rows_that_teach_the_refusal_are_kept_apart_as_questions_to_refuse_and_never_suggested():
+    rows = [{"prompt": "A1", "completion": "a"}, {"prompt": "帮我修一下插座", "completion": f"{REFUSAL}。"},
+            {"prompt": "帮我修一下插座", "completion": f"{REFUSAL}。"},
+            {"prompt": "推荐一部电影", "completion": f"{REFUSAL}。"},
+            {"prompt": "那它呢", "completion": f"{REFUSAL}。", "history": [["A1", "a"]]}]
+    course = Course.from_rows(rows)
+    assert course.facts == [["A1"]] and course.answers == ["a"] and course.refused == ["帮我修一下插座", "推荐一部电影"]
+    assert [q for q, _ in course.closest("帮我修一下插座", 5)] == []  # shares nothing with A1: nothing to suggest
+    assert course.match("帮我修一下插座", "a")[2] == pytest.approx(1.0)  # the same as a question to refuse
+    assert Course.from_rows(rows[:1]).match("帮我修一下插座", "a")[2] == 0.0  # none taught: 0
+
+
+def test_a_refusal_says_which_check_refused_it_the_first_that_holds():
+    course = Course(*[[["什么是注意力机制？", "注意力机制是啥"], ["天空为什么是蓝色的？", "天为啥是蓝的"]],
+                      [ATTENTION, SKY], ["推荐一部电影", "推荐一部好看的电影"]])
+    why = {name: judge(result(answer, conf), q, course, threshold=0.5, min_similarity=0.3).why
+           for name, answer, conf, q in [("known", ATTENTION, 0.9, "注意力机制是什么"),
+                                         ("model", f"{REFUSAL}。", 0.9, "注意力机制是什么"),
+                                         ("unsure", ATTENTION, 0.2, "注意力机制是什么"),
+                                         ("unlike", SKY, 0.9, "注意力机制是什么"),
+                                         ("refused_like", ATTENTION, 0.9, "推荐一部注意力的电影"),
+                                         ("empty", "", 0.9, "注意力机制是什么")]}
+    assert why == {"known": "", "model": "model", "unsure": "unsure", "unlike": "unlike",
+                   "refused_like": "refused_like", "empty": "empty"}
+    both = judge(result(SKY, 0.2), "注意力机制是什么", course, threshold=0.5, min_similarity=0.3)
+    assert both.why == "unsure"  # unsure and unlike: the first in the order is named
+
+
+def test_an_answer_is_refused_when_the_question_is_clearly_closer_to_one_taught_to_be_refused():
+    """The course explains overloaded sockets; 插座突然没电了咋修 asks for a repair, like the repair requests the
+    model was taught to refuse. Refused only when it is closer to those by more than REFUSED_MARGIN."""
+    socket = "一个插座接太多大功率电器，电流过大会使导线过热。"
+    facts, answers = [["一个插座同时插很多电器会怎样", "插座上插太多电器危险吗"]], [socket]
+    repairs = ["家里灯不亮了咋修", "插座没电了怎么修", "电脑坏了帮我修一下"]
+    question = "家里插座突然没电了咋修"
+    taught = judge(result(socket, 0.99), question, Course(facts, answers, repairs), threshold=0.5, min_similarity=0.1)
+    untaught = judge(result(socket, 0.99), question, Course(facts, answers), threshold=0.5, min_similarity=0.1)
+    assert untaught.known and not untaught.near_refused
+    assert not taught.known and taught.near_refused and taught.text.startswith(REFUSAL)
+    course_like = judge(result(socket, 0.99), "一个插座插很多电器会怎样", Course(facts, answers, repairs),
+                        threshold=0.5, min_similarity=0.1)
+    assert course_like.known and not course_like.near_refused  # a course wording stays closer to its fact
+
+
+def test_an_older_checkpoint_takes_its_questions_to_refuse_from_its_unchanged_training_data(tmp_path):
+    """Checkpoints saved before course_refused existed: the refusal rows of the training file named in its config,
+    only while that file still has the hash its provenance recorded (else the model may not have learned them)."""
+    path = tmp_path / "train.jsonl"
+    rows = [{"prompt": "什么是注意力机制？", "completion": "注意力答案"},
+            {"prompt": "推荐一部电影", "completion": f"{REFUSAL}。"}]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+
+    def old_checkpoint():
+        return {"course": [["什么是注意力机制？"]], "course_answers": ["注意力答案"],
+                "config": {"data": {"train_path": str(path)}}, "provenance": {"data": {"train_path": recorded}}}
+
+    recorded = file_sha(path)
+    assert K.course_of(old_checkpoint()).refused == ["推荐一部电影"]
+    assert K.course_of(dict(old_checkpoint(), course_refused=[])).refused == []  # stored: the file is not read
+    path.write_text(path.read_text(encoding="utf-8") + json.dumps(rows[1]).replace("电影", "歌") + "\n",
+                    encoding="utf-8")
+    assert K.course_of(old_checkpoint()).refused == []  # the file changed since training
+
+
 def test_the_same_course_is_indexed_once_and_answers_like_a_fresh_index():
     facts, answers = [["什么是注意力机制？", "注意力是啥"], ["什么是过拟合？"]], ["注意力答案", "过拟合答案"]
     course = Course.of(facts, answers)
@@ -286,7 +351,8 @@ def test_prompts_file_prints_one_json_line_per_question(cli, ckpt, tmp_path):
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [x["prompt"] for x in lines] == [PAIRS[0][0], questions[1], "？"]  # blank lines skipped
     first = lines[0]
-    assert set(first) == {"prompt", "answer", "confidence", "known", "part"} and first["part"] == ""
+    assert set(first) == {"prompt", "answer", "confidence", "known", "part", "why"} and first["part"] == ""
+    assert first["why"] == "" and (lines[1]["why"] == "") == lines[1]["known"]  # a reason exactly when refused
     assert first["known"] is True and first["answer"] == PAIRS[0][1]
     assert lines[1]["known"] is (not lines[1]["answer"].startswith(REFUSAL))
     assert "error" in lines[2]  # a question with nothing in it: its own line, the others still answered
@@ -338,20 +404,22 @@ def test_info_prints_what_made_the_checkpoint(cli, ckpt, trained_run):
 
 def test_calibration_grid_holds_the_thresholds_in_force_and_counts_refusals():
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
-    # known, unsure, unlike the course, both, and one the model refused itself (always refused); one try each
-    items = [[t] for t in [(1.0, 1.0, False), (c - 0.01, 1.0, False), (1.0, s - 0.01, False), (0.0, 0.0, False),
-                           (1.0, 1.0, True)]]
+    # known, unsure, unlike the course, both, one the model refused itself and one closer to a question taught to
+    # be refused (both always refused); one try each
+    items = [[t] for t in [(1.0, 1.0, False, False), (c - 0.01, 1.0, False, False), (1.0, s - 0.01, False, False),
+                           (0.0, 0.0, False, False), (1.0, 1.0, False, True), (1.0, 1.0, True, False)]]
     rows = {(r["confidence"], r["similarity"]): r["refused"] for r in sweep(items)}
-    assert rows[(c, s)] == 0.8  # the chosen row is in the table, and only the known question passes it
-    low = sweep(items, [c - 0.05], [0.0])  # a lower bar refuses the question that fails both and the model's own
-    assert [r["refused"] for r in low] == [0.4]
+    assert rows[(c, s)] == 5 / 6  # the chosen row is in the table, and only the known question passes it
+    low = sweep(items, [c - 0.05], [0.0])  # a lower bar refuses the one that fails both and the threshold-free two
+    assert [r["refused"] for r in low] == [0.5]
 
 
 def test_calibration_table_counts_right_answers_kept_and_all_questions_handled_right():
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
-    scores = {"in": [[t] for t in [(1.0, 1.0, 0.9, False), (c - 0.01, 1.0, 0.9, False), (1.0, 1.0, 0.1, False),
-                                   (1.0, 1.0, 0.95, True)]],  # right and sure, right but unsure, wrong, own refusal
-              "out": [[(1.0, 1.0, False)], [(0.0, 0.0, False)]]}
+    scores = {"in": [[t] for t in [(1.0, 1.0, 0.9, False, False), (c - 0.01, 1.0, 0.9, False, False),
+                                   (1.0, 1.0, 0.1, False, False), (1.0, 1.0, 0.95, False, True)]],
+              "out": [[(1.0, 1.0, False, False)], [(0.0, 0.0, False, False)]]}  # right and sure, right but unsure,
+    # wrong, own refusal; an out-of-course question let through and one refused
     row = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(c, s)]
     assert row["right"] == 0.25  # only the sure right answer is kept: 1 of 4 course questions
     assert row["refused"] == [0.5, 2 / 3, 0.0, 0.5]
@@ -362,15 +430,41 @@ def test_calibration_keeps_the_surest_part_the_gate_passes_when_the_whole_questi
     """The table counts what the chat keeps: a whole question the gate refuses is answered by a part it passes
     (the surest), at every pair of thresholds; a question the model refused itself is never re-read."""
     c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
-    unsure_whole = (c / 2, 1.0, 0.1, False)
-    scores = {"in": [[unsure_whole, (1.0, s - 0.01, 1.0, False), (0.9, 1.0, 0.95, False), (0.8, 1.0, 0.0, False)],
-                     [(1.0, 1.0, 0.0, True), (1.0, 1.0, 1.0, False)]],
-              "out": [[(c / 2, 1.0, False), (0.9, 1.0, False)], [(c / 2, 1.0, False), (1.0, 0.0, False)]]}
+    unsure_whole = (c / 2, 1.0, 0.1, False, False)
+    scores = {"in": [[unsure_whole, (1.0, s - 0.01, 1.0, False, False), (0.9, 1.0, 0.95, False, False),
+                      (0.8, 1.0, 0.0, False, False)],
+                     [(1.0, 1.0, 0.0, False, True), (1.0, 1.0, 1.0, False, False)]],
+              "out": [[(c / 2, 1.0, False, False), (0.9, 1.0, False, False)],
+                      [(c / 2, 1.0, False, False), (1.0, 0.0, False, False)]]}
     row = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(c, s)]
     assert row["right"] == 0.5  # the first question's part at 0.9 (right); the second stays the model's refusal
     assert row["refused"] == [0.5, 0.0, 0.5, 0.5]  # the out-of-course question whose part passes is let through
     strict = {(r["confidence"], r["similarity"]): r for r in table(scores)}[(0.95, s)]
     assert strict["right"] == 0.0 and strict["refused"][3] == 1.0  # at 0.95 no part passes
+
+
+def test_calibration_replays_which_reading_of_a_follow_up_the_chat_keeps_at_each_pair():
+    """A two-turn row's tries are (with the earlier exchange, alone); as in reply_in_context the answer alone is
+    kept when it passes and is surer, so at a bar it fails the answer with the earlier exchange is kept."""
+    c, s = K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD
+    with_context, alone = (0.5, s + 0.1, 0.0, False, False), (0.9, s + 0.05, 1.0, False, False)  # alone right
+    scores = {"in": [[with_context, alone]], "out": [], "two_turn": {"in": [True], "out": []}}
+    rows = {(r["confidence"], r["similarity"]): r for r in table(scores)}
+    assert rows[(c, s)]["right"] == 1.0  # both pass: the surer, alone
+    assert rows[(c, round(s + 0.1, 2))]["right"] == 0.0  # a bar only the answer with the earlier exchange passes
+
+
+def test_the_calibration_table_at_the_thresholds_in_force_equals_the_chats_own_decisions(trained_run):
+    """refusal_report judges every row as the chat does (reply_in_context); its table replays the choice from the
+    recorded tries. At the report's own thresholds both must agree, follow-ups and re-read parts included."""
+    course = K.Course.from_rows(pair_rows(PAIRS))
+    dev_in = (pair_rows(VAL_PAIRS) + [{"prompt": "刚才老师讲的，天空为啥是蓝的", "completion": PAIRS[1][1]},
+                                      {"prompt": "那它呢", "completion": PAIRS[0][1], "history": [list(PAIRS[0])]}])
+    dev_out = [{"prompt": "帮我订一张火车票"}, {"prompt": "那它多少钱", "history": [list(PAIRS[1])]}]
+    for c, s in [(K.CONFIDENCE_THRESHOLD, K.SIMILARITY_THRESHOLD), (0.5, 0.3)]:
+        report = refusal_report(trained_run.model, trained_run.tok, course, dev_in, dev_out, c, s)
+        row = {(r["confidence"], r["similarity"]): r for r in table(report["scores"])}[(c, s)]
+        assert row["right"] == report["in_answered_right"] and row["refused"][3] == report["out_refused"]
 
 
 def test_parts_are_the_asking_clauses_together_then_each_long_clause():

@@ -14,7 +14,7 @@ from gpt_mini.config import ROOT
 from gpt_mini.data import FIXED_QUESTIONS, check_history
 from gpt_mini.errors import UserError
 from gpt_mini.generate import DEFAULT, SAMPLING, Result, Settings
-from gpt_mini.knowledge import course_of, judge, reply_in_context
+from gpt_mini.knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, judge, reply_in_context
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
@@ -114,11 +114,18 @@ def confidence_badge(reply, lang: str = "zh") -> str:
 
 
 def shown_answer(reply, lang: str = "zh") -> str:
-    """The answer as the chat shows it, with its confidence under it, and the part of the question it answers when
-    only a part was understood (knowledge.parts)."""
+    """The answer as the chat shows it, with its confidence under it, the part of the question it answers when
+    only a part was understood (knowledge.parts), and under a refusal why the gate refused."""
     part = f"\n{say('chat.answered_part', lang, part=as_text(reply.part))}" if reply.known and reply.part else ""
+    why = f"\n{why_refused(reply, lang)}" if reply.why and reply.text != reply.answer else ""
     return (f"{as_text(reply.text) or say('chat.empty_answer', lang)}\n"
-            f"{say('chat.answer_confidence', lang, pct=round(100 * reply.confidence))}{part}")
+            f"{say('chat.answer_confidence', lang, pct=round(100 * reply.confidence))}{part}{why}")
+
+
+def why_refused(reply, lang: str = "zh") -> str:
+    """One line: which check refused the answer, with the figures it compared (the chat's thresholds)."""
+    return say(f"chat.why.{reply.why}", lang, r=reply.refused_similarity, s=reply.similarity,
+               pct=round(100 * reply.confidence), t=round(100 * CONFIDENCE_THRESHOLD), m=SIMILARITY_THRESHOLD)
 
 
 def checkpoint_info(store, key) -> str:
@@ -265,8 +272,9 @@ def wire_api(store, server: BatchServer):
             top_p: float = DEFAULT["top_p"], repetition_penalty: float = DEFAULT["repetition_penalty"],
             max_new_tokens: int = DEFAULT["max_new_tokens"], stop_strings: str = "",
             checkpoint: str = DEFAULT_KEY, refuse: bool = True) -> dict:
-        """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer, part} (part: the
-        clause of a long question that was answered, when the whole was not understood; else "")."""
+        """Like /generate, with the verdict: {answer, confidence, known, suggestions, raw_answer, part, why} (part:
+        the clause of a long question that was answered, when the whole was not understood; why: which check refused
+        it, "model" | "refused_like" | "unsure" | "unlike" | "empty", else "")."""
         return verdict(reply_to(prompt, temperature, top_k, top_p, repetition_penalty, max_new_tokens, stop_strings,
                                 checkpoint, refuse, None))
 
@@ -279,7 +287,7 @@ def wire_api(store, server: BatchServer):
 
     def verdict(r) -> dict:
         return {"answer": r.text, "confidence": round(r.confidence, 4), "known": r.known,
-                "suggestions": r.suggestions, "raw_answer": r.answer, "part": r.part}
+                "suggestions": r.suggestions, "raw_answer": r.answer, "part": r.part, "why": r.why}
 
     gr.api(generate, api_name="generate", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     gr.api(ask, api_name="ask", concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
