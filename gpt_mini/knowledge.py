@@ -226,8 +226,13 @@ class Reply:
 
     @property
     def near_refused(self) -> bool:
-        """Clearly closer to a question taught to be refused than to the questions of the fact answered."""
-        return self.refused_similarity > self.similarity + REFUSED_MARGIN
+        return closer_to_refused(self.refused_similarity, self.similarity)
+
+
+def closer_to_refused(refused_similarity: float, similarity: float) -> bool:
+    """The question is clearly closer to a question taught to be refused than to the questions of the fact
+    answered (by more than REFUSED_MARGIN)."""
+    return refused_similarity > similarity + REFUSED_MARGIN
 
 
 def refusal_line(suggestions) -> str:
@@ -251,7 +256,7 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
     closest, of_answer, refused = course.match(asked_with(question, history), of_fact) if course else ([], None, 0.0)
     similarity = similarity_of(course, closest) if course else 1.0
     similarity = similarity if of_answer is None else of_answer
-    reasons = {"model": said_no, "refused_like": refused > similarity + REFUSED_MARGIN,
+    reasons = {"model": said_no, "refused_like": closer_to_refused(refused, similarity),
                "unsure": result.confidence < threshold, "unlike": similarity < min_similarity,
                "empty": not result.answer}
     why = next((k for k, failed in reasons.items() if failed), "")
