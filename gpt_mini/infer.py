@@ -11,7 +11,7 @@ from .data import check_history, read_lines
 from .errors import ArgumentParser, UserError, run_cli
 from .generate import DEFAULT, Settings, generate
 from .hardware import pick_device
-from .knowledge import PART_NOTE, course_of, reply_in_context
+from .knowledge import PART_NOTE, WHY_NOTES, course_of, reply_in_context, why_values
 
 
 def build_parser():
@@ -89,6 +89,8 @@ def main(argv=None):
         print(f"助手: {r.text}" if args.show_label else r.text, flush=True)
         if r.known and r.part:
             print(" / ".join(note.format(part=r.part) for note in PART_NOTE), flush=True)
+        if r.why and r.text != r.answer:  # refused by the gate: which check, with its figures
+            print(" / ".join(note.format(**why_values(r)) for note in WHY_NOTES[r.why]), flush=True)
         if r.known:  # the next question sees this exchange (if it fits); a refused one is left out
             history.append((question, result.answer))
 

@@ -235,6 +235,27 @@ def closer_to_refused(refused_similarity: float, similarity: float) -> bool:
     return refused_similarity > similarity + REFUSED_MARGIN
 
 
+WHY_NOTES = {  # under a refusal, chat and CLI: which check refused it (Reply.why), with the figures it compared
+    "model": ("为什么没答：模型自己写出了“还没学过”（训练时它学过这样回答课程外的问题）",
+              "Why: the model itself wrote “not learned yet” (it was trained to, for questions outside the course)"),
+    "refused_like": ("为什么没答：问题更像训练时学过要拒答的问题（相似度 {r:.2f}），不像它答的那个知识点（{s:.2f}）",
+                     "Why: the question is closer to the questions it was taught to refuse ({r:.2f}) than to the "
+                     "fact it answered ({s:.2f})"),
+    "unsure": ("为什么没答：模型没把握，回答里最没把握的一个词元只有 {pct}%，低于 {t}%",
+               "Why: the model was unsure: the least likely token of its answer was {pct}%, below {t}%"),
+    "unlike": ("为什么没答：问题不像它答的那个知识点的训练问法（相似度 {s:.2f}，低于 {m:.2f}）",
+               "Why: the question is unlike the training questions of the fact it answered (similarity {s:.2f}, "
+               "below {m:.2f})"),
+    "empty": ("为什么没答：回答是空的", "Why: the answer was empty"),
+}
+
+
+def why_values(reply, threshold: float = CONFIDENCE_THRESHOLD, min_similarity: float = SIMILARITY_THRESHOLD) -> dict:
+    """The figures a WHY_NOTES line names, for a reply judged at these thresholds."""
+    return {"r": reply.refused_similarity, "s": reply.similarity, "pct": round(100 * reply.confidence),
+            "t": round(100 * threshold), "m": min_similarity}
+
+
 def refusal_line(suggestions) -> str:
     if not suggestions:
         return f"{REFUSAL}。"

@@ -377,6 +377,25 @@ def test_a_prompts_file_line_may_be_a_follow_up_with_its_history(cli, ckpt, tmp_
     assert "第 2 行" in out[1]["error"] and "history" in out[2]["error"]
 
 
+def test_a_refused_question_prints_why_under_the_refusal_line(cli, ckpt, trained_run):
+    """infer --prompt: under a refusal of the gate, one line (zh / en) naming the check and its figures, as the chat
+    shows it (knowledge.WHY_NOTES); an answered question prints no such line."""
+    course = K.course_of(torch.load(ckpt, weights_only=True))
+    for question, known in (("今天天气怎么样呀，适合出去玩吗", False), (PAIRS[0][0], True)):
+        reply = K.reply_in_context(lambda h, q: generate(trained_run.model, trained_run.tok, q, history=h), question,
+                                   (), course)[1]
+        assert reply.known is known
+        proc = cli("gpt_mini.infer", "--ckpt", ckpt, "--prompt", question)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[0] == reply.text
+        if reply.known:
+            assert not any(line.startswith("为什么没答") for line in lines)
+        else:
+            zh, en = K.WHY_NOTES[reply.why]
+            assert lines[1] == f"{zh} / {en}".format(**K.why_values(reply))
+
+
 def test_no_refuse_prints_the_raw_answer(cli, ckpt, tmp_path, trained_run):
     question = "今天天气怎么样呀，适合出去玩吗"
     raw = generate(trained_run.model, trained_run.tok, question)

@@ -14,7 +14,7 @@ from gpt_mini.config import ROOT
 from gpt_mini.data import FIXED_QUESTIONS, check_history
 from gpt_mini.errors import UserError
 from gpt_mini.generate import DEFAULT, SAMPLING, Result, Settings
-from gpt_mini.knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, judge, reply_in_context
+from gpt_mini.knowledge import course_of, judge, reply_in_context, why_values
 from gpt_mini.serving import BatchServer
 from gpt_mini.visualize import next_token_stages, token_text
 
@@ -124,8 +124,7 @@ def shown_answer(reply, lang: str = "zh") -> str:
 
 def why_refused(reply, lang: str = "zh") -> str:
     """One line: which check refused the answer, with the figures it compared (the chat's thresholds)."""
-    return say(f"chat.why.{reply.why}", lang, r=reply.refused_similarity, s=reply.similarity,
-               pct=round(100 * reply.confidence), t=round(100 * CONFIDENCE_THRESHOLD), m=SIMILARITY_THRESHOLD)
+    return say(f"chat.why.{reply.why}", lang, **why_values(reply))
 
 
 def checkpoint_info(store, key) -> str:

@@ -15,7 +15,7 @@ one str(t(...)) in it is translated (checked in chromium: the one-forward-pass s
 
 import functools
 
-from gpt_mini.knowledge import PART_NOTE
+from gpt_mini.knowledge import PART_NOTE, WHY_NOTES
 
 from .charts import CHART_TEXT
 from .hyperparameters import hyperparameter_text
@@ -292,19 +292,7 @@ TEXT = {  # key: (中文, English)
     "chat.answered_part": PART_NOTE,
     "chat.empty_answer": ("（空回答）", "(empty answer)"),
     # under a refusal: why the gate refused (knowledge.judge's Reply.why), with the figures it compared
-    "chat.why.model": ("为什么没答：模型自己写出了“还没学过”（训练时它学过这样回答课程外的问题）",
-                       "Why: the model itself wrote “not learned yet” (it was trained to, for questions outside "
-                       "the course)"),
-    "chat.why.refused_like": ("为什么没答：问题更像训练时学过要拒答的问题（相似度 {r:.2f}），不像它答的那个知识点"
-                              "（{s:.2f}）",
-                              "Why: the question is closer to the questions it was taught to refuse ({r:.2f}) than "
-                              "to the fact it answered ({s:.2f})"),
-    "chat.why.unsure": ("为什么没答：模型没把握，回答里最没把握的一个词元只有 {pct}%，低于 {t}%",
-                        "Why: the model was unsure: the least likely token of its answer was {pct}%, below {t}%"),
-    "chat.why.unlike": ("为什么没答：问题不像它答的那个知识点的训练问法（相似度 {s:.2f}，低于 {m:.2f}）",
-                        "Why: the question is unlike the training questions of the fact it answered (similarity "
-                        "{s:.2f}, below {m:.2f})"),
-    "chat.why.empty": ("为什么没答：回答是空的", "Why: the answer was empty"),
+    **{f"chat.why.{why}": note for why, note in WHY_NOTES.items()},
     "chat.badge.confidence": ("把握 {pct}%", "Confidence {pct}%"),  # the badge after an answer (say())
     "chat.badge.known": ("学过", "learned"),
     "chat.badge.not_learned": ("没学过", "not learned"),
