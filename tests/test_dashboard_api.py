@@ -71,10 +71,12 @@ def test_generate_refuses_what_the_model_has_not_learned_unless_told_not_to(serv
     assert c.predict(question, refuse=False, api_name="/generate") == raw.answer  # raw output on request
     info = c.predict(question, api_name="/ask")
     assert info["known"] is False and info["answer"] == refused and info["raw_answer"] == raw.answer
+    assert info["why"] == judge(raw, question, course_of(ckpt)).why != ""  # which check refused it
     assert info["confidence"] == pytest.approx(raw.confidence, abs=1e-4)
     assert 1 <= len(info["suggestions"]) <= 3 and all(s in refused for s in info["suggestions"])
     known = c.predict(Q1, api_name="/ask")
     assert known["known"] is True and known["answer"] == FIXED_QUESTIONS[Q1] and known["suggestions"] == []
+    assert known["why"] == ""
 
 
 def test_ask_after_answers_a_follow_up_about_the_earlier_exchange(server):
