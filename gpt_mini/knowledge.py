@@ -362,7 +362,12 @@ def refused_in_training_data(ckpt: dict) -> list[str]:
     recorded = ((ckpt.get("provenance") or {}).get("data") or {}).get("train_path")
     if not path or not recorded or file_sha(path) != recorded:
         return []
-    return _taught(read_jsonl(resolve(path)))[1]
+    return list(_refused_in(str(resolve(path)), recorded))
+
+
+@functools.lru_cache(maxsize=4)  # the default model and its int8 copy, old runs: one file, read once per content
+def _refused_in(path: str, sha: str) -> tuple[str, ...]:
+    return tuple(_taught(read_jsonl(path))[1])
 
 
 def _has_prompt(row, where_zh: str, where_en: str) -> dict:
