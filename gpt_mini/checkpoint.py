@@ -154,7 +154,6 @@ def file_sha(path_text) -> str | None:
 
 def provenance(cfg: dict, tok, precision: str) -> dict:
     """What made a checkpoint: config, tokenizer and data hashes, versions, the code commit when known."""
-
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=5).stdout.strip() or None
