@@ -89,7 +89,7 @@ def main(argv=None):
         print(f"助手: {r.text}" if args.show_label else r.text, flush=True)
         if r.known and r.part:
             print(" / ".join(note.format(part=r.part) for note in PART_NOTE), flush=True)
-        if r.why and r.text != r.answer:  # refused by the gate: which check, with its figures
+        if r.withheld:  # refused: which check, with its figures
             print(" / ".join(note.format(**why_values(r)) for note in WHY_NOTES[r.why]), flush=True)
         if r.known:  # the next question sees this exchange (if it fits); a refused one is left out
             history.append((question, result.answer))

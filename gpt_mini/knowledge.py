@@ -223,6 +223,7 @@ class Reply:
     refused_similarity: float = 0.0  # the question against the closest question taught to be refused
     part: str = ""  # the clause of the question the answer is to, when only a part was understood (parts)
     why: str = ""  # why it was refused, the first that holds: "model", "refused_like", "unsure", "unlike", "empty"
+    withheld: bool = False  # refused with refusal on: the student sees the refusal line, not the answer
 
     @property
     def near_refused(self) -> bool:
@@ -284,7 +285,8 @@ def judge(result, question: str, course: Course | None, refuse: bool = True,
     known = not why
     suggestions = [q for q, _ in closest] if not known else []
     text = result.answer if known or not refuse else refusal_line(suggestions)
-    return Reply(text, result.answer, result.confidence, known, suggestions, similarity, said_no, refused, why=why)
+    return Reply(text, result.answer, result.confidence, known, suggestions, similarity, said_no, refused, why=why,
+                 withheld=refuse and not known)
 
 
 _CLAUSE = re.compile(r"[，,。！!？?；;、\s]+")

@@ -136,15 +136,18 @@ def test_a_refusal_says_why_with_the_figures_in_the_readers_language():
 
     line = f"{REFUSAL}。"
     like = Reply(line, "插座接太多电器会过热。", 0.97, False, similarity=0.31, refused_similarity=0.62,
-                 why="refused_like")
+                 why="refused_like", withheld=True)
     assert "学过要拒答的问题（相似度 0.62）" in shown_answer(like, "zh") and "（0.31）" in shown_answer(like, "zh")
     assert "taught to refuse (0.62)" in shown_answer(like, "en")
-    unsure = Reply(line, "乱七八糟", 0.04, False, why="unsure")
+    unsure = Reply(line, "乱七八糟", 0.04, False, why="unsure", withheld=True)
     assert f"只有 4%，低于 {round(100 * CONFIDENCE_THRESHOLD)}%" in shown_answer(unsure, "zh")
-    unlike = Reply(line, "乱七八糟", 0.9, False, similarity=0.12, why="unlike")
+    unlike = Reply(line, "乱七八糟", 0.9, False, similarity=0.12, why="unlike", withheld=True)
     assert f"similarity 0.12, below {SIMILARITY_THRESHOLD:.2f}" in shown_answer(unlike, "en")
-    own = Reply(line + "你可以试试问我：什么是注意力机制？", line, 0.99, False, said_no=True, why="model")
+    own = Reply(line + "你可以试试问我：什么是注意力机制？", line, 0.99, False, said_no=True, why="model",
+                withheld=True)
     assert "模型自己写出了" in shown_answer(own, "zh")
+    bare = Reply(line, line, 0.99, False, said_no=True, why="model", withheld=True)  # 😂😂😂: nothing to suggest
+    assert "模型自己写出了" in shown_answer(bare, "zh")  # the line is shown though the text equals the answer
     answered = Reply("注意力机制让模型关注关键位置。", "注意力机制让模型关注关键位置。", 0.99, True)
     raw = Reply("乱七八糟", "乱七八糟", 0.04, False, why="unsure")  # refusal off: the raw answer is shown
     assert "为什么没答" not in shown_answer(answered, "zh") and "为什么没答" not in shown_answer(raw, "zh")

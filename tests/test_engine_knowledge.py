@@ -217,7 +217,9 @@ def test_a_refusal_says_which_check_refused_it_the_first_that_holds():
     assert why == {"known": "", "model": "model", "unsure": "unsure", "unlike": "unlike",
                    "refused_like": "refused_like", "empty": "empty"}
     both = judge(result(SKY, 0.2), "注意力机制是什么", course, threshold=0.5, min_similarity=0.3)
-    assert both.why == "unsure"  # unsure and unlike: the first in the order is named
+    assert both.why == "unsure" and both.withheld  # unsure and unlike: the first in the order is named
+    raw = judge(result(SKY, 0.2), "注意力机制是什么", course, refuse=False, threshold=0.5, min_similarity=0.3)
+    assert raw.why == "unsure" and not raw.withheld and raw.text == SKY  # refusal off: the answer is shown
 
 
 def test_an_answer_is_refused_when_the_question_is_clearly_closer_to_one_taught_to_be_refused():

@@ -117,7 +117,7 @@ def shown_answer(reply, lang: str = "zh") -> str:
     """The answer as the chat shows it, with its confidence under it, the part of the question it answers when
     only a part was understood (knowledge.parts), and under a refusal why the gate refused."""
     part = f"\n{say('chat.answered_part', lang, part=as_text(reply.part))}" if reply.known and reply.part else ""
-    why = f"\n{why_refused(reply, lang)}" if reply.why and reply.text != reply.answer else ""
+    why = f"\n{why_refused(reply, lang)}" if reply.withheld else ""
     return (f"{as_text(reply.text) or say('chat.empty_answer', lang)}\n"
             f"{say('chat.answer_confidence', lang, pct=round(100 * reply.confidence))}{part}{why}")
 
