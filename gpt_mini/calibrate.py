@@ -6,7 +6,7 @@ import json
 from .checkpoint import load_model
 from .config import ROOT
 from .errors import ArgumentParser, UserError, run_cli
-from .knowledge import CONFIDENCE_THRESHOLD, SELF_CONTAINED_SIMILARITY, SIMILARITY_THRESHOLD, course_of, read_dev
+from .knowledge import CONFIDENCE_THRESHOLD, SIMILARITY_THRESHOLD, course_of, keeps_alone, read_dev
 from .quality import refusal_report
 
 
@@ -27,14 +27,11 @@ def passes(attempt, c: float, s: float) -> bool:
 def chosen(tries, c: float, s: float, two_turn: bool = False):
     """What the chat keeps at thresholds c, s (knowledge.reply_in_context). A first question: the answer to the
     whole, or, when the gate (not the model itself) refuses it, the surest answer to a part that the gate passes.
-    A two-turn row (tries: with the earlier exchange, alone): the answer alone when it passes and is a question of
-    its own (SELF_CONTAINED_SIMILARITY), or passes and the other does not or is less sure; else the one with it."""
+    A two-turn row (tries: with the earlier exchange, alone): the one knowledge.keeps_alone keeps."""
     if two_turn:
         with_context, alone = tries
-        if passes(alone, c, s) and (alone[1] >= SELF_CONTAINED_SIMILARITY or not passes(with_context, c, s)
-                                    or alone[0] > with_context[0]):
-            return alone
-        return with_context
+        keep = keeps_alone(passes(alone, c, s), alone[1], alone[0], passes(with_context, c, s), with_context[0])
+        return alone if keep else with_context
     whole = tries[0]
     if passes(whole, c, s) or whole[-1]:
         return whole

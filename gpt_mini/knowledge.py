@@ -338,9 +338,19 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
         return alone, alone_reply, ()
     result = ask(history, question)
     reply = judge(result, question, course, refuse, history=history, **gate)
-    if alone_reply.known and (not reply.known or alone_reply.confidence > reply.confidence):
+    if keeps_alone(alone_reply.known, alone_reply.similarity, alone_reply.confidence, reply.known, reply.confidence,
+                   self_contained):
         return alone, alone_reply, ()
     return result, reply, history
+
+
+def keeps_alone(alone_passes: bool, alone_similarity: float, alone_confidence: float, with_passes: bool,
+                with_confidence: float, self_contained: float = SELF_CONTAINED_SIMILARITY) -> bool:
+    """A follow-up's two readings (reply_in_context; calibrate replays it at every pair of thresholds): keep the
+    answer to the question alone when it passes the gate and is a question of its own (self_contained), or the
+    answer with the earlier exchange does not pass or is less sure."""
+    return alone_passes and (alone_similarity >= self_contained or not with_passes
+                             or alone_confidence > with_confidence)
 
 
 @functools.lru_cache(maxsize=4)  # the same course again: a reloaded model, the next run
