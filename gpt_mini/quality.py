@@ -64,7 +64,8 @@ def greedy_answers(model, tok, rows, max_new_tokens: int = 128) -> list:
     """Greedy Results for many rows at once (batched by a BatchServer that ends with the call). A prompt with
     nothing to answer ('???' normalises to an empty question) gets an empty Result with confidence 0."""
     asked = [r for r in rows if normalize_prompt(r["prompt"])]
-    server = BatchServer(max_batch=64, threads=torch.get_num_threads())
+    # no time limit: on a busy laptop a batch may take minutes, and nobody is waiting to be told "ask again"
+    server = BatchServer(max_batch=64, threads=torch.get_num_threads(), timeout=None)
     try:
         results = iter(server.answer_many(model, tok, [r["prompt"] for r in asked],
                                           Settings(max_new_tokens=max_new_tokens),

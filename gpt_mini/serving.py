@@ -38,7 +38,9 @@ class BatchServer:
 
     CACHE_SIZE = 256  # greedy answers kept (least recently asked dropped first)
 
-    def __init__(self, max_batch: int = 32, threads: int = 1, timeout: float = 120.0):
+    def __init__(self, max_batch: int = 32, threads: int = 1, timeout: float | None = 120.0):
+        """timeout: seconds a caller waits for the next step of its answer before it is told to ask again; None
+        waits as long as answering takes (an evaluation)."""
         self.max_batch, self.threads, self.timeout = max_batch, threads, timeout
         self._pending: list[_Request] = []
         self._taken: list[_Request] = []  # taken from _pending and not finished: they get the error if a step fails

@@ -215,6 +215,27 @@ def test_a_caller_that_waits_too_long_gets_a_clear_message(tiny_model, tok, monk
         server.answer(tiny_model, tok, "你好？", Settings(max_new_tokens=4))
 
 
+def test_an_evaluation_waits_as_long_as_answering_takes(tiny_model, tok, monkeypatch):
+    """greedy_answers (the dev-set scoring, promotion) runs on a busy machine too: no chat timeout applies."""
+    import time
+
+    from gpt_mini.quality import greedy_answers
+
+    real = type(tiny_model).forward
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.5)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchServer.__init__, "__defaults__", (32, 1, 0.2))  # servers give up after 0.2 s
+    monkeypatch.setattr(type(tiny_model), "forward", slow)
+    rows = [{"prompt": "你好？"}, {"prompt": "什么是注意力机制？"}]
+    got = greedy_answers(tiny_model, tok, rows, max_new_tokens=3)
+    monkeypatch.setattr(type(tiny_model), "forward", real)
+    assert [r.answer for r in got] == [generate(tiny_model, tok, r["prompt"], Settings(max_new_tokens=3)).answer
+                                       for r in rows]
+
+
 def test_closed_server_worker_ends_when_idle(tiny_model, tok):
     server = BatchServer()
     server.answer(tiny_model, tok, "你好？", Settings(max_new_tokens=4))
