@@ -22,7 +22,8 @@ import math
 import re
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 
 import torch
 
@@ -341,7 +342,21 @@ def reply_in_context(ask, question: str, history, course: Course | None, refuse:
     if keeps_alone(alone_reply.known, alone_reply.similarity, alone_reply.confidence, reply.known, reply.confidence,
                    self_contained):
         return alone, alone_reply, ()
+    if not reply.known and course:
+        reply = _suggest_after(reply, alone_reply.suggestions, history, course)
     return result, reply, history
+
+
+def _suggest_after(reply: Reply, alone: list, history, course: Course) -> Reply:
+    """A question refused after an earlier exchange: suggest for its own words and for it with the earlier question
+    in turn (a new topic such as 今天天气怎么样 after 注意力机制 is suggested the weather facts, not attention
+    again), never the fact the earlier exchange was about."""
+    q, a = history[-1]
+    fact = course.fact_answered(a)
+    earlier = course.facts[fact][0] if fact is not None else next((f for f, _ in course.closest(q, 1)), None)
+    mixed = [x for pair in zip_longest(alone, reply.suggestions) for x in pair if x and x != earlier]
+    suggestions = list(dict.fromkeys(mixed))[:MAX_SUGGESTIONS]
+    return replace(reply, suggestions=suggestions, text=refusal_line(suggestions))
 
 
 def keeps_alone(alone_passes: bool, alone_similarity: float, alone_confidence: float, with_passes: bool,

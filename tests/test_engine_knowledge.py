@@ -152,6 +152,18 @@ def test_in_context_a_new_course_question_is_answered_alone_and_a_follow_up_with
     assert raw[0].answer == "注意力机制让模型关注关键位置。" and raw[2] == earlier  # refusal off: as asked
 
 
+def test_a_question_refused_after_an_earlier_exchange_is_suggested_for_its_own_words_never_the_earlier_fact():
+    """A new topic refused after 注意力机制 gets the facts like its own words first, not attention again."""
+    earlier = [("什么是注意力机制？", "注意力机制让模型关注关键位置。")]
+    no = result(f"{REFUSAL}。", 0.9)
+    with_context = judge(no, "天空怎么样", COURSE, history=earlier)
+    assert with_context.suggestions[0] == "什么是注意力机制？"  # what the earlier question alone pulls in
+    _, reply, used = K.reply_in_context(lambda h, q: no, "天空怎么样", earlier, COURSE)
+    assert not reply.known and used == earlier
+    assert reply.suggestions[0] == "天空为什么是蓝色的？" and "什么是注意力机制？" not in reply.suggestions
+    assert reply.text == K.refusal_line(reply.suggestions) and 1 <= len(reply.suggestions) <= K.MAX_SUGGESTIONS
+
+
 def test_an_english_sentence_is_not_close_to_the_courses_english_terms_by_its_letters():
     """Latin words are whole units: an English sentence shares letters with every English course term (by letters
     this one scored 0.63), but no word with these."""
