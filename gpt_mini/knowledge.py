@@ -34,7 +34,7 @@ from .errors import UserError
 
 REFUSAL = "这个问题我还没学过"
 CONFIDENCE_THRESHOLD = 0.10  # both calibrated with `python -m gpt_mini.knowledge` (see README)
-SIMILARITY_THRESHOLD = 0.25
+SIMILARITY_THRESHOLD = 0.20
 SELF_CONTAINED_SIMILARITY = 0.60  # a question this close to a course question is answered alone (calib half)
 REFUSED_MARGIN = 0.10  # refuse a question this much closer to a taught refusal than to its answer's fact (calib)
 MAX_SUGGESTIONS = 3

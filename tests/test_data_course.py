@@ -64,6 +64,18 @@ def test_out_of_course_rows_answer_with_the_refusal_line(train):
     assert {r["completion"] for r in refused} == {f"{REFUSAL}。"}
 
 
+WHICH_IDIOM = re.compile(r"(哪个|什么|啥)成语|成语(叫啥|叫什么|是哪个|是啥(?!意思))")
+
+
+def test_a_fact_asked_as_which_idiom_names_the_idiom_in_its_answer(train):
+    """"这是哪个成语" is answered only by an answer that says which: the idiom in quotes (“守株待兔”…)."""
+    asked = {r["completion"] for r in train if not r.get("history") and not r["completion"].startswith(REFUSAL)
+             and WHICH_IDIOM.search(r["prompt"])}
+    assert len(asked) >= 15
+    unnamed = [a for a in asked if not re.search(r"“[\u4e00-\u9fff]{4}”", a)]
+    assert not unnamed, unnamed[:3]
+
+
 def bigrams(text: str) -> set:
     s = re.sub(r"[\s?？!！。.,，、~～:：;；\"'“”‘’()（）]", "", unicodedata.normalize("NFKC", text).lower())
     return {s[i:i + 2] for i in range(len(s) - 1)} or {s}
